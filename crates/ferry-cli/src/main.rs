@@ -1,0 +1,430 @@
+//! `ferry`: the headless Ferry peer. Every subcommand is a thin call into `ferry-core`, made
+//! in-process when no other process holds the home, or through the holder's control socket.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use ferry_core::control::{self, Call, Client};
+use ferry_core::node::NetSettings;
+use ferry_core::{Config, ContactView, Event, Message, Node, RelayChoice};
+use serde_json::Value;
+
+mod demo;
+mod render;
+
+/// Ferry: message people and send them files directly, end-to-end encrypted.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about)]
+struct Cli {
+    /// The home folder (identity, store); default: the platform's data folder.
+    #[arg(long, global = true, env = "FERRY_HOME")]
+    home: Option<PathBuf>,
+    /// Relay servers: `default`, `disabled`, or a relay URL (stored by `init`, overridden here).
+    #[arg(long, global = true)]
+    relay: Option<RelayChoice>,
+    /// Address to bind, e.g. 127.0.0.1:0 (port 0 keeps this home's stable port).
+    #[arg(long, global = true)]
+    bind: Option<SocketAddr>,
+    /// Local-network discovery (mDNS): on or off.
+    #[arg(long, global = true, value_parser = parse_on_off)]
+    local_discovery: Option<bool>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" | "yes" => Ok(true),
+        "off" | "false" | "no" => Ok(false),
+        _ => Err(format!("expected on or off, not {s:?}")),
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create this home's identity.
+    Init {
+        /// Your display name, as contacts will see it.
+        #[arg(long)]
+        name: String,
+    },
+    /// Print your id, name and addresses.
+    Whoami {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a single-use invite (the invite is the only line on stdout).
+    Invite {
+        /// Also draw it as a QR code (on stderr).
+        #[arg(long)]
+        qr: bool,
+        /// Lifetime, e.g. 30m, 2h, 1d (default 24h).
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
+    },
+    /// Pair with someone using their invite.
+    Pair {
+        /// The `ferry:…` invite text.
+        invite: String,
+    },
+    /// List contacts with their online state and path.
+    Contacts {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a text message.
+    Send {
+        /// Display name or id prefix.
+        contact: String,
+        /// The message.
+        text: String,
+        /// Without a running daemon: how long to try delivering before leaving it queued.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        wait: Duration,
+        /// Print the stored message as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the conversation with a contact (marks what it shows as read).
+    History {
+        /// Display name or id prefix.
+        contact: String,
+        /// How many of the newest messages.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark a contact verified after comparing safety numbers.
+    Verify {
+        /// Display name or id prefix.
+        contact: String,
+        /// Remove the mark instead.
+        #[arg(long)]
+        undo: bool,
+    },
+    /// Stay online: deliver the outbox, answer pairings, print events.
+    Daemon {
+        /// Print events as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Two real nodes in temporary homes on loopback: pair, chat, print what happened.
+    Demo,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("not a duration: {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("unknown unit in {s:?} (use s, m, h or d)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// Where calls go: the holder of the home, or a node this process opens.
+enum Backend {
+    Remote(Client),
+    Local(Arc<Node>),
+}
+
+impl Backend {
+    async fn call(&mut self, call: Call) -> Result<Value> {
+        Ok(match self {
+            Backend::Remote(c) => c.call(call).await?,
+            Backend::Local(n) => control::dispatch(n, call).await?,
+        })
+    }
+
+    async fn close(self) {
+        if let Backend::Local(n) = self {
+            n.shutdown().await;
+        }
+    }
+}
+
+impl Cli {
+    fn home(&self) -> Result<PathBuf> {
+        Ok(match &self.home {
+            Some(h) => h.clone(),
+            None => ferry_core::default_home()?,
+        })
+    }
+
+    fn config(&self) -> Config {
+        Config {
+            relay: self.relay.clone(),
+            bind: self.bind,
+            local_discovery: self.local_discovery,
+            ..Config::default()
+        }
+    }
+
+    async fn open_local(&self) -> Result<Arc<Node>> {
+        let home = self.home()?;
+        Ok(Node::open(&home, self.config()).await?)
+    }
+
+    async fn backend(&self) -> Result<Backend> {
+        let home = self.home()?;
+        if let Some(client) = Client::connect(&home).await? {
+            if self.relay.is_some() || self.bind.is_some() || self.local_discovery.is_some() {
+                eprintln!("note: another Ferry process holds this home; network options apply to it, not here");
+            }
+            return Ok(Backend::Remote(client));
+        }
+        Ok(Backend::Local(self.open_local().await?))
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Command::Init { name } => {
+            let home = cli.home()?;
+            let settings = NetSettings {
+                relay: cli.relay.clone().unwrap_or(RelayChoice::Default),
+                bind: cli.bind,
+                local_discovery: cli.local_discovery.unwrap_or(true),
+            };
+            let id = Node::init_with(&home, name, &settings)?;
+            println!("{id}");
+            eprintln!(
+                "Created {name}'s identity in {}.\nNext: `ferry invite` to invite someone, or `ferry pair <invite>` to accept one.",
+                home.display()
+            );
+        }
+        Command::Whoami { json } => {
+            let mut b = cli.backend().await?;
+            let v = b.call(Call::Profile).await;
+            b.close().await;
+            let v = v?;
+            if *json {
+                println!("{v}");
+            } else {
+                println!("{} {}", v["name"].as_str().unwrap_or(""), v["id"].as_str().unwrap_or(""));
+                println!("addresses: {}", v["addr"]);
+            }
+        }
+        Command::Invite { qr, ttl } => {
+            let mut b = cli.backend().await?;
+            let local = matches!(b, Backend::Local(_));
+            let v = b
+                .call(Call::Invite {
+                    ttl_secs: ttl.map(|d| d.as_secs()),
+                })
+                .await;
+            b.close().await;
+            let v = v?;
+            println!("{}", v["invite"].as_str().unwrap_or_default());
+            if *qr {
+                eprintln!("{}", v["qr"].as_str().unwrap_or_default());
+            }
+            if local {
+                eprintln!("Single use. Keep Ferry running (`ferry daemon` or the app) so the pairing can be answered.");
+            }
+        }
+        Command::Pair { invite } => {
+            let mut b = cli.backend().await?;
+            let v = b
+                .call(Call::Pair {
+                    invite: invite.clone(),
+                })
+                .await;
+            b.close().await;
+            let c: ContactView = serde_json::from_value(v?)?;
+            println!("Paired with {} ({})", c.name, c.id);
+            println!("Safety number: {}", c.safety_number);
+            println!("Compare it with {} in person or on a call, then run `ferry verify {}`.", c.name, c.name);
+        }
+        Command::Contacts { json } => {
+            let mut b = cli.backend().await?;
+            let refresh = matches!(b, Backend::Local(_));
+            let v = b.call(Call::Contacts { refresh }).await;
+            b.close().await;
+            let contacts: Vec<ContactView> = serde_json::from_value(v?)?;
+            if *json {
+                println!("{}", serde_json::to_string(&contacts)?);
+            } else {
+                render::contacts(&contacts);
+            }
+        }
+        Command::Send {
+            contact,
+            text,
+            wait,
+            json,
+        } => {
+            let mut b = cli.backend().await?;
+            let v = b
+                .call(Call::Send {
+                    contact: contact.clone(),
+                    text: text.clone(),
+                })
+                .await;
+            let m: Message = match v {
+                Ok(v) => serde_json::from_value(v)?,
+                Err(e) => {
+                    b.close().await;
+                    return Err(e);
+                }
+            };
+            let delivered = match &b {
+                Backend::Remote(_) => None,
+                Backend::Local(node) => {
+                    Some(node.wait_outbox_drained(Some(&m.contact), *wait).await?)
+                }
+            };
+            let state = match &b {
+                Backend::Local(node) => node.message(&m.id)?.map(|m| m.state),
+                Backend::Remote(_) => Some(m.state),
+            };
+            b.close().await;
+            if *json {
+                println!("{}", serde_json::to_string(&m)?);
+            }
+            match (delivered, state) {
+                (None, _) => eprintln!("queued; the running Ferry process delivers it"),
+                (Some(true), Some(s)) => eprintln!("{}", render::state_word(s)),
+                (Some(_), _) => eprintln!(
+                    "queued: {contact} is not reachable now. It stays in the outbox and goes out when this home is online (`ferry daemon` or the app) together with {contact}."
+                ),
+            }
+        }
+        Command::History {
+            contact,
+            limit,
+            json,
+        } => {
+            let mut b = cli.backend().await?;
+            let v = b
+                .call(Call::History {
+                    contact: contact.clone(),
+                    before: None,
+                    limit: *limit,
+                    mark_read: true,
+                })
+                .await;
+            if let Backend::Local(node) = &b {
+                // Give the read receipt a moment to go out.
+                let _ = node.wait_outbox_drained(None, Duration::from_secs(3)).await;
+            }
+            b.close().await;
+            let page: Vec<Message> = serde_json::from_value(v?)?;
+            if *json {
+                println!("{}", serde_json::to_string(&page)?);
+            } else {
+                render::history(contact, &page);
+            }
+        }
+        Command::Verify { contact, undo } => {
+            let mut b = cli.backend().await?;
+            let v = b
+                .call(Call::Verify {
+                    contact: contact.clone(),
+                    verified: !undo,
+                })
+                .await;
+            b.close().await;
+            let c: ContactView = serde_json::from_value(v?)?;
+            println!(
+                "{} is {}",
+                c.name,
+                if c.verified { "verified" } else { "not verified" }
+            );
+        }
+        Command::Daemon { json } => daemon(&cli, *json).await?,
+        Command::Demo => demo::run().await?,
+    }
+    Ok(())
+}
+
+async fn daemon(cli: &Cli, json: bool) -> Result<()> {
+    let home = cli.home()?;
+    let node = match Node::open(&home, cli.config()).await {
+        Ok(n) => n,
+        Err(e @ ferry_core::Error::HomeBusy { .. }) => bail!("{e}"),
+        Err(e) => return Err(e).context("starting the daemon"),
+    };
+    let mut events = node.subscribe();
+    let profile = node.profile().await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "type": "ready", "id": profile.id, "name": profile.name, "addr": profile.addr })
+        );
+    } else {
+        println!(
+            "ferry daemon: {} ({}) online; addresses {:?} relay {:?}",
+            profile.name, profile.id, profile.addr.direct, profile.addr.relay
+        );
+    }
+    let stop = async {
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r,
+                _ = term.recv() => Ok(()),
+            }
+        }
+        #[cfg(not(unix))]
+        tokio::signal::ctrl_c().await
+    };
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            ev = events.recv() => match ev {
+                Ok(ev) => print_event(&ev, json),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    eprintln!("({n} events skipped)");
+                }
+                Err(_) => break,
+            },
+        }
+    }
+    node.shutdown().await;
+    Ok(())
+}
+
+fn print_event(ev: &Event, json: bool) {
+    if json {
+        if let Ok(line) = serde_json::to_string(ev) {
+            println!("{line}");
+        }
+    } else {
+        println!("{}", render::event(ev));
+    }
+}

@@ -1,0 +1,470 @@
+//! The control socket: how other processes on this home talk to its holder.
+//!
+//! One JSON object per line each way. Request: `{"v":1,"id":N,"call":{"method":…,…}}`.
+//! Answer: `{"v":1,"id":N,"ok":…}` or `{"v":1,"id":N,"error":{"code":…,"message":…}}`.
+//! A `subscribe` call turns the connection into a stream of `{"v":1,"event":…}` lines.
+//! The socket is `<home>/control.sock` on Unix (or, when that path is too long for a Unix
+//! socket, `ferry-<hash>.sock` in the runtime or temp folder), and the named pipe
+//! `\\.\pipe\ferry-<hash>` on Windows.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio_util::sync::CancellationToken;
+
+use crate::home::CONTROL_SOCKET;
+use crate::model::ContactId;
+use crate::{Error, Node};
+
+/// The control protocol version.
+pub const CONTROL_VERSION: u32 = 1;
+/// The longest request line accepted.
+pub const MAX_LINE: usize = 256 * 1024;
+
+/// One call a front end can make; the same set runs in-process or over the socket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum Call {
+    /// Name, id, addresses.
+    Profile,
+    /// A new invite.
+    Invite {
+        /// Lifetime in seconds (default 24 h).
+        ttl_secs: Option<u64>,
+    },
+    /// Pair using someone's invite.
+    Pair {
+        /// The invite text.
+        invite: String,
+    },
+    /// All contacts.
+    Contacts {
+        /// Dial everyone first (bounded) so presence is current.
+        refresh: bool,
+    },
+    /// Send a text.
+    Send {
+        /// Name or id prefix.
+        contact: String,
+        /// The text.
+        text: String,
+    },
+    /// A page of history.
+    History {
+        /// Name or id prefix.
+        contact: String,
+        /// Page before this sequence number.
+        before: Option<u64>,
+        /// Page size.
+        limit: usize,
+        /// Mark shown incoming messages read (sends a read receipt).
+        mark_read: bool,
+    },
+    /// Mark a contact verified or not.
+    Verify {
+        /// Name or id prefix.
+        contact: String,
+        /// Verified?
+        verified: bool,
+    },
+    /// Outbox size.
+    Outbox {
+        /// For one contact (name or id prefix), or all.
+        contact: Option<String>,
+    },
+    /// Stream events on this connection.
+    Subscribe,
+}
+
+/// Runs a call against a node. Every front end goes through here.
+pub async fn dispatch(node: &Node, call: Call) -> Result<Value, Error> {
+    let v = |x: &dyn erased::Ser| x.to_value();
+    match call {
+        Call::Profile => Ok(v(&node.profile().await?)),
+        Call::Invite { ttl_secs } => {
+            let text = node
+                .create_invite(ttl_secs.map(Duration::from_secs))
+                .await?;
+            let qr = crate::qr::terminal(&text)?;
+            Ok(json!({ "invite": text, "qr": qr }))
+        }
+        Call::Pair { invite } => Ok(v(&node.pair(&invite).await?)),
+        Call::Contacts { refresh } => {
+            if refresh {
+                node.refresh_presence(Duration::from_secs(3)).await;
+            }
+            Ok(v(&node.contacts()?))
+        }
+        Call::Send { contact, text } => Ok(v(&node.send_text(&contact, &text).await?)),
+        Call::History {
+            contact,
+            before,
+            limit,
+            mark_read,
+        } => Ok(v(&node.history(&contact, before, limit, mark_read).await?)),
+        Call::Verify { contact, verified } => Ok(v(&node.set_verified(&contact, verified).await?)),
+        Call::Outbox { contact } => {
+            let id: Option<ContactId> = match contact {
+                Some(c) => Some(node.contact(&c)?.id),
+                None => None,
+            };
+            Ok(json!({ "queued": node.outbox_len(id.as_ref())? }))
+        }
+        Call::Subscribe => Err(Error::InvalidInput(
+            "subscribe works only over the control socket".into(),
+        )),
+    }
+}
+
+mod erased {
+    pub(super) trait Ser {
+        fn to_value(&self) -> serde_json::Value;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn to_value(&self) -> serde_json::Value {
+            serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct RequestLine {
+    v: u32,
+    id: u64,
+    call: Call,
+}
+
+fn socket_name(home: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let canon = std::fs::canonicalize(home).unwrap_or_else(|_| home.to_path_buf());
+    let h = Sha256::digest(canon.to_string_lossy().as_bytes());
+    format!("ferry-{}", data_encoding::HEXLOWER.encode(&h[..8]))
+}
+
+/// Where the control socket of `home` lives.
+pub fn socket_path(home: &Path) -> PathBuf {
+    #[cfg(windows)]
+    {
+        PathBuf::from(format!(r"\\.\pipe\{}", socket_name(home)))
+    }
+    #[cfg(not(windows))]
+    {
+        let direct = home.join(CONTROL_SOCKET);
+        // sockaddr_un holds about 104–108 bytes depending on the platform.
+        if direct.as_os_str().len() < 100 {
+            return direct;
+        }
+        let dir = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|d| d.is_dir())
+            .unwrap_or_else(std::env::temp_dir);
+        dir.join(format!("{}.sock", socket_name(home)))
+    }
+}
+
+/// The holder's side of the control socket.
+#[derive(Debug)]
+pub struct Server {
+    #[cfg(unix)]
+    listener: tokio::net::UnixListener,
+    #[cfg(windows)]
+    path: PathBuf,
+}
+
+impl Server {
+    /// Binds the socket. Call only while holding the home's lock: any socket file left
+    /// there is stale and removed.
+    pub async fn bind(home: &Path) -> Result<Self, Error> {
+        let path = socket_path(home);
+        #[cfg(unix)]
+        {
+            let _ = std::fs::remove_file(&path);
+            let listener = tokio::net::UnixListener::bind(&path)
+                .map_err(Error::io(format!("binding {}", path.display())))?;
+            crate::home::restrict(&path, 0o600)?;
+            Ok(Server { listener })
+        }
+        #[cfg(windows)]
+        {
+            Ok(Server { path })
+        }
+    }
+
+    /// Removes the socket file (at shutdown).
+    pub fn remove_socket(home: &Path) {
+        #[cfg(unix)]
+        let _ = std::fs::remove_file(socket_path(home));
+        #[cfg(not(unix))]
+        let _ = home;
+    }
+
+    /// Serves connections until cancelled.
+    pub(crate) async fn run(
+        self,
+        node: Arc<tokio::sync::OnceCell<Weak<Node>>>,
+        cancel: CancellationToken,
+    ) {
+        #[cfg(unix)]
+        loop {
+            let accepted = tokio::select! {
+                _ = cancel.cancelled() => return,
+                a = self.listener.accept() => a,
+            };
+            match accepted {
+                Ok((stream, _)) => {
+                    let node = node.clone();
+                    let cancel = cancel.clone();
+                    tokio::spawn(async move {
+                        let (r, w) = stream.into_split();
+                        serve(node, r, w, cancel).await;
+                    });
+                }
+                Err(e) => tracing::warn!("control socket: {e}"),
+            }
+        }
+        #[cfg(windows)]
+        {
+            use tokio::net::windows::named_pipe::ServerOptions;
+            let mut first = true;
+            loop {
+                let server = match ServerOptions::new()
+                    .first_pipe_instance(first)
+                    .create(&self.path)
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!("control pipe: {e}");
+                        return;
+                    }
+                };
+                first = false;
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    r = server.connect() => if r.is_err() { continue },
+                }
+                let node = node.clone();
+                let cancel = cancel.clone();
+                tokio::spawn(async move {
+                    let (r, w) = tokio::io::split(server);
+                    serve(node, r, w, cancel).await;
+                });
+            }
+        }
+    }
+}
+
+async fn write_line<W: AsyncWrite + Unpin>(w: &mut W, v: &Value) -> std::io::Result<()> {
+    let mut line = v.to_string();
+    line.push('\n');
+    w.write_all(line.as_bytes()).await?;
+    w.flush().await
+}
+
+fn error_value(id: u64, e: &Error) -> Value {
+    json!({ "v": CONTROL_VERSION, "id": id, "error": { "code": e.code(), "message": e.to_string() } })
+}
+
+async fn serve<R, W>(
+    node: Arc<tokio::sync::OnceCell<Weak<Node>>>,
+    r: R,
+    mut w: W,
+    cancel: CancellationToken,
+) where
+    R: tokio::io::AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut lines = BufReader::new(r);
+    let mut buf = String::new();
+    loop {
+        buf.clear();
+        let mut limited = tokio::io::AsyncReadExt::take(&mut lines, MAX_LINE as u64);
+        let n = tokio::select! {
+            _ = cancel.cancelled() => return,
+            n = limited.read_line(&mut buf) => n,
+        };
+        match n {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if !buf.ends_with('\n') {
+            let _ = write_line(
+                &mut w,
+                &error_value(0, &Error::InvalidInput("request line too long".into())),
+            )
+            .await;
+            return;
+        }
+        let req: RequestLine = match serde_json::from_str(buf.trim()) {
+            Ok(r) => r,
+            Err(e) => {
+                let err = Error::InvalidInput(format!("bad request: {e}"));
+                if write_line(&mut w, &error_value(0, &err)).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let Some(node) = node.get().and_then(Weak::upgrade) else {
+            let _ = write_line(&mut w, &error_value(req.id, &Error::Closed)).await;
+            return;
+        };
+        if req.v != CONTROL_VERSION {
+            let err = Error::InvalidInput(format!("control version {} not spoken here", req.v));
+            let _ = write_line(&mut w, &error_value(req.id, &err)).await;
+            continue;
+        }
+        if matches!(req.call, Call::Subscribe) {
+            let mut events = node.subscribe();
+            drop(node);
+            let _ = write_line(&mut w, &json!({"v": CONTROL_VERSION, "id": req.id, "ok": null})).await;
+            loop {
+                let ev = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    ev = events.recv() => ev,
+                };
+                match ev {
+                    Ok(ev) => {
+                        let line = json!({ "v": CONTROL_VERSION, "event": ev });
+                        if write_line(&mut w, &line).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!("control subscriber lagged by {n} events");
+                    }
+                    Err(_) => return,
+                }
+            }
+        }
+        let answer = match dispatch(&node, req.call).await {
+            Ok(v) => json!({ "v": CONTROL_VERSION, "id": req.id, "ok": v }),
+            Err(e) => error_value(req.id, &e),
+        };
+        drop(node);
+        if write_line(&mut w, &answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A connection to the holder of a home.
+pub struct Client {
+    reader: BufReader<Box<dyn tokio::io::AsyncRead + Unpin + Send>>,
+    writer: Box<dyn AsyncWrite + Unpin + Send>,
+    next_id: u64,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("next_id", &self.next_id).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects to the holder of `home`, if a process holds it and serves its socket.
+    pub async fn connect(home: &Path) -> Result<Option<Client>, Error> {
+        if !crate::home::HomeLock::is_held(home) {
+            return Ok(None);
+        }
+        let path = socket_path(home);
+        // The holder may be starting up; give its socket a moment to appear.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match Self::try_connect(&path).await {
+                Ok(c) => return Ok(Some(c)),
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(Error::Io {
+                        context: format!(
+                            "the home is held by another process but its control socket {} does not answer",
+                            path.display()
+                        ),
+                        source: e,
+                    })
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    async fn try_connect(path: &Path) -> std::io::Result<Client> {
+        #[cfg(unix)]
+        {
+            let s = tokio::net::UnixStream::connect(path).await?;
+            let (r, w) = s.into_split();
+            Ok(Client {
+                reader: BufReader::new(Box::new(r)),
+                writer: Box::new(w),
+                next_id: 1,
+            })
+        }
+        #[cfg(windows)]
+        {
+            let s = tokio::net::windows::named_pipe::ClientOptions::new().open(path)?;
+            let (r, w) = tokio::io::split(s);
+            Ok(Client {
+                reader: BufReader::new(Box::new(r)),
+                writer: Box::new(w),
+                next_id: 1,
+            })
+        }
+    }
+
+    async fn send(&mut self, call: &Call) -> Result<u64, Error> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let line = serde_json::to_value(RequestLine {
+            v: CONTROL_VERSION,
+            id,
+            call: call.clone(),
+        })
+        .map_err(|e| Error::InvalidInput(e.to_string()))?;
+        write_line(&mut self.writer, &line)
+            .await
+            .map_err(Error::io("writing to the control socket"))?;
+        Ok(id)
+    }
+
+    async fn read(&mut self) -> Result<Value, Error> {
+        let mut line = String::new();
+        let n = self
+            .reader
+            .read_line(&mut line)
+            .await
+            .map_err(Error::io("reading the control socket"))?;
+        if n == 0 {
+            return Err(Error::Closed);
+        }
+        serde_json::from_str(&line).map_err(|e| Error::Protocol(format!("control answer: {e}")))
+    }
+
+    /// Makes one call and returns its result.
+    pub async fn call(&mut self, call: Call) -> Result<Value, Error> {
+        let id = self.send(&call).await?;
+        let answer = self.read().await?;
+        if answer["id"].as_u64() != Some(id) {
+            return Err(Error::Protocol("control answer for another request".into()));
+        }
+        if let Some(err) = answer.get("error") {
+            return Err(Error::Remote {
+                code: err["code"].as_str().unwrap_or("remote").to_string(),
+                message: err["message"].as_str().unwrap_or("").to_string(),
+            });
+        }
+        Ok(answer.get("ok").cloned().unwrap_or(Value::Null))
+    }
+
+    /// Subscribes and yields events until the holder goes away.
+    pub async fn events(mut self) -> Result<impl futures_lite::Stream<Item = Value>, Error> {
+        self.call(Call::Subscribe).await?;
+        Ok(futures_lite::stream::unfold(self, |mut c| async move {
+            match c.read().await {
+                Ok(v) => Some((v["event"].clone(), c)),
+                Err(_) => None,
+            }
+        }))
+    }
+}

@@ -1,0 +1,135 @@
+//! The engine's error type: concrete, with a stable code for front ends.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the engine.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The home has no identity yet.
+    #[error("this home ({0}) is not initialised: run `ferry init --name <NAME>` first")]
+    NotInitialized(PathBuf),
+    /// `init` on a home that already has an identity.
+    #[error("this home ({0}) is already initialised")]
+    AlreadyInitialized(PathBuf),
+    /// Another process holds the home.
+    #[error("the home {home} is in use by another Ferry process (pid {pid}); talk to it instead")]
+    HomeBusy {
+        /// The home folder.
+        home: PathBuf,
+        /// The holder's process id, as written in its lock file (0 if unreadable).
+        pid: u32,
+    },
+    /// No data folder could be determined for this platform.
+    #[error("no data folder for this platform: pass --home or set FERRY_HOME")]
+    NoHome,
+    /// A file-system error.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] sled::Error),
+    /// Stored data could not be decoded (corruption or a newer format).
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    /// The invite text could not be read.
+    #[error("not a valid Ferry invite: {0}")]
+    InvalidInvite(String),
+    /// The invite's lifetime has passed.
+    #[error("this invite has expired; ask for a new one")]
+    InviteExpired,
+    /// The inviter refused the pairing.
+    #[error("pairing refused: {0}")]
+    PairingRefused(String),
+    /// Pairing failed on the way.
+    #[error("pairing failed: {0}")]
+    Pairing(String),
+    /// No contact matches.
+    #[error("no contact matches {0:?}")]
+    UnknownContact(String),
+    /// More than one contact matches.
+    #[error("{query:?} matches several contacts: {candidates}")]
+    AmbiguousContact {
+        /// What was asked for.
+        query: String,
+        /// The names and ids that match.
+        candidates: String,
+    },
+    /// A message or name over its limit.
+    #[error("{what} is too long: {len} bytes, at most {max}")]
+    TooLong {
+        /// What was too long.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An argument that makes no sense.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The network could not be set up or a peer not reached.
+    #[error("network: {0}")]
+    Network(String),
+    /// A peer broke the protocol.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// End-to-end encryption failed.
+    #[error("encryption: {0}")]
+    E2e(#[from] crate::e2e::E2eError),
+    /// The control socket failed or the holder answered with an error.
+    #[error("{message}")]
+    Remote {
+        /// The holder's error code.
+        code: String,
+        /// The holder's message.
+        message: String,
+    },
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    Closed,
+}
+
+impl Error {
+    /// A stable machine-readable code (crosses to front ends as `{ code, message }`).
+    pub fn code(&self) -> &str {
+        match self {
+            Error::NotInitialized(_) => "not_initialized",
+            Error::AlreadyInitialized(_) => "already_initialized",
+            Error::HomeBusy { .. } => "home_busy",
+            Error::NoHome => "no_home",
+            Error::Io { .. } => "io",
+            Error::Store(_) => "store",
+            Error::Corrupt(_) => "corrupt",
+            Error::InvalidInvite(_) => "invalid_invite",
+            Error::InviteExpired => "invite_expired",
+            Error::PairingRefused(_) => "pairing_refused",
+            Error::Pairing(_) => "pairing_failed",
+            Error::UnknownContact(_) => "unknown_contact",
+            Error::AmbiguousContact { .. } => "ambiguous_contact",
+            Error::TooLong { .. } => "too_long",
+            Error::InvalidInput(_) => "invalid_input",
+            Error::Network(_) => "network",
+            Error::Protocol(_) => "protocol",
+            Error::E2e(_) => "e2e",
+            Error::Remote { code, .. } => code,
+            Error::Closed => "closed",
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Io { context, source }
+    }
+}
+
+impl From<postcard::Error> for Error {
+    fn from(e: postcard::Error) -> Self {
+        Error::Corrupt(e.to_string())
+    }
+}

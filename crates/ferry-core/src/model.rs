@@ -1,0 +1,272 @@
+//! The engine's data types, shared by the store, the events and the front ends.
+//!
+//! Ids serialise as hex strings in human-readable formats (JSON for front ends) and as raw
+//! bytes in postcard (store and wire).
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::WireAddr;
+
+/// A contact's id: its iroh endpoint id.
+pub type ContactId = iroh::PublicKey;
+
+macro_rules! byte_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub [u8; 16]);
+
+        impl $name {
+            /// A new random id.
+            pub fn random() -> Self {
+                use rand_core::RngCore;
+                let mut b = [0u8; 16];
+                rand_core::OsRng.fill_bytes(&mut b);
+                Self(b)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&data_encoding::HEXLOWER.encode(&self.0))
+            }
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}({self})", stringify!($name))
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = crate::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                data_encoding::HEXLOWER_PERMISSIVE
+                    .decode(s.as_bytes())
+                    .ok()
+                    .and_then(|v| <[u8; 16]>::try_from(v).ok())
+                    .map(Self)
+                    .ok_or_else(|| crate::Error::InvalidInput(format!("not an id: {s:?}")))
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if s.is_human_readable() {
+                    s.serialize_str(&self.to_string())
+                } else {
+                    self.0.serialize(s)
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                if d.is_human_readable() {
+                    let s = String::deserialize(d)?;
+                    s.parse().map_err(serde::de::Error::custom)
+                } else {
+                    <[u8; 16]>::deserialize(d).map(Self)
+                }
+            }
+        }
+    };
+}
+
+byte_id!(
+    /// A message's id, chosen by its author, unique across conversations.
+    MessageId
+);
+byte_id!(
+    /// A conversation's id. For a direct conversation both sides derive the same one from the two
+    /// endpoint ids; group conversations will have random ones.
+    ConversationId
+);
+
+impl ConversationId {
+    /// The id of the direct conversation between two endpoints (order-independent).
+    pub fn direct(a: &ContactId, b: &ContactId) -> Self {
+        use sha2::{Digest, Sha256};
+        let (lo, hi) = if a.as_bytes() <= b.as_bytes() {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        let d = Sha256::new()
+            .chain_update(b"ferry/direct-conversation/1")
+            .chain_update(lo.as_bytes())
+            .chain_update(hi.as_bytes())
+            .finalize();
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&d[..16]);
+        ConversationId(id)
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A paired contact as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    /// Endpoint id.
+    pub id: ContactId,
+    /// Display name they chose.
+    pub name: String,
+    /// Their X25519 identity key.
+    pub x25519: [u8; 32],
+    /// Where they were last reachable.
+    pub addr: WireAddr,
+    /// When the pairing completed (Unix ms).
+    pub paired_at: u64,
+    /// Whether the user compared safety numbers and marked them verified.
+    pub verified: bool,
+}
+
+/// How a live connection to a contact runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathKind {
+    /// A direct UDP path.
+    Direct,
+    /// Through a relay server.
+    Relayed,
+}
+
+/// Whether a contact is reachable now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Presence {
+    /// A live connection exists.
+    Online {
+        /// The path it uses.
+        path: PathKind,
+        /// Round-trip time in milliseconds, when known.
+        rtt_ms: Option<u64>,
+    },
+    /// No live connection.
+    Offline,
+}
+
+/// A contact as front ends show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactView {
+    /// Endpoint id.
+    pub id: ContactId,
+    /// Display name.
+    pub name: String,
+    /// Reachability now.
+    pub presence: Presence,
+    /// Safety number to compare out of band.
+    pub safety_number: String,
+    /// Marked verified by the user.
+    pub verified: bool,
+    /// Messages received and not yet read.
+    pub unread: u64,
+    /// Messages waiting in the outbox for this contact.
+    pub queued: u64,
+}
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// This home sent it.
+    Outgoing,
+    /// The contact sent it.
+    Incoming,
+}
+
+/// Where a message is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageState {
+    /// Outgoing, stored in the outbox, not yet acknowledged.
+    Queued,
+    /// Outgoing, acknowledged by the contact's device.
+    Delivered,
+    /// Outgoing, the contact has read it.
+    Read,
+    /// Incoming, not yet read here.
+    Received,
+    /// Incoming, read here.
+    Seen,
+    /// Outgoing, refused by the contact for good (see the log for why).
+    Failed,
+}
+
+/// A message as stored and shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Author-chosen id.
+    pub id: MessageId,
+    /// Conversation it belongs to.
+    pub conversation: ConversationId,
+    /// The other party of the conversation.
+    pub contact: ContactId,
+    /// Per-conversation order on this device.
+    pub seq: u64,
+    /// Who wrote it.
+    pub direction: Direction,
+    /// The text.
+    pub body: String,
+    /// Author's clock (Unix ms).
+    pub sent_at: u64,
+    /// This device's clock when stored (Unix ms).
+    pub stored_at: u64,
+    /// Delivery state.
+    pub state: MessageState,
+}
+
+/// This home's public profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    /// Endpoint id.
+    pub id: ContactId,
+    /// Display name.
+    pub name: String,
+    /// Current addresses.
+    pub addr: WireAddr,
+}
+
+/// Something that happened, for front ends to show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Event {
+    /// A new message arrived.
+    MessageReceived {
+        /// The message.
+        message: Message,
+        /// The sender's display name.
+        from: String,
+    },
+    /// An outgoing message changed state (delivered, read).
+    DeliveryChanged {
+        /// The message.
+        id: MessageId,
+        /// The contact it went to.
+        contact: ContactId,
+        /// Its new state.
+        state: MessageState,
+    },
+    /// A contact's reachability changed.
+    PresenceChanged {
+        /// The contact.
+        contact: ContactId,
+        /// Their display name.
+        name: String,
+        /// New reachability.
+        presence: Presence,
+    },
+    /// Pairing with someone completed.
+    PairingCompleted {
+        /// The new contact.
+        contact: ContactView,
+    },
+}

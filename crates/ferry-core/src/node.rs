@@ -1,0 +1,545 @@
+//! The facade: [`Node`] opens a home, runs the iroh endpoint with one protocol handler per
+//! ALPN, and offers everything a front end does as one method each.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use iroh::endpoint::Connection;
+use iroh::protocol::Router;
+use iroh::Endpoint;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, Notify};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::home::{HomeLock, STORE_DIR};
+use crate::identity::{safety_number, Identity};
+use crate::model::{
+    now_ms, Contact, ContactId, ContactView, ConversationId, Event, Message, MessageId, Presence,
+    Profile,
+};
+use crate::store::Store;
+use crate::wire::{WireAddr, ALPN_CHAT, ALPN_PAIR, MAX_NAME};
+use crate::{chat, control, net, pairing, Error};
+
+/// How long an invite lives unless told otherwise.
+pub const DEFAULT_INVITE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// How often live links are pinged and absent contacts dialled.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Which relay servers to use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RelayChoice {
+    /// iroh's public relays and address lookup.
+    Default,
+    /// One self-hosted relay (e.g. `iroh-relay`), by URL.
+    Custom(String),
+    /// No relay, no DNS lookup, no port mapping: direct addresses only.
+    Disabled,
+}
+
+impl std::str::FromStr for RelayChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "default" => Ok(RelayChoice::Default),
+            "disabled" | "none" | "off" => Ok(RelayChoice::Disabled),
+            url if url.starts_with("http://") || url.starts_with("https://") => {
+                url.parse::<iroh::RelayUrl>()
+                    .map_err(|e| Error::InvalidInput(format!("relay URL {url:?}: {e}")))?;
+                Ok(RelayChoice::Custom(url.to_string()))
+            }
+            other => Err(Error::InvalidInput(format!(
+                "relay must be `default`, `disabled` or an http(s) URL, not {other:?}"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for RelayChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RelayChoice::Default => f.write_str("default"),
+            RelayChoice::Custom(url) => f.write_str(url),
+            RelayChoice::Disabled => f.write_str("disabled"),
+        }
+    }
+}
+
+/// Network settings stored in a home by `init`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetSettings {
+    /// Relay servers.
+    pub relay: RelayChoice,
+    /// Socket address to bind; port 0 means "this home's stable port".
+    pub bind: Option<SocketAddr>,
+    /// Local-network discovery (mDNS).
+    pub local_discovery: bool,
+}
+
+impl Default for NetSettings {
+    fn default() -> Self {
+        NetSettings {
+            relay: RelayChoice::Default,
+            bind: None,
+            local_discovery: true,
+        }
+    }
+}
+
+/// Options for one run; `None` fields fall back to the home's stored settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Relay override.
+    pub relay: Option<RelayChoice>,
+    /// Bind override.
+    pub bind: Option<SocketAddr>,
+    /// Local discovery override.
+    pub local_discovery: Option<bool>,
+    /// When false the endpoint has no direct (IP) transport at all: relay only.
+    pub direct: bool,
+    /// Ping and re-dial interval.
+    pub ping_interval: Duration,
+    /// Serve the control socket for other processes on this home.
+    pub control_socket: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            relay: None,
+            bind: None,
+            local_discovery: None,
+            direct: true,
+            ping_interval: DEFAULT_PING_INTERVAL,
+            control_socket: true,
+        }
+    }
+}
+
+pub(crate) const SETTING_NAME: &str = "name";
+pub(crate) const SETTING_NET: &str = "net";
+pub(crate) const SETTING_PORT: &str = "port";
+
+/// Everything the protocol handlers and background tasks share.
+pub(crate) struct Engine {
+    pub(crate) home: PathBuf,
+    pub(crate) identity: Identity,
+    pub(crate) store: Store,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) events: broadcast::Sender<Event>,
+    /// Live chat connections, one per contact (the newest wins).
+    pub(crate) links: Mutex<HashMap<ContactId, Connection>>,
+    /// Last presence reported per contact (to emit changes only).
+    pub(crate) presence: Mutex<HashMap<ContactId, Presence>>,
+    /// Wakes the outbox worker (new item, contact came online).
+    pub(crate) outbox_wake: Notify,
+    /// Signalled after each outbox pass.
+    pub(crate) outbox_drained: Notify,
+    /// Serialises every load-advance-store of a ratchet session.
+    pub(crate) crypto: tokio::sync::Mutex<()>,
+    pub(crate) limits: Mutex<HashMap<ContactId, chat::TokenBucket>>,
+    pub(crate) backoff: Mutex<HashMap<ContactId, chat::Backoff>>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) ping_interval: Duration,
+    pub(crate) net: NetSettings,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("home", &self.home)
+            .field("id", &self.identity.id().fmt_short().to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    pub(crate) fn id(&self) -> ContactId {
+        self.identity.id()
+    }
+
+    pub(crate) fn name(&self) -> Result<String, Error> {
+        Ok(self.store.setting(SETTING_NAME)?.unwrap_or_default())
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        // No subscriber is fine: events are a view, the store is the truth.
+        let _ = self.events.send(event);
+    }
+
+    pub(crate) fn conversation_with(&self, contact: &ContactId) -> ConversationId {
+        ConversationId::direct(&self.id(), contact)
+    }
+
+    pub(crate) fn safety_number_with(&self, c: &Contact) -> String {
+        safety_number(
+            (&self.id(), &self.identity.x25519_public()),
+            (&c.id, &c.x25519),
+        )
+    }
+
+    pub(crate) fn contact_view(&self, c: &Contact) -> Result<ContactView, Error> {
+        let conv = self.conversation_with(&c.id);
+        let queued = self
+            .store
+            .outbox()?
+            .iter()
+            .filter(|(_, i)| i.contact == c.id && i.kind == crate::store::OutboxKind::Text)
+            .count() as u64;
+        Ok(ContactView {
+            id: c.id,
+            name: c.name.clone(),
+            presence: self.presence_of(&c.id),
+            safety_number: self.safety_number_with(c),
+            verified: c.verified,
+            unread: self.store.unread(&conv)?.len() as u64,
+            queued,
+        })
+    }
+
+    /// Finds a contact by display name (case-insensitive) or id prefix.
+    pub(crate) fn resolve(&self, query: &str) -> Result<Contact, Error> {
+        let q = query.trim();
+        if q.is_empty() {
+            return Err(Error::UnknownContact(query.into()));
+        }
+        let contacts = self.store.contacts()?;
+        let lower = q.to_lowercase();
+        let by_name: Vec<_> = contacts
+            .iter()
+            .filter(|c| c.name.to_lowercase() == lower)
+            .collect();
+        let found: Vec<_> = if by_name.is_empty() {
+            contacts
+                .iter()
+                .filter(|c| c.id.to_string().starts_with(&lower))
+                .collect()
+        } else {
+            by_name
+        };
+        match found.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(Error::UnknownContact(query.into())),
+            many => Err(Error::AmbiguousContact {
+                query: query.into(),
+                candidates: many
+                    .iter()
+                    .map(|c| format!("{} ({})", c.name, c.id.fmt_short()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+}
+
+/// Checks and normalises a display name.
+pub(crate) fn clean_name(name: &str) -> Result<String, Error> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(Error::InvalidInput("the name is empty".into()));
+    }
+    if name.len() > MAX_NAME {
+        return Err(Error::TooLong {
+            what: "name",
+            len: name.len(),
+            max: MAX_NAME,
+        });
+    }
+    if name.chars().any(|c| c.is_control() || pairing::is_bidi_control(c)) {
+        return Err(Error::InvalidInput(
+            "the name has control or bidi characters".into(),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+/// A running peer on one home.
+pub struct Node {
+    engine: Arc<Engine>,
+    router: Router,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    _lock: HomeLock,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Creates the identity and settings of a new home.
+    pub fn init(home: &Path, name: &str) -> Result<ContactId, Error> {
+        Self::init_with(home, name, &NetSettings::default())
+    }
+
+    /// Creates a new home with explicit network settings.
+    pub fn init_with(home: &Path, name: &str, net: &NetSettings) -> Result<ContactId, Error> {
+        let name = clean_name(name)?;
+        let lock = HomeLock::acquire(home)?;
+        if Identity::load(home)?.is_some() {
+            return Err(Error::AlreadyInitialized(home.to_path_buf()));
+        }
+        let store = Store::open(&home.join(STORE_DIR))?;
+        store.set_setting(SETTING_NAME, &name)?;
+        store.set_setting(SETTING_NET, net)?;
+        store.set_setting(SETTING_PORT, &0u16)?;
+        drop(store);
+        let identity = Identity::generate();
+        identity.save_new(home)?;
+        drop(lock);
+        Ok(identity.id())
+    }
+
+    /// Whether `home` has an identity.
+    pub fn is_initialized(home: &Path) -> bool {
+        matches!(Identity::load(home), Ok(Some(_)))
+    }
+
+    /// Opens a home: takes its lock, opens the store, starts the endpoint, the protocol
+    /// handlers, the outbox worker, presence, and (unless disabled) the control socket.
+    pub async fn open(home: &Path, config: Config) -> Result<Arc<Node>, Error> {
+        let lock = HomeLock::acquire(home)?;
+        let identity =
+            Identity::load(home)?.ok_or_else(|| Error::NotInitialized(home.to_path_buf()))?;
+        let store = Store::open(&home.join(STORE_DIR))?;
+        let stored: NetSettings = store.setting(SETTING_NET)?.unwrap_or_default();
+        let net = NetSettings {
+            relay: config.relay.clone().unwrap_or(stored.relay),
+            bind: config.bind.or(stored.bind),
+            local_discovery: config.local_discovery.unwrap_or(stored.local_discovery),
+        };
+        let endpoint = net::bind_endpoint(&identity, &store, &net, config.direct).await?;
+        let (events, _) = broadcast::channel(1024);
+        let engine = Arc::new(Engine {
+            home: home.to_path_buf(),
+            identity,
+            store,
+            endpoint: endpoint.clone(),
+            events,
+            links: Mutex::default(),
+            presence: Mutex::default(),
+            outbox_wake: Notify::new(),
+            outbox_drained: Notify::new(),
+            crypto: tokio::sync::Mutex::new(()),
+            limits: Mutex::default(),
+            backoff: Mutex::default(),
+            cancel: CancellationToken::new(),
+            ping_interval: config.ping_interval,
+            net,
+        });
+        let router = Router::builder(endpoint)
+            .accept(ALPN_CHAT, chat::ChatProtocol(engine.clone()))
+            .accept(ALPN_PAIR, pairing::PairProtocol(engine.clone()))
+            .spawn();
+        let mut tasks = vec![
+            tokio::spawn(chat::run_outbox(engine.clone())),
+            tokio::spawn(net::run_presence(engine.clone())),
+        ];
+        if config.control_socket {
+            let server = control::Server::bind(home).await?;
+            let node_slot = Arc::new(tokio::sync::OnceCell::new());
+            tasks.push(tokio::spawn(server.run(
+                node_slot.clone(),
+                engine.cancel.clone(),
+            )));
+            let node = Arc::new(Node {
+                engine,
+                router,
+                tasks: Mutex::new(tasks),
+                _lock: lock,
+            });
+            let _ = node_slot.set(Arc::downgrade(&node));
+            return Ok(node);
+        }
+        Ok(Arc::new(Node {
+            engine,
+            router,
+            tasks: Mutex::new(tasks),
+            _lock: lock,
+        }))
+    }
+
+    /// This home's folder.
+    pub fn home(&self) -> &Path {
+        &self.engine.home
+    }
+
+    /// This node's endpoint id.
+    pub fn id(&self) -> ContactId {
+        self.engine.id()
+    }
+
+    /// The network settings in force for this run.
+    pub fn net_settings(&self) -> &NetSettings {
+        &self.engine.net
+    }
+
+    /// The iroh endpoint (for diagnostics and tests).
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.engine.endpoint
+    }
+
+    /// Name, id and current addresses.
+    pub async fn profile(&self) -> Result<Profile, Error> {
+        Ok(Profile {
+            id: self.id(),
+            name: self.engine.name()?,
+            addr: net::current_addr(&self.engine, Duration::from_secs(2)).await,
+        })
+    }
+
+    /// Changes the display name (contacts learn it at the next pairing; later issues sync it).
+    pub async fn set_name(&self, name: &str) -> Result<(), Error> {
+        let name = clean_name(name)?;
+        self.engine.store.set_setting(SETTING_NAME, &name)?;
+        self.engine.store.flush().await
+    }
+
+    /// Issues a single-use invite valid for `ttl` (24 h by default), as `ferry:…` text.
+    pub async fn create_invite(&self, ttl: Option<Duration>) -> Result<String, Error> {
+        pairing::create_invite(&self.engine, ttl.unwrap_or(DEFAULT_INVITE_TTL)).await
+    }
+
+    /// Pairs with the issuer of an invite.
+    pub async fn pair(&self, invite: &str) -> Result<ContactView, Error> {
+        let contact = pairing::join(&self.engine, invite).await?;
+        net::dial_soon(&self.engine, contact.id);
+        self.engine.contact_view(&contact)
+    }
+
+    /// All contacts with presence, unread and queued counts.
+    pub fn contacts(&self) -> Result<Vec<ContactView>, Error> {
+        self.engine
+            .store
+            .contacts()?
+            .iter()
+            .map(|c| self.engine.contact_view(c))
+            .collect()
+    }
+
+    /// One contact, by name or id prefix.
+    pub fn contact(&self, query: &str) -> Result<ContactView, Error> {
+        let c = self.engine.resolve(query)?;
+        self.engine.contact_view(&c)
+    }
+
+    /// Marks a contact verified (after comparing safety numbers) or not.
+    pub async fn set_verified(&self, query: &str, verified: bool) -> Result<ContactView, Error> {
+        let mut c = self.engine.resolve(query)?;
+        c.verified = verified;
+        self.engine.store.put_contact(&c)?;
+        self.engine.store.flush().await?;
+        self.engine.contact_view(&c)
+    }
+
+    /// Sends a text message: sealed, stored in the outbox and flushed before this returns;
+    /// delivered in the background.
+    pub async fn send_text(&self, query: &str, text: &str) -> Result<Message, Error> {
+        let contact = self.engine.resolve(query)?;
+        chat::send_text(&self.engine, &contact, text).await
+    }
+
+    /// A page of the conversation with a contact, oldest first. With `mark_read`, the incoming
+    /// messages on the page become seen and a read receipt is queued for the sender.
+    pub async fn history(
+        &self,
+        query: &str,
+        before_seq: Option<u64>,
+        limit: usize,
+        mark_read: bool,
+    ) -> Result<Vec<Message>, Error> {
+        let contact = self.engine.resolve(query)?;
+        let conv = self.engine.conversation_with(&contact.id);
+        let mut page = self.engine.store.history(&conv, before_seq, limit)?;
+        if mark_read {
+            chat::mark_seen(&self.engine, &contact, &mut page).await?;
+        }
+        Ok(page)
+    }
+
+    /// Number of payloads waiting in the outbox (for one contact, or all).
+    pub fn outbox_len(&self, contact: Option<&ContactId>) -> Result<usize, Error> {
+        Ok(self
+            .engine
+            .store
+            .outbox()?
+            .iter()
+            .filter(|(_, i)| contact.is_none_or(|c| *c == i.contact))
+            .count())
+    }
+
+    /// Waits until the outbox holds nothing for `contact` (or anyone), up to `timeout`.
+    /// Returns whether it drained.
+    pub async fn wait_outbox_drained(
+        &self,
+        contact: Option<&ContactId>,
+        timeout: Duration,
+    ) -> Result<bool, Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let drained = self.engine.outbox_drained.notified();
+            if self.outbox_len(contact)? == 0 {
+                return Ok(true);
+            }
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+                return Ok(self.outbox_len(contact)? == 0);
+            }
+        }
+    }
+
+    /// Dials every contact now and waits (up to `timeout`) so presence is current.
+    pub async fn refresh_presence(&self, timeout: Duration) {
+        net::refresh_all(&self.engine, timeout).await;
+    }
+
+    /// A message by id (for tests and front ends following events).
+    pub fn message(&self, id: &MessageId) -> Result<Option<Message>, Error> {
+        self.engine.store.message(id)
+    }
+
+    /// The stream of events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.engine.events.subscribe()
+    }
+
+    /// When this node started, for uptime in status output (Unix ms).
+    pub fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+
+    /// Stops background work, closes connections gracefully and flushes the store.
+    pub async fn shutdown(&self) {
+        self.engine.cancel.cancel();
+        let tasks: Vec<_> = self
+            .tasks
+            .lock()
+            .map(|mut t| t.drain(..).collect())
+            .unwrap_or_default();
+        for t in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
+        }
+        if let Err(e) = self.router.shutdown().await {
+            tracing::warn!("router shutdown: {e}");
+        }
+        if let Err(e) = self.engine.store.flush().await {
+            tracing::warn!("final flush: {e}");
+        }
+        control::Server::remove_socket(&self.engine.home);
+    }
+}
+
+/// What an address looks like for the outside: used in invites and announcements.
+pub(crate) fn wire_addr(addr: &iroh::EndpointAddr) -> WireAddr {
+    WireAddr {
+        relay: addr.relay_urls().next().map(|u| u.to_string()),
+        direct: addr.ip_addrs().copied().collect(),
+    }
+}

@@ -1,0 +1,451 @@
+//! Invites and the pairing protocol (`ferry/pair/1`).
+//!
+//! An invite is one line, `ferry:` followed by base32 of a postcard [`Invite`]: the inviter's
+//! endpoint id and addresses, X25519 identity key, display name, a one-time secret and an
+//! expiry. The joiner dials the inviter, proves it holds the secret, and both run the
+//! [`crate::e2e`] handshake; the joiner's first sealed message confirms both derived the same
+//! keys. The invite is consumed in the same store transaction that records the contact.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use iroh::endpoint::Connection;
+use iroh::protocol::{AcceptError, ProtocolHandler};
+use rand_core::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::e2e::{self, AssociatedData, InitiatorHandshake};
+use crate::identity::verify_binding;
+use crate::model::{now_ms, Contact, ContactId, Event, MessageId};
+use crate::net::{self, current_addr, REQUEST_TIMEOUT};
+use crate::node::{clean_name, Engine};
+use crate::store::{InviteRecord, InviteRefusal};
+use crate::wire::{self, PairFrame, PairIdentity, Payload, WireAddr, ALPN_PAIR};
+use crate::Error;
+
+/// The text prefix of an invite.
+pub const INVITE_PREFIX: &str = "ferry:";
+const INVITE_VERSION: u8 = 1;
+/// The longest invite text accepted (a generous bound on addresses).
+pub const MAX_INVITE_LEN: usize = 4096;
+
+/// What an invite carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invite {
+    /// Format version.
+    pub version: u8,
+    /// The inviter's endpoint id.
+    pub id: ContactId,
+    /// Where to reach the inviter.
+    pub addr: WireAddr,
+    /// The inviter's X25519 identity key.
+    pub x25519: [u8; 32],
+    /// The inviter's display name.
+    pub name: String,
+    /// One-time secret the joiner must present.
+    pub secret: [u8; 16],
+    /// Expiry, Unix seconds.
+    pub expires_at: u64,
+}
+
+impl Invite {
+    /// The one-line text form, `ferry:` + lowercase base32.
+    pub fn to_text(&self) -> Result<String, Error> {
+        let bytes = postcard::to_allocvec(self)?;
+        Ok(format!(
+            "{INVITE_PREFIX}{}",
+            data_encoding::BASE32_NOPAD.encode(&bytes).to_lowercase()
+        ))
+    }
+
+    /// Reads an invite from text (case and surrounding white space do not matter).
+    pub fn parse(text: &str) -> Result<Invite, Error> {
+        let text = text.trim();
+        if text.len() > MAX_INVITE_LEN {
+            return Err(Error::InvalidInvite("too long".into()));
+        }
+        let lower = text.to_ascii_lowercase();
+        let body = lower.strip_prefix(INVITE_PREFIX).ok_or_else(|| {
+            Error::InvalidInvite(format!("it should start with `{INVITE_PREFIX}`"))
+        })?;
+        let body: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+        let bytes = data_encoding::BASE32_NOPAD
+            .decode(body.to_ascii_uppercase().as_bytes())
+            .map_err(|_| Error::InvalidInvite("it is damaged (not base32)".into()))?;
+        let invite: Invite = postcard::from_bytes(&bytes)
+            .map_err(|_| Error::InvalidInvite("it is damaged or incomplete".into()))?;
+        if invite.version != INVITE_VERSION {
+            return Err(Error::InvalidInvite(format!(
+                "made by a newer Ferry (format {})",
+                invite.version
+            )));
+        }
+        clean_name(&invite.name).map_err(|e| Error::InvalidInvite(e.to_string()))?;
+        Ok(invite)
+    }
+
+    /// Whether the invite is past its expiry.
+    pub fn is_expired(&self) -> bool {
+        self.expires_at.saturating_mul(1000) < now_ms()
+    }
+}
+
+/// Unicode bidirectional control characters (used to disguise text).
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
+fn binding(inviter: &ContactId, joiner: &ContactId, secret: &[u8; 16]) -> Vec<u8> {
+    Sha256::new()
+        .chain_update(b"ferry/pair-binding/1")
+        .chain_update(inviter.as_bytes())
+        .chain_update(joiner.as_bytes())
+        .chain_update(secret)
+        .finalize()
+        .to_vec()
+}
+
+async fn my_identity(engine: &Engine) -> Result<PairIdentity, Error> {
+    Ok(PairIdentity {
+        name: engine.name()?,
+        x25519: engine.identity.x25519_public(),
+        signature: engine.identity.binding_signature(),
+        addr: current_addr(engine, Duration::from_secs(1)).await,
+    })
+}
+
+pub(crate) async fn create_invite(engine: &Engine, ttl: Duration) -> Result<String, Error> {
+    let mut secret = [0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut secret);
+    let expires_ms = now_ms().saturating_add(ttl.as_millis() as u64);
+    engine.store.put_invite(
+        secret,
+        InviteRecord {
+            expires_at: expires_ms,
+            used: false,
+        },
+    )?;
+    engine.store.flush().await?;
+    let addr = current_addr(engine, Duration::from_secs(5)).await;
+    Invite {
+        version: INVITE_VERSION,
+        id: engine.id(),
+        addr,
+        x25519: engine.identity.x25519_public(),
+        name: engine.name()?,
+        secret,
+        expires_at: expires_ms / 1000,
+    }
+    .to_text()
+}
+
+async fn read<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> Result<PairFrame, Error> {
+    tokio::time::timeout(REQUEST_TIMEOUT, wire::read_frame(r))
+        .await
+        .map_err(|_| Error::Pairing("the other side stopped answering".into()))?
+        .map_err(|e| Error::Pairing(e.to_string()))
+}
+
+async fn write<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, f: &PairFrame) -> Result<(), Error> {
+    wire::write_frame(w, f)
+        .await
+        .map_err(|e| Error::Pairing(e.to_string()))
+}
+
+/// The joiner's side: dials the inviter and pairs. Stores the contact on success.
+pub(crate) async fn join(engine: &Arc<Engine>, text: &str) -> Result<Contact, Error> {
+    let invite = Invite::parse(text)?;
+    if invite.is_expired() {
+        return Err(Error::InviteExpired);
+    }
+    if invite.id == engine.id() {
+        return Err(Error::InvalidInvite("this is your own invite".into()));
+    }
+    if let Some(c) = engine.store.contact(&invite.id)? {
+        return Err(Error::InvalidInput(format!("already paired with {}", c.name)));
+    }
+    let addr = net::endpoint_addr(invite.id, &invite.addr);
+    let conn = tokio::time::timeout(
+        Duration::from_secs(15),
+        engine.endpoint.connect(addr, ALPN_PAIR),
+    )
+    .await
+    .map_err(|_| {
+        Error::Network(format!(
+            "{} did not answer; is their Ferry running?",
+            invite.name
+        ))
+    })?
+    .map_err(|e| Error::Network(format!("dialling {}: {e}", invite.name)))?;
+    let result = join_on(engine, &conn, &invite).await;
+    conn.close(0u32.into(), b"done");
+    let contact = result?;
+    engine.emit(Event::PairingCompleted {
+        contact: engine.contact_view(&contact)?,
+    });
+    Ok(contact)
+}
+
+async fn join_on(
+    engine: &Arc<Engine>,
+    conn: &Connection,
+    invite: &Invite,
+) -> Result<Contact, Error> {
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| Error::Network(e.to_string()))?;
+    let (handshake, ephemeral) = InitiatorHandshake::start();
+    write(
+        &mut send,
+        &PairFrame::Hello {
+            secret: invite.secret,
+            identity: my_identity(engine).await?,
+            ephemeral,
+        },
+    )
+    .await?;
+    let (theirs, their_ephemeral) = match read(&mut recv).await? {
+        PairFrame::Accept {
+            identity,
+            ephemeral,
+        } => (identity, ephemeral),
+        PairFrame::Refuse { reason } => return Err(Error::PairingRefused(reason)),
+        other => return Err(Error::Pairing(format!("unexpected {other:?}"))),
+    };
+    if theirs.x25519 != invite.x25519
+        || !verify_binding(&invite.id, &theirs.x25519, &theirs.signature)
+    {
+        return Err(Error::Pairing(
+            "the other side's keys do not match the invite".into(),
+        ));
+    }
+    let name = clean_name(&theirs.name).unwrap_or_else(|_| invite.name.clone());
+    let mut session = handshake.complete(
+        engine.identity.x25519_secret(),
+        &theirs.x25519,
+        &their_ephemeral,
+        &binding(&invite.id, &engine.id(), &invite.secret),
+    )?;
+    let message_id = MessageId::random();
+    let confirm = postcard::to_allocvec(&Payload::PairConfirm)?;
+    let envelope = session.seal(
+        &confirm,
+        &AssociatedData {
+            sender: *engine.id().as_bytes(),
+            recipient: *invite.id.as_bytes(),
+            message_id: message_id.0,
+        },
+    )?;
+    write(
+        &mut send,
+        &PairFrame::Confirm {
+            message_id: message_id.0,
+            envelope,
+        },
+    )
+    .await?;
+    match read(&mut recv).await? {
+        PairFrame::Done => {}
+        PairFrame::Refuse { reason } => return Err(Error::PairingRefused(reason)),
+        other => return Err(Error::Pairing(format!("unexpected {other:?}"))),
+    }
+    let _ = send.finish();
+    let mut addr = theirs.addr;
+    if addr.direct.is_empty() && addr.relay.is_none() {
+        addr = invite.addr.clone();
+    }
+    let contact = Contact {
+        id: invite.id,
+        name,
+        x25519: theirs.x25519,
+        addr,
+        paired_at: now_ms(),
+        verified: false,
+    };
+    engine.store.store_pairing(&contact, &session, None, now_ms())?;
+    engine.store.flush().await?;
+    Ok(contact)
+}
+
+/// The `ferry/pair/1` handler: answers pairings for invites this home issued.
+#[derive(Debug, Clone)]
+pub(crate) struct PairProtocol(pub(crate) Arc<Engine>);
+
+impl ProtocolHandler for PairProtocol {
+    async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
+        let remote = conn.remote_id();
+        match answer(&self.0, &conn).await {
+            Ok(contact) => {
+                tracing::info!(peer = %remote.fmt_short(), name = %contact.name, "paired");
+                match self.0.contact_view(&contact) {
+                    Ok(view) => self.0.emit(Event::PairingCompleted { contact: view }),
+                    Err(e) => tracing::warn!("{e}"),
+                }
+                net::dial_soon(&self.0, contact.id);
+            }
+            Err(e) => tracing::info!(peer = %remote.fmt_short(), "pairing not completed: {e}"),
+        }
+        // Let the joiner read our last frame before the connection goes.
+        let _ = tokio::time::timeout(REQUEST_TIMEOUT, conn.closed()).await;
+        Ok(())
+    }
+}
+
+async fn answer(engine: &Arc<Engine>, conn: &Connection) -> Result<Contact, Error> {
+    let remote = conn.remote_id();
+    let (mut send, mut recv) = tokio::time::timeout(REQUEST_TIMEOUT, conn.accept_bi())
+        .await
+        .map_err(|_| Error::Pairing("no request".into()))?
+        .map_err(|e| Error::Network(e.to_string()))?;
+    let refuse = |reason: &str| PairFrame::Refuse {
+        reason: reason.to_string(),
+    };
+    let (secret, theirs, their_ephemeral) = match read(&mut recv).await? {
+        PairFrame::Hello {
+            secret,
+            identity,
+            ephemeral,
+        } => (secret, identity, ephemeral),
+        other => return Err(Error::Pairing(format!("unexpected {other:?}"))),
+    };
+    let verdict = match engine.store.check_invite(&secret, now_ms()) {
+        Ok(()) => None,
+        Err(InviteRefusal::Unknown) => Some("this invite is not known here"),
+        Err(InviteRefusal::Used) => Some("this invite was already used"),
+        Err(InviteRefusal::Expired) => Some("this invite has expired"),
+    };
+    let verdict = verdict.or_else(|| {
+        if !verify_binding(&remote, &theirs.x25519, &theirs.signature) {
+            Some("your identity key is not signed by your endpoint key")
+        } else if clean_name(&theirs.name).is_err() {
+            Some("your display name is not acceptable")
+        } else if matches!(engine.store.contact(&remote), Ok(Some(_))) {
+            Some("you are already paired")
+        } else {
+            None
+        }
+    });
+    if let Some(reason) = verdict {
+        write(&mut send, &refuse(reason)).await?;
+        let _ = send.finish();
+        return Err(Error::PairingRefused(reason.into()));
+    }
+    let (mut session, ephemeral) = e2e::respond(
+        engine.identity.x25519_secret(),
+        &theirs.x25519,
+        &their_ephemeral,
+        &binding(&engine.id(), &remote, &secret),
+    )?;
+    write(
+        &mut send,
+        &PairFrame::Accept {
+            identity: my_identity(engine).await?,
+            ephemeral,
+        },
+    )
+    .await?;
+    let (message_id, envelope) = match read(&mut recv).await? {
+        PairFrame::Confirm {
+            message_id,
+            envelope,
+        } => (message_id, envelope),
+        other => return Err(Error::Pairing(format!("unexpected {other:?}"))),
+    };
+    let plain = session.open(
+        &envelope,
+        &AssociatedData {
+            sender: *remote.as_bytes(),
+            recipient: *engine.id().as_bytes(),
+            message_id,
+        },
+    )?;
+    if postcard::from_bytes::<Payload>(&plain).ok() != Some(Payload::PairConfirm) {
+        return Err(Error::Pairing("bad key confirmation".into()));
+    }
+    let contact = Contact {
+        id: remote,
+        name: clean_name(&theirs.name)?,
+        x25519: theirs.x25519,
+        addr: theirs.addr,
+        paired_at: now_ms(),
+        verified: false,
+    };
+    if let Err(e) = engine
+        .store
+        .store_pairing(&contact, &session, Some(secret), now_ms())
+    {
+        write(&mut send, &refuse(&e.to_string())).await?;
+        let _ = send.finish();
+        return Err(e);
+    }
+    engine.store.flush().await?;
+    write(&mut send, &PairFrame::Done).await?;
+    let _ = send.finish();
+    Ok(contact)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Invite {
+        Invite {
+            version: INVITE_VERSION,
+            id: iroh::SecretKey::from_bytes(&[3; 32]).public(),
+            addr: WireAddr {
+                relay: Some("https://relay.example./".into()),
+                direct: vec!["192.0.2.1:4433".parse().unwrap()],
+            },
+            x25519: [5; 32],
+            name: "Alice".into(),
+            secret: [7; 16],
+            expires_at: 4_000_000_000,
+        }
+    }
+
+    #[test]
+    fn invite_roundtrips_through_text_in_any_case() {
+        let text = sample().to_text().unwrap();
+        assert!(text.starts_with("ferry:"));
+        assert_eq!(Invite::parse(&text).unwrap(), sample());
+        assert_eq!(
+            Invite::parse(&format!("  {}\n", text.to_uppercase())).unwrap(),
+            sample()
+        );
+    }
+
+    #[test]
+    fn garbage_invites_give_clear_errors() {
+        for bad in [
+            "",
+            "hello",
+            "ferry:",
+            "ferry:!!!!",
+            "ferry:mfrggzdfmztwq2lk",
+            &"ferry:a".repeat(2000),
+        ] {
+            let err = Invite::parse(bad).unwrap_err();
+            assert!(matches!(err, Error::InvalidInvite(_)), "{bad:?}: {err}");
+        }
+        let mut truncated = sample().to_text().unwrap();
+        truncated.truncate(truncated.len() - 10);
+        assert!(matches!(
+            Invite::parse(&truncated),
+            Err(Error::InvalidInvite(_))
+        ));
+    }
+
+    #[test]
+    fn bidi_names_are_refused_in_invites() {
+        let mut i = sample();
+        i.name = "Al\u{202E}ice".into();
+        let text = i.to_text().unwrap();
+        assert!(matches!(
+            Invite::parse(&text),
+            Err(Error::InvalidInvite(_))
+        ));
+    }
+}

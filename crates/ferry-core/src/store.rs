@@ -1,0 +1,556 @@
+//! The sled store: contacts, sessions, messages, outbox, invites, settings and meta.
+//!
+//! Layout (one sled tree each; keys big-endian so byte order is numeric order):
+//!
+//! | tree | key | value (postcard) |
+//! | --- | --- | --- |
+//! | `meta` | `"schema"` | `u32` schema version |
+//! | `settings` | name | a setting's value |
+//! | `contacts` | endpoint id (32) | [`Contact`] |
+//! | `sessions` | endpoint id (32) | [`Session`] |
+//! | `messages` | conversation (16) ‖ seq (u64) | [`Message`] |
+//! | `message_ids` | message id (16) | the `messages` key |
+//! | `outbox` | seq (u64) | [`OutboxItem`] |
+//! | `invites` | secret (16) | [`InviteRecord`] |
+//!
+//! Every logical change is one multi-tree transaction; callers [`Store::flush`] before
+//! acknowledging anything to a peer or a user.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, TransactionalTree, Transactional,
+};
+
+use crate::e2e::{Envelope, Session};
+use crate::model::{
+    Contact, ContactId, ConversationId, Direction, Message, MessageId, MessageState,
+};
+use crate::Error;
+
+/// The schema this code reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What an outbox item carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutboxKind {
+    /// A text message (its [`Message`] is in `messages`).
+    Text,
+    /// A read receipt.
+    Receipt,
+}
+
+/// A sealed payload waiting to be acknowledged by its recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxItem {
+    /// Recipient.
+    pub contact: ContactId,
+    /// Id bound into the envelope's associated data.
+    pub message_id: MessageId,
+    /// The sealed payload.
+    pub envelope: Envelope,
+    /// What it is.
+    pub kind: OutboxKind,
+    /// When it was queued (Unix ms).
+    pub queued_at: u64,
+}
+
+/// An invite this home issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteRecord {
+    /// Expiry (Unix ms).
+    pub expires_at: u64,
+    /// Whether someone already paired with it.
+    pub used: bool,
+}
+
+/// Why an invite secret was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InviteRefusal {
+    /// Never issued here.
+    Unknown,
+    /// Already used.
+    Used,
+    /// Past its expiry.
+    Expired,
+}
+
+/// The result of storing an incoming message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// New; stored.
+    New,
+    /// Already had it (a retry after a lost acknowledgement).
+    Duplicate,
+}
+
+/// The store of one home.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: sled::Db,
+    meta: sled::Tree,
+    settings: sled::Tree,
+    contacts: sled::Tree,
+    sessions: sled::Tree,
+    messages: sled::Tree,
+    message_ids: sled::Tree,
+    outbox: sled::Tree,
+    invites: sled::Tree,
+}
+
+fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, Error> {
+    Ok(postcard::to_allocvec(v)?)
+}
+
+fn dec<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    postcard::from_bytes(bytes).map_err(|e| Error::Corrupt(e.to_string()))
+}
+
+/// Aborts a transaction with an engine error.
+fn abort<T>(e: Error) -> Result<T, ConflictableTransactionError<Error>> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+fn tx_dec<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConflictableTransactionError<Error>> {
+    dec(bytes).or_else(abort)
+}
+
+fn tx_enc<T: Serialize>(v: &T) -> Result<Vec<u8>, ConflictableTransactionError<Error>> {
+    enc(v).or_else(abort)
+}
+
+fn tx_result<T>(r: Result<T, TransactionError<Error>>) -> Result<T, Error> {
+    r.map_err(|e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => Error::Store(e),
+    })
+}
+
+fn message_key(conversation: &ConversationId, seq: u64) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..16].copy_from_slice(&conversation.0);
+    k[16..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn put_message(
+    messages: &TransactionalTree,
+    ids: &TransactionalTree,
+    m: &Message,
+) -> Result<(), ConflictableTransactionError<Error>> {
+    let key = message_key(&m.conversation, m.seq);
+    messages.insert(&key[..], tx_enc(m)?)?;
+    ids.insert(&m.id.0[..], &key[..])?;
+    Ok(())
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, checking the schema version.
+    pub fn open(dir: &Path) -> Result<Self, Error> {
+        let db = sled::Config::new().path(dir).open()?;
+        let store = Store {
+            meta: db.open_tree("meta")?,
+            settings: db.open_tree("settings")?,
+            contacts: db.open_tree("contacts")?,
+            sessions: db.open_tree("sessions")?,
+            messages: db.open_tree("messages")?,
+            message_ids: db.open_tree("message_ids")?,
+            outbox: db.open_tree("outbox")?,
+            invites: db.open_tree("invites")?,
+            db,
+        };
+        match store.meta.get("schema")? {
+            None => {
+                store.meta.insert("schema", enc(&SCHEMA_VERSION)?)?;
+                store.db.flush()?;
+            }
+            Some(v) => {
+                let v: u32 = dec(&v)?;
+                if v != SCHEMA_VERSION {
+                    return Err(Error::Corrupt(format!(
+                        "store schema {v}, this version of Ferry reads {SCHEMA_VERSION}"
+                    )));
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    /// Makes everything written so far durable.
+    pub async fn flush(&self) -> Result<(), Error> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// A monotonic sequence number (never reused, survives restarts).
+    pub fn next_seq(&self) -> Result<u64, Error> {
+        Ok(self.db.generate_id()?)
+    }
+
+    // ---- settings ----
+
+    /// Reads a setting.
+    pub fn setting<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, Error> {
+        self.settings.get(name)?.map(|v| dec(&v)).transpose()
+    }
+
+    /// Writes a setting.
+    pub fn set_setting<T: Serialize>(&self, name: &str, value: &T) -> Result<(), Error> {
+        self.settings.insert(name, enc(value)?)?;
+        Ok(())
+    }
+
+    // ---- contacts and sessions ----
+
+    /// All contacts, in id order.
+    pub fn contacts(&self) -> Result<Vec<Contact>, Error> {
+        self.contacts
+            .iter()
+            .values()
+            .map(|v| dec(&v?))
+            .collect::<Result<Vec<_>, _>>()
+    }
+
+    /// One contact.
+    pub fn contact(&self, id: &ContactId) -> Result<Option<Contact>, Error> {
+        self.contacts
+            .get(id.as_bytes())?
+            .map(|v| dec(&v))
+            .transpose()
+    }
+
+    /// Replaces a contact record (addresses, verified flag).
+    pub fn put_contact(&self, contact: &Contact) -> Result<(), Error> {
+        self.contacts.insert(contact.id.as_bytes(), enc(contact)?)?;
+        Ok(())
+    }
+
+    /// The ratchet session with a contact.
+    pub fn session(&self, id: &ContactId) -> Result<Option<Session>, Error> {
+        self.sessions
+            .get(id.as_bytes())?
+            .map(|v| dec(&v))
+            .transpose()
+    }
+
+    /// Stores a new pairing: contact and session together, consuming the invite if one was used.
+    pub fn store_pairing(
+        &self,
+        contact: &Contact,
+        session: &Session,
+        invite: Option<[u8; 16]>,
+        now: u64,
+    ) -> Result<(), Error> {
+        let c = enc(contact)?;
+        let s = enc(session)?;
+        tx_result(
+            (&self.contacts, &self.sessions, &self.invites).transaction(|(con, ses, inv)| {
+                if let Some(secret) = invite {
+                    let record = inv.get(secret)?;
+                    let Some(record) = record else {
+                        return abort(Error::PairingRefused("unknown invite".into()));
+                    };
+                    let mut record: InviteRecord = tx_dec(&record)?;
+                    if record.used {
+                        return abort(Error::PairingRefused("invite already used".into()));
+                    }
+                    if record.expires_at < now {
+                        return abort(Error::InviteExpired);
+                    }
+                    record.used = true;
+                    inv.insert(&secret[..], tx_enc(&record)?)?;
+                }
+                con.insert(contact.id.as_bytes(), c.clone())?;
+                ses.insert(contact.id.as_bytes(), s.clone())?;
+                Ok(())
+            }),
+        )
+    }
+
+    // ---- invites ----
+
+    /// Records an issued invite.
+    pub fn put_invite(&self, secret: [u8; 16], record: InviteRecord) -> Result<(), Error> {
+        self.invites.insert(secret, enc(&record)?)?;
+        Ok(())
+    }
+
+    /// Checks an invite secret without consuming it.
+    pub fn check_invite(&self, secret: &[u8; 16], now: u64) -> Result<(), InviteRefusal> {
+        let Ok(Some(v)) = self.invites.get(secret) else {
+            return Err(InviteRefusal::Unknown);
+        };
+        let record: InviteRecord = dec(&v).map_err(|_| InviteRefusal::Unknown)?;
+        if record.used {
+            Err(InviteRefusal::Used)
+        } else if record.expires_at < now {
+            Err(InviteRefusal::Expired)
+        } else {
+            Ok(())
+        }
+    }
+
+    // ---- messages ----
+
+    /// Queues an outgoing payload: the session advance, the outbox item and (for text) the
+    /// message, in one transaction. Returns the outbox sequence number.
+    pub fn queue_outgoing(
+        &self,
+        session: &Session,
+        item: &OutboxItem,
+        message: Option<&Message>,
+    ) -> Result<u64, Error> {
+        let seq = self.next_seq()?;
+        let s = enc(session)?;
+        let o = enc(item)?;
+        tx_result(
+            (&self.sessions, &self.outbox, &self.messages, &self.message_ids).transaction(
+                |(ses, out, msgs, ids)| {
+                    ses.insert(item.contact.as_bytes(), s.clone())?;
+                    out.insert(&seq.to_be_bytes(), o.clone())?;
+                    if let Some(m) = message {
+                        put_message(msgs, ids, m)?;
+                    }
+                    Ok(())
+                },
+            ),
+        )?;
+        Ok(seq)
+    }
+
+    /// A message by id.
+    pub fn message(&self, id: &MessageId) -> Result<Option<Message>, Error> {
+        let Some(key) = self.message_ids.get(id.0)? else {
+            return Ok(None);
+        };
+        self.messages.get(key)?.map(|v| dec(&v)).transpose()
+    }
+
+    /// Sets a message's state outside any other change (e.g. failed for good).
+    pub fn set_message_state(&self, id: &MessageId, state: MessageState) -> Result<(), Error> {
+        let Some(key) = self.message_ids.get(id.0)? else {
+            return Ok(());
+        };
+        if let Some(v) = self.messages.get(&key)? {
+            let mut m: Message = dec(&v)?;
+            m.state = state;
+            self.messages.insert(key, enc(&m)?)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a message id is already stored.
+    pub fn has_message(&self, id: &MessageId) -> Result<bool, Error> {
+        Ok(self.message_ids.contains_key(id.0)?)
+    }
+
+    /// Stores an incoming message with the advanced session, unless it is a duplicate.
+    pub fn store_incoming(&self, session: &Session, message: &Message) -> Result<Stored, Error> {
+        let s = enc(session)?;
+        tx_result(
+            (&self.sessions, &self.messages, &self.message_ids).transaction(|(ses, msgs, ids)| {
+                if ids.get(message.id.0)?.is_some() {
+                    return Ok(Stored::Duplicate);
+                }
+                ses.insert(message.contact.as_bytes(), s.clone())?;
+                put_message(msgs, ids, message)?;
+                Ok(Stored::New)
+            }),
+        )
+    }
+
+    /// Stores an advanced session alone (a payload that changes no message, e.g. key confirmation).
+    pub fn put_session(&self, id: &ContactId, session: &Session) -> Result<(), Error> {
+        self.sessions.insert(id.as_bytes(), enc(session)?)?;
+        Ok(())
+    }
+
+    /// Applies a read receipt from `contact`: its outgoing messages among `ids` become `Read`.
+    /// Returns the ids that changed.
+    pub fn apply_read_receipt(
+        &self,
+        contact: &ContactId,
+        session: &Session,
+        ids: &[MessageId],
+    ) -> Result<Vec<MessageId>, Error> {
+        let s = enc(session)?;
+        tx_result(
+            (&self.sessions, &self.messages, &self.message_ids).transaction(|(ses, msgs, idx)| {
+                ses.insert(contact.as_bytes(), s.clone())?;
+                let mut changed = Vec::new();
+                for id in ids {
+                    let Some(key) = idx.get(id.0)? else { continue };
+                    let Some(v) = msgs.get(&key)? else { continue };
+                    let mut m: Message = tx_dec(&v)?;
+                    if m.contact != *contact
+                        || m.direction != Direction::Outgoing
+                        || m.state == MessageState::Read
+                    {
+                        continue;
+                    }
+                    m.state = MessageState::Read;
+                    msgs.insert(key, tx_enc(&m)?)?;
+                    changed.push(*id);
+                }
+                Ok(changed)
+            }),
+        )
+    }
+
+    /// Removes an acknowledged outbox item and marks its message delivered. Returns whether the
+    /// message's state changed.
+    pub fn complete_delivery(&self, outbox_seq: u64, item: &OutboxItem) -> Result<bool, Error> {
+        tx_result(
+            (&self.outbox, &self.messages, &self.message_ids).transaction(|(out, msgs, idx)| {
+                out.remove(&outbox_seq.to_be_bytes())?;
+                if item.kind != OutboxKind::Text {
+                    return Ok(false);
+                }
+                let Some(key) = idx.get(item.message_id.0)? else {
+                    return Ok(false);
+                };
+                let Some(v) = msgs.get(&key)? else {
+                    return Ok(false);
+                };
+                let mut m: Message = tx_dec(&v)?;
+                if m.state != MessageState::Queued {
+                    return Ok(false);
+                }
+                m.state = MessageState::Delivered;
+                msgs.insert(key, tx_enc(&m)?)?;
+                Ok(true)
+            }),
+        )
+    }
+
+    /// Drops an outbox item that can never be delivered (logged by the caller).
+    pub fn drop_outbox_item(&self, outbox_seq: u64) -> Result<(), Error> {
+        self.outbox.remove(outbox_seq.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// The outbox, oldest first.
+    pub fn outbox(&self) -> Result<Vec<(u64, OutboxItem)>, Error> {
+        self.outbox
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                let seq = u64::from_be_bytes(
+                    k.as_ref()
+                        .try_into()
+                        .map_err(|_| Error::Corrupt("outbox key".into()))?,
+                );
+                Ok((seq, dec(&v)?))
+            })
+            .collect()
+    }
+
+    /// A page of a conversation, oldest first: up to `limit` messages before `before_seq`
+    /// (the newest when `None`).
+    pub fn history(
+        &self,
+        conversation: &ConversationId,
+        before_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Message>, Error> {
+        let start = message_key(conversation, 0);
+        let end = message_key(conversation, before_seq.unwrap_or(u64::MAX));
+        let mut page = self
+            .messages
+            .range(start..end)
+            .rev()
+            .take(limit)
+            .map(|kv| dec(&kv?.1))
+            .collect::<Result<Vec<Message>, _>>()?;
+        page.reverse();
+        Ok(page)
+    }
+
+    /// Incoming messages of a conversation not yet read.
+    pub fn unread(&self, conversation: &ConversationId) -> Result<Vec<Message>, Error> {
+        self.messages
+            .scan_prefix(conversation.0)
+            .values()
+            .map(|v| dec::<Message>(&v?))
+            .filter(|m| !matches!(m, Ok(m) if m.state != MessageState::Received))
+            .collect()
+    }
+
+    /// Marks incoming messages seen and queues the read receipt for them, in one transaction.
+    pub fn mark_seen(
+        &self,
+        messages: &[Message],
+        session: &Session,
+        receipt: &OutboxItem,
+    ) -> Result<(), Error> {
+        let seq = self.next_seq()?;
+        let s = enc(session)?;
+        let o = enc(receipt)?;
+        tx_result(
+            (&self.sessions, &self.outbox, &self.messages).transaction(|(ses, out, msgs)| {
+                ses.insert(receipt.contact.as_bytes(), s.clone())?;
+                out.insert(&seq.to_be_bytes(), o.clone())?;
+                for m in messages {
+                    let mut m = m.clone();
+                    m.state = MessageState::Seen;
+                    msgs.insert(&message_key(&m.conversation, m.seq)[..], tx_enc(&m)?)?;
+                }
+                Ok(())
+            }),
+        )
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newer_schema_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.meta.insert("schema", enc(&99u32).unwrap()).unwrap();
+            store.db.flush().unwrap();
+        }
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("schema 99"), "{err}");
+    }
+
+    #[test]
+    fn history_pages_oldest_first_per_conversation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let contact = iroh::SecretKey::from_bytes(&[1; 32]).public();
+        let conv = ConversationId([9; 16]);
+        let other = ConversationId([8; 16]);
+        for (i, c) in [(1u64, conv), (2, other), (3, conv), (4, conv)] {
+            let m = Message {
+                id: MessageId([i as u8; 16]),
+                conversation: c,
+                contact,
+                seq: i,
+                direction: Direction::Incoming,
+                body: format!("m{i}"),
+                sent_at: i,
+                stored_at: i,
+                state: MessageState::Received,
+            };
+            store
+                .messages
+                .insert(message_key(&c, i), enc(&m).unwrap())
+                .unwrap();
+        }
+        let page = store.history(&conv, None, 2).unwrap();
+        assert_eq!(
+            page.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            vec![3, 4]
+        );
+        let older = store.history(&conv, Some(3), 10).unwrap();
+        assert_eq!(older.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(store.unread(&conv).unwrap().len(), 3);
+    }
+}
