@@ -1,1 +1,269 @@
+//! Helpers for end-to-end scenarios across real Ferry peers: temporary homes, loopback-only
+//! nodes with relays disabled, event waits with timeouts, and the `ferry` binary.
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use ferry_core::node::NetSettings;
+use ferry_core::{Config, Event, Node, RelayChoice};
+use tokio::sync::broadcast;
+
+/// How long any single wait in a test may take.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Logs to the test output when `FERRY_LOG` is set.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Settings for a home that only ever touches loopback.
+pub fn loopback() -> NetSettings {
+    NetSettings {
+        relay: RelayChoice::Disabled,
+        bind: Some("127.0.0.1:0".parse().expect("valid address")),
+        local_discovery: false,
+    }
+}
+
+/// A run config for tests: fast pings, no control socket unless asked.
+pub fn test_config() -> Config {
+    Config {
+        ping_interval: Duration::from_millis(500),
+        control_socket: false,
+        ..Config::default()
+    }
+}
+
+/// A home inside a temporary folder, initialised with loopback settings.
+pub fn new_home(root: &Path, name: &str) -> Result<PathBuf> {
+    let home = root.join(name.to_lowercase());
+    Node::init_with(&home, name, &loopback())?;
+    Ok(home)
+}
+
+/// Opens a node on a home, retrying briefly while a just-closed holder releases its lock.
+pub async fn open(home: &Path, config: Config) -> Result<Arc<Node>> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match Node::open(home, config.clone()).await {
+            Ok(n) => return Ok(n),
+            Err(ferry_core::Error::HomeBusy { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Pairs `joiner` with `inviter` and returns nothing but success.
+pub async fn pair(inviter: &Node, joiner: &Node) -> Result<()> {
+    let invite = inviter.create_invite(None).await?;
+    joiner.pair(&invite).await?;
+    Ok(())
+}
+
+/// Waits for the first event matching `pred`, up to [`WAIT`].
+pub async fn wait_for<T>(
+    rx: &mut broadcast::Receiver<Event>,
+    mut pred: impl FnMut(&Event) -> Option<T>,
+) -> Result<T> {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => {
+                    if let Some(t) = pred(&ev) {
+                        return Ok(t);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => bail!("event stream ended: {e}"),
+            }
+        }
+    })
+    .await
+    .context("timed out waiting for an event")?
+}
+
+/// Polls `check` until it returns true, up to [`WAIT`] (for state with no event of its own).
+pub async fn eventually(mut check: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if check()? {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("condition not reached within {WAIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The `ferry` binary, built once per test run by a separate cargo invocation (so test-only
+/// features of the test crate never leak into it). `FERRY_BIN` overrides.
+pub fn ferry_bin() -> Result<PathBuf> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("FERRY_BIN") {
+            return Ok(PathBuf::from(p));
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = Command::new(cargo)
+            .args([
+                "build",
+                "-p",
+                "ferry-cli",
+                "--bin",
+                "ferry",
+                "--message-format=json",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("running cargo: {e}"))?;
+        if !out.status.success() {
+            return Err("cargo build -p ferry-cli failed".into());
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"]["name"] == "ferry")
+            .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+            .ok_or_else(|| "cargo did not report the ferry executable".into())
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+/// Output of one `ferry` run.
+#[derive(Debug)]
+pub struct Output {
+    /// Exit success.
+    pub ok: bool,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs `ferry --home HOME ARGS…` to completion (bounded by [`WAIT`] plus a margin).
+pub fn ferry(home: &Path, args: &[&str]) -> Result<Output> {
+    let mut child = Command::new(ferry_bin()?)
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let deadline = std::time::Instant::now() + WAIT * 2;
+    loop {
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("ferry {args:?} did not finish in time");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output()?;
+    Ok(Output {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// A running `ferry daemon --json`, stopped (SIGTERM, then kill) when dropped.
+pub struct Daemon {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+impl Daemon {
+    /// Starts the daemon and waits for its `ready` line.
+    pub fn start(home: &Path, extra: &[&str]) -> Result<Daemon> {
+        let mut child = Command::new(ferry_bin()?)
+            .arg("--home")
+            .arg(home)
+            .args(extra)
+            .args(["daemon", "--json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout: ChildStdout = child.stdout.take().context("daemon stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str(&line) {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut d = Daemon { child, lines: rx };
+        d.wait_line(|v| v["type"] == "ready")?;
+        Ok(d)
+    }
+
+    /// Waits for a JSON line matching `pred`.
+    pub fn wait_line(
+        &mut self,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<serde_json::Value> {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) if pred(&v) => return Ok(v),
+                Ok(_) => {}
+                Err(_) => bail!("daemon printed no matching line in time"),
+            }
+        }
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the daemon gracefully and waits for it.
+    pub fn stop(mut self) -> Result<()> {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> Result<()> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = std::time::Instant::now() + WAIT;
+        while self.child.try_wait()?.is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                bail!("daemon did not stop on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.terminate();
+        }
+    }
+}

@@ -431,6 +431,11 @@ impl Node {
         self.engine.contact_view(&c)
     }
 
+    /// The stored record of a contact (addresses, keys), by id.
+    pub fn stored_contact(&self, id: &ContactId) -> Result<Option<Contact>, Error> {
+        self.engine.store.contact(id)
+    }
+
     /// Marks a contact verified (after comparing safety numbers) or not.
     pub async fn set_verified(&self, query: &str, verified: bool) -> Result<ContactView, Error> {
         let mut c = self.engine.resolve(query)?;

@@ -1,0 +1,14 @@
+//! Ferry desktop app entry point; the app itself lives in the `ferry_app_lib` crate.
+
+// Prevents an additional console window on Windows in release builds.
+#![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
+
+fn main() -> std::process::ExitCode {
+    match ferry_app_lib::run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ferry-app: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
