@@ -102,7 +102,10 @@ async fn history_and_sessions_survive_restart() -> Result<()> {
         pair(&alice, &bob).await?;
         let mut rx = alice.subscribe();
         bob.send_text("Alice", "before restart").await?;
-        wait_for(&mut rx, |e| matches!(e, Event::MessageReceived { .. }).then_some(())).await?;
+        wait_for(&mut rx, |e| {
+            matches!(e, Event::MessageReceived { .. }).then_some(())
+        })
+        .await?;
         alice.shutdown().await;
         bob.shutdown().await;
     }
@@ -110,10 +113,16 @@ async fn history_and_sessions_survive_restart() -> Result<()> {
     let bob = open(&bh, test_config()).await?;
     let mut rx = alice.subscribe();
     bob.send_text("Alice", "after restart").await?;
-    wait_for(&mut rx, |e| matches!(e, Event::MessageReceived { .. }).then_some(())).await?;
+    wait_for(&mut rx, |e| {
+        matches!(e, Event::MessageReceived { .. }).then_some(())
+    })
+    .await?;
     let mut brx = bob.subscribe();
     alice.send_text("Bob", "and back").await?;
-    wait_for(&mut brx, |e| matches!(e, Event::MessageReceived { .. }).then_some(())).await?;
+    wait_for(&mut brx, |e| {
+        matches!(e, Event::MessageReceived { .. }).then_some(())
+    })
+    .await?;
     let bodies: Vec<String> = alice
         .history("Bob", None, 10, false)
         .await?
@@ -175,7 +184,10 @@ async fn reused_and_expired_invites_are_refused() -> Result<()> {
         other => panic!("reused invite: {other:?}"),
     }
     let expired = alice.create_invite(Some(Duration::ZERO)).await?;
-    assert!(matches!(carol.pair(&expired).await, Err(Error::InviteExpired)));
+    assert!(matches!(
+        carol.pair(&expired).await,
+        Err(Error::InviteExpired)
+    ));
     assert!(carol.contacts()?.is_empty());
     assert_eq!(alice.contacts()?.len(), 1);
     for n in [alice, bob, carol] {
@@ -189,7 +201,13 @@ async fn garbage_invite_gives_a_clear_error() -> Result<()> {
     init_tracing();
     let dir = tempfile::tempdir()?;
     let bob = open(&new_home(dir.path(), "Bob")?, test_config()).await?;
-    for bad in ["", "ferry:", "ferry:zzzz1111", "https://example.com", "ferry:aaaaaaaaaaaaaaaa"] {
+    for bad in [
+        "",
+        "ferry:",
+        "ferry:zzzz1111",
+        "https://example.com",
+        "ferry:aaaaaaaaaaaaaaaa",
+    ] {
         let err = bob.pair(bad).await.expect_err(bad);
         assert_eq!(err.code(), "invalid_invite", "{bad:?}: {err}");
     }
@@ -220,7 +238,10 @@ async fn stranger_is_refused_on_chat() -> Result<()> {
     let r = tokio::time::timeout(WAIT, attempt).await?;
     assert!(r.is_err(), "a stranger got an answer: {r:?}");
     let reason = tokio::time::timeout(WAIT, conn.closed()).await?;
-    assert!(format!("{reason:?}").contains("not a contact"), "{reason:?}");
+    assert!(
+        format!("{reason:?}").contains("not a contact"),
+        "{reason:?}"
+    );
     assert!(alice.contacts()?.is_empty());
     stranger.close().await;
     alice.shutdown().await;

@@ -29,9 +29,15 @@ pub(crate) async fn run() -> Result<()> {
     println!("  Bob   {}", bob.id());
 
     let invite = alice.create_invite(None).await?;
-    println!("\n1. Alice makes an invite:\n   {}…", &invite[..48.min(invite.len())]);
+    println!(
+        "\n1. Alice makes an invite:\n   {}…",
+        &invite[..48.min(invite.len())]
+    );
     let contact = bob.pair(&invite).await.context("Bob pairs")?;
-    println!("2. Bob pairs with it. Safety number on both sides:\n   {}", contact.safety_number);
+    println!(
+        "2. Bob pairs with it. Safety number on both sides:\n   {}",
+        contact.safety_number
+    );
     let alice_view = alice.contact("Bob")?;
     if alice_view.safety_number != contact.safety_number {
         bail!("safety numbers differ");
@@ -39,7 +45,9 @@ pub(crate) async fn run() -> Result<()> {
 
     let mut alice_events = alice.subscribe();
     let mut bob_events = bob.subscribe();
-    let sent = bob.send_text("Alice", "Hi Alice! This went end-to-end encrypted.").await?;
+    let sent = bob
+        .send_text("Alice", "Hi Alice! This went end-to-end encrypted.")
+        .await?;
     println!("3. Bob sends: {:?}", sent.body);
     let got = wait_message(&mut alice_events).await?;
     println!("   Alice receives: {got:?}");
@@ -48,7 +56,10 @@ pub(crate) async fn run() -> Result<()> {
     println!("4. Alice replies; Bob receives: {got:?}");
 
     let page = alice.history("Bob", None, 10, true).await?;
-    println!("5. Alice reads the conversation ({} messages); Bob gets a read receipt:", page.len());
+    println!(
+        "5. Alice reads the conversation ({} messages); Bob gets a read receipt:",
+        page.len()
+    );
     let read = tokio::time::timeout(WAIT, async {
         loop {
             if let Ok(Event::DeliveryChanged { state, .. }) = bob_events.recv().await {
@@ -59,7 +70,14 @@ pub(crate) async fn run() -> Result<()> {
         }
     })
     .await;
-    println!("   {}", if read.is_ok() { "read ✓✓" } else { "(no receipt in time)" });
+    println!(
+        "   {}",
+        if read.is_ok() {
+            "read ✓✓"
+        } else {
+            "(no receipt in time)"
+        }
+    );
     for m in bob.history("Alice", None, 10, false).await? {
         println!("   [{:?}] {:?}: {}", m.state, m.direction, m.body);
     }

@@ -232,7 +232,11 @@ async fn run(cli: Cli) -> Result<()> {
             if *json {
                 println!("{v}");
             } else {
-                println!("{} {}", v["name"].as_str().unwrap_or(""), v["id"].as_str().unwrap_or(""));
+                println!(
+                    "{} {}",
+                    v["name"].as_str().unwrap_or(""),
+                    v["id"].as_str().unwrap_or("")
+                );
                 println!("addresses: {}", v["addr"]);
             }
         }
@@ -265,7 +269,10 @@ async fn run(cli: Cli) -> Result<()> {
             let c: ContactView = serde_json::from_value(v?)?;
             println!("Paired with {} ({})", c.name, c.id);
             println!("Safety number: {}", c.safety_number);
-            println!("Compare it with {} in person or on a call, then run `ferry verify {}`.", c.name, c.name);
+            println!(
+                "Compare it with {} in person or on a call, then run `ferry verify {}`.",
+                c.name, c.name
+            );
         }
         Command::Contacts { json } => {
             let mut b = cli.backend().await?;
@@ -360,7 +367,11 @@ async fn run(cli: Cli) -> Result<()> {
             println!(
                 "{} is {}",
                 c.name,
-                if c.verified { "verified" } else { "not verified" }
+                if c.verified {
+                    "verified"
+                } else {
+                    "not verified"
+                }
             );
         }
         Command::Daemon { json } => daemon(&cli, *json).await?,

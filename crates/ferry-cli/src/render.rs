@@ -33,7 +33,9 @@ pub(crate) fn state_word(s: MessageState) -> &'static str {
 
 pub(crate) fn contacts(list: &[ContactView]) {
     if list.is_empty() {
-        println!("No contacts yet. `ferry invite` makes an invite; `ferry pair <invite>` uses one.");
+        println!(
+            "No contacts yet. `ferry invite` makes an invite; `ferry pair <invite>` uses one."
+        );
         return;
     }
     for c in list {
@@ -81,7 +83,9 @@ pub(crate) fn event(ev: &Event) -> String {
         Event::DeliveryChanged { id, state, .. } => {
             format!("message {} {}", &id.to_string()[..8], state_word(*state))
         }
-        Event::PresenceChanged { name, presence: p, .. } => format!("{name} is {}", presence(p)),
+        Event::PresenceChanged {
+            name, presence: p, ..
+        } => format!("{name} is {}", presence(p)),
         Event::PairingCompleted { contact } => format!(
             "paired with {} ({}); safety number {}",
             contact.name, contact.id, contact.safety_number

@@ -12,7 +12,9 @@ use iroh::endpoint::Connection;
 use iroh::protocol::{AcceptError, ProtocolHandler};
 
 use crate::e2e::{AssociatedData, E2eError, Envelope, Session};
-use crate::model::{now_ms, Contact, ContactId, Direction, Event, Message, MessageId, MessageState};
+use crate::model::{
+    now_ms, Contact, ContactId, Direction, Event, Message, MessageId, MessageState,
+};
 use crate::net::{self, REQUEST_TIMEOUT};
 use crate::node::Engine;
 use crate::store::{OutboxItem, OutboxKind, Stored};
@@ -467,7 +469,10 @@ async fn deliver_contact(engine: Arc<Engine>, id: ContactId, items: Vec<(u64, Ou
                     });
                 }
             }
-            Ok(ChatResponse::Reject { reason, retry: false }) => {
+            Ok(ChatResponse::Reject {
+                reason,
+                retry: false,
+            }) => {
                 tracing::warn!(contact = %id.fmt_short(), "delivery refused for good: {reason}");
                 let _ = engine.store.drop_outbox_item(seq);
                 let _ = engine

@@ -320,7 +320,11 @@ async fn serve<R, W>(
         if matches!(req.call, Call::Subscribe) {
             let mut events = node.subscribe();
             drop(node);
-            let _ = write_line(&mut w, &json!({"v": CONTROL_VERSION, "id": req.id, "ok": null})).await;
+            let _ = write_line(
+                &mut w,
+                &json!({"v": CONTROL_VERSION, "id": req.id, "ok": null}),
+            )
+            .await;
             loop {
                 let ev = tokio::select! {
                     _ = cancel.cancelled() => return,
@@ -360,20 +364,22 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("next_id", &self.next_id).finish_non_exhaustive()
+        f.debug_struct("Client")
+            .field("next_id", &self.next_id)
+            .finish_non_exhaustive()
     }
 }
 
 impl Client {
     /// Connects to the holder of `home`, if a process holds it and serves its socket.
     pub async fn connect(home: &Path) -> Result<Option<Client>, Error> {
-        if !crate::home::HomeLock::is_held(home) {
-            return Ok(None);
-        }
         let path = socket_path(home);
-        // The holder may be starting up; give its socket a moment to appear.
+        // The holder may be starting up or shutting down; wait for its socket or its exit.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
+            if !crate::home::HomeLock::is_held(home) {
+                return Ok(None);
+            }
             match Self::try_connect(&path).await {
                 Ok(c) => return Ok(Some(c)),
                 Err(e) if tokio::time::Instant::now() >= deadline => {
@@ -385,7 +391,7 @@ impl Client {
                         source: e,
                     })
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
     }

@@ -23,7 +23,9 @@ pub fn default_home() -> Result<PathBuf, Error> {
     if let Some(home) = std::env::var_os("FERRY_HOME").filter(|h| !h.is_empty()) {
         return Ok(PathBuf::from(home));
     }
-    dirs::data_dir().map(|d| d.join("ferry")).ok_or(Error::NoHome)
+    dirs::data_dir()
+        .map(|d| d.join("ferry"))
+        .ok_or(Error::NoHome)
 }
 
 /// Creates the home folder with owner-only permissions if it does not exist.

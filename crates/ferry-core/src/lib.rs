@@ -14,9 +14,9 @@
 //! # Ok(()) }
 //! ```
 
+pub mod chat;
 pub mod control;
 pub mod e2e;
-pub mod chat;
 mod error;
 pub mod home;
 pub mod identity;

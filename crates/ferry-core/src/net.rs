@@ -38,7 +38,10 @@ pub(crate) async fn bind_endpoint(
     match try_bind(identity, net, direct, bind).await {
         Ok(ep) => finish_bind(ep, store, explicit_port, stable_port),
         Err(e) if !explicit_port && stable_port != 0 => {
-            tracing::warn!(port = stable_port, "stable port unavailable ({e}); using a new one");
+            tracing::warn!(
+                port = stable_port,
+                "stable port unavailable ({e}); using a new one"
+            );
             bind.set_port(0);
             let ep = try_bind(identity, net, direct, bind).await?;
             finish_bind(ep, store, false, 0)
@@ -109,7 +112,10 @@ pub(crate) async fn current_addr(engine: &Engine, wait: Duration) -> WireAddr {
         let addr = watcher.get();
         let usable = addr.ip_addrs().next().is_some()
             && (addr.relay_urls().next().is_some()
-                || !matches!(engine.net.relay, RelayChoice::Default | RelayChoice::Custom(_)));
+                || !matches!(
+                    engine.net.relay,
+                    RelayChoice::Default | RelayChoice::Custom(_)
+                ));
         if usable || tokio::time::Instant::now() >= deadline {
             return wire_addr(&addr);
         }
@@ -296,7 +302,10 @@ pub(crate) async fn run_presence(engine: Arc<Engine>) {
     loop {
         tokio::select! {
             _ = engine.cancel.cancelled() => return,
-            _ = tick.tick() => refresh_all(&engine, DIAL_TIMEOUT + REQUEST_TIMEOUT).await,
+            _ = async {
+                tick.tick().await;
+                refresh_all(&engine, DIAL_TIMEOUT + REQUEST_TIMEOUT).await
+            } => {}
         }
     }
 }

@@ -250,7 +250,10 @@ pub(crate) fn clean_name(name: &str) -> Result<String, Error> {
             max: MAX_NAME,
         });
     }
-    if name.chars().any(|c| c.is_control() || pairing::is_bidi_control(c)) {
+    if name
+        .chars()
+        .any(|c| c.is_control() || pairing::is_bidi_control(c))
+    {
         return Err(Error::InvalidInput(
             "the name has control or bidi characters".into(),
         ));
@@ -346,10 +349,9 @@ impl Node {
         if config.control_socket {
             let server = control::Server::bind(home).await?;
             let node_slot = Arc::new(tokio::sync::OnceCell::new());
-            tasks.push(tokio::spawn(server.run(
-                node_slot.clone(),
-                engine.cancel.clone(),
-            )));
+            tasks.push(tokio::spawn(
+                server.run(node_slot.clone(), engine.cancel.clone()),
+            ));
             let node = Arc::new(Node {
                 engine,
                 router,
@@ -528,9 +530,17 @@ impl Node {
             .lock()
             .map(|mut t| t.drain(..).collect())
             .unwrap_or_default();
-        for t in tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
+        for (i, mut t) in tasks.into_iter().enumerate() {
+            // Every task watches the token; one stuck in I/O is not waited for long.
+            if tokio::time::timeout(Duration::from_secs(2), &mut t)
+                .await
+                .is_err()
+            {
+                tracing::warn!(task = i, "background task did not stop in time; aborted");
+                t.abort();
+            }
         }
+        tracing::debug!("background tasks stopped");
         if let Err(e) = self.router.shutdown().await {
             tracing::warn!("router shutdown: {e}");
         }

@@ -163,7 +163,10 @@ pub(crate) async fn join(engine: &Arc<Engine>, text: &str) -> Result<Contact, Er
         return Err(Error::InvalidInvite("this is your own invite".into()));
     }
     if let Some(c) = engine.store.contact(&invite.id)? {
-        return Err(Error::InvalidInput(format!("already paired with {}", c.name)));
+        return Err(Error::InvalidInput(format!(
+            "already paired with {}",
+            c.name
+        )));
     }
     let addr = net::endpoint_addr(invite.id, &invite.addr);
     let conn = tokio::time::timeout(
@@ -264,7 +267,9 @@ async fn join_on(
         paired_at: now_ms(),
         verified: false,
     };
-    engine.store.store_pairing(&contact, &session, None, now_ms())?;
+    engine
+        .store
+        .store_pairing(&contact, &session, None, now_ms())?;
     engine.store.flush().await?;
     Ok(contact)
 }
@@ -443,9 +448,6 @@ mod tests {
         let mut i = sample();
         i.name = "Al\u{202E}ice".into();
         let text = i.to_text().unwrap();
-        assert!(matches!(
-            Invite::parse(&text),
-            Err(Error::InvalidInvite(_))
-        ));
+        assert!(matches!(Invite::parse(&text), Err(Error::InvalidInvite(_))));
     }
 }

@@ -21,7 +21,7 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sled::transaction::{
-    ConflictableTransactionError, TransactionError, TransactionalTree, Transactional,
+    ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
 };
 
 use crate::e2e::{Envelope, Session};
@@ -306,16 +306,20 @@ impl Store {
         let s = enc(session)?;
         let o = enc(item)?;
         tx_result(
-            (&self.sessions, &self.outbox, &self.messages, &self.message_ids).transaction(
-                |(ses, out, msgs, ids)| {
+            (
+                &self.sessions,
+                &self.outbox,
+                &self.messages,
+                &self.message_ids,
+            )
+                .transaction(|(ses, out, msgs, ids)| {
                     ses.insert(item.contact.as_bytes(), s.clone())?;
                     out.insert(&seq.to_be_bytes(), o.clone())?;
                     if let Some(m) = message {
                         put_message(msgs, ids, m)?;
                     }
                     Ok(())
-                },
-            ),
+                }),
         )?;
         Ok(seq)
     }
@@ -545,10 +549,7 @@ mod tests {
                 .unwrap();
         }
         let page = store.history(&conv, None, 2).unwrap();
-        assert_eq!(
-            page.iter().map(|m| m.seq).collect::<Vec<_>>(),
-            vec![3, 4]
-        );
+        assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![3, 4]);
         let older = store.history(&conv, Some(3), 10).unwrap();
         assert_eq!(older.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1]);
         assert_eq!(store.unread(&conv).unwrap().len(), 3);

@@ -240,10 +240,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(text, [0, 2, b'h', b'i', 1]);
-        let read = postcard::to_allocvec(&Payload::Read {
-            ids: vec![[7; 16]],
-        })
-        .unwrap();
+        let read = postcard::to_allocvec(&Payload::Read { ids: vec![[7; 16]] }).unwrap();
         assert_eq!(read[..2], [1, 1]);
         assert_eq!(read.len(), 18);
     }

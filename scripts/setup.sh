@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian/Ubuntu machine lacks to build and test Ferry:
+# the WebKitGTK/GTK libraries for the desktop shell, Xvfb, and the UI's npm packages.
+# Needs root (or sudo) for apt; skips apt when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pkgs=(pkg-config libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev xvfb)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "setup: Rust is missing: install it with rustup (https://rustup.rs) and run this again" >&2
+  exit 1
+fi
+
+(cd ui && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent)
+echo "setup: done"

@@ -1,0 +1,172 @@
+//! The `ferry` binary as a user runs it: two homes, a daemon holding one of them, one-shot
+//! commands going through its control socket, and the offline outbox.
+
+use anyhow::Result;
+use ferry_tests::*;
+use serde_json::Value;
+
+fn init(root: &std::path::Path, name: &str) -> Result<std::path::PathBuf> {
+    let home = root.join(name.to_lowercase());
+    let out = ferry(
+        &home,
+        &[
+            "--relay",
+            "disabled",
+            "--bind",
+            "127.0.0.1:0",
+            "--local-discovery",
+            "off",
+            "init",
+            "--name",
+            name,
+        ],
+    )?;
+    assert!(out.ok, "init failed: {}", out.stderr);
+    assert_eq!(out.stdout.trim().len(), 64, "init prints the id");
+    Ok(home)
+}
+
+fn json(out: &Output) -> Value {
+    assert!(out.ok, "command failed: {}", out.stderr);
+    serde_json::from_str(out.stdout.trim()).unwrap_or(Value::Null)
+}
+
+#[test]
+fn pair_and_chat_through_a_daemon_and_one_shot_commands() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let alice = init(dir.path(), "Alice")?;
+    let bob = init(dir.path(), "Bob")?;
+
+    let mut daemon = Daemon::start(&alice, &[])?;
+    // A second holder is refused with the first one's pid.
+    let busy = ferry(&alice, &["daemon"])?;
+    assert!(!busy.ok);
+    assert!(
+        busy.stderr.contains(&format!("pid {}", daemon.pid())),
+        "{}",
+        busy.stderr
+    );
+
+    // `invite` goes through the daemon's control socket; the invite is the only stdout line.
+    let invite = ferry(&alice, &["invite", "--qr"])?;
+    assert!(invite.ok, "{}", invite.stderr);
+    let text = invite.stdout.trim();
+    assert!(text.starts_with("ferry:") && !text.contains('\n'), "{text}");
+    assert!(invite.stderr.contains('█'), "QR on stderr");
+
+    let paired = ferry(&bob, &["pair", text])?;
+    assert!(paired.ok, "{}", paired.stderr);
+    assert!(
+        paired.stdout.contains("Safety number:"),
+        "{}",
+        paired.stdout
+    );
+    daemon.wait_line(|v| v["type"] == "pairing_completed")?;
+
+    // Bob has no daemon: a one-shot send delivers while it runs.
+    let sent = ferry(&bob, &["send", "alice", "hello over the CLI", "--json"])?;
+    assert!(sent.stderr.contains("delivered"), "{}", sent.stderr);
+    let sent = json(&sent);
+    let ev = daemon.wait_line(|v| v["type"] == "message_received")?;
+    assert_eq!(ev["message"]["body"], "hello over the CLI");
+    assert_eq!(ev["message"]["id"], sent["id"]);
+
+    // Alice answers through her daemon; history and contacts go through it too.
+    let reply = ferry(&alice, &["send", "Bob", "hi Bob"])?;
+    assert!(reply.ok, "{}", reply.stderr);
+    let history = json(&ferry(&alice, &["history", "Bob", "--json"])?);
+    let bodies: Vec<&str> = history
+        .as_array()
+        .map(|a| a.iter().filter_map(|m| m["body"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(bodies, ["hello over the CLI", "hi Bob"]);
+    let contacts = json(&ferry(&alice, &["contacts", "--json"])?);
+    assert_eq!(contacts[0]["name"], "Bob");
+
+    // Bob picks up the reply when he next runs (the daemon's outbox retries until then).
+    let bob_daemon = Daemon::start(&bob, &[])?;
+    let bob_history = eventually_json(&bob, &["history", "Alice", "--json"], |v| {
+        v.as_array().is_some_and(|a| a.len() == 2)
+    })?;
+    assert_eq!(bob_history[1]["body"], "hi Bob");
+    assert_eq!(bob_history[1]["direction"], "incoming");
+    bob_daemon.stop()?;
+    daemon.stop()?;
+    Ok(())
+}
+
+#[test]
+fn offline_send_is_queued_and_says_so_then_delivered_by_the_daemon() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let alice = init(dir.path(), "Alice")?;
+    let bob = init(dir.path(), "Bob")?;
+    let invite = {
+        let d = Daemon::start(&alice, &[])?;
+        let out = ferry(&alice, &["invite"])?;
+        assert!(out.ok, "{}", out.stderr);
+        let paired = ferry(&bob, &["pair", out.stdout.trim()])?;
+        assert!(paired.ok, "{}", paired.stderr);
+        d.stop()?;
+        out.stdout
+    };
+    // Alice is offline now.
+    let out = ferry(&bob, &["send", "Alice", "are you there?", "--wait", "1s"])?;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stderr.contains("queued"), "{}", out.stderr);
+
+    // The invite was single use.
+    let carol = init(dir.path(), "Carol")?;
+    let _d = Daemon::start(&alice, &[])?;
+    let reuse = ferry(&carol, &["pair", invite.trim()])?;
+    assert!(!reuse.ok);
+    assert!(reuse.stderr.contains("already used"), "{}", reuse.stderr);
+
+    // Bob's daemon delivers the queued message now that Alice is online.
+    let bob_daemon = Daemon::start(&bob, &[])?;
+    let history = eventually_json(&alice, &["history", "Bob", "--json"], |v| {
+        v.as_array().is_some_and(|a| !a.is_empty())
+    })?;
+    assert_eq!(history[0]["body"], "are you there?");
+    bob_daemon.stop()?;
+    Ok(())
+}
+
+#[test]
+fn garbage_invite_and_unknown_contact_give_clear_errors() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let bob = init(dir.path(), "Bob")?;
+    let out = ferry(&bob, &["pair", "ferry:not-an-invite"])?;
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains("not a valid Ferry invite"),
+        "{}",
+        out.stderr
+    );
+    let out = ferry(&bob, &["send", "nobody", "hi"])?;
+    assert!(!out.ok);
+    assert!(out.stderr.contains("no contact matches"), "{}", out.stderr);
+    let fresh = dir.path().join("fresh");
+    let out = ferry(&fresh, &["contacts"])?;
+    assert!(!out.ok);
+    assert!(out.stderr.contains("ferry init"), "{}", out.stderr);
+    Ok(())
+}
+
+/// Runs a JSON-printing command until its output satisfies `pred` (bounded).
+fn eventually_json(
+    home: &std::path::Path,
+    args: &[&str],
+    pred: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let v = json(&ferry(home, args)?);
+        if pred(&v) {
+            return Ok(v);
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("{args:?} never satisfied the condition; last output {v}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
