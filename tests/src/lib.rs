@@ -156,7 +156,25 @@ pub struct Output {
 
 /// Runs `ferry --home HOME ARGS…` to completion (bounded by [`WAIT`] plus a margin).
 pub fn ferry(home: &Path, args: &[&str]) -> Result<Output> {
-    let mut child = Command::new(ferry_bin()?)
+    ferry_in(&[], home, args)
+}
+
+/// A command running `ferry`, behind `prefix` (e.g. `ip netns exec NS`) when given.
+fn ferry_command(prefix: &[&str]) -> Result<Command> {
+    let bin = ferry_bin()?;
+    Ok(match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    })
+}
+
+/// Like [`ferry`], behind a command prefix such as `ip netns exec NS`.
+pub fn ferry_in(prefix: &[&str], home: &Path, args: &[&str]) -> Result<Output> {
+    let mut child = ferry_command(prefix)?
         .arg("--home")
         .arg(home)
         .args(args)
@@ -176,6 +194,10 @@ pub fn ferry(home: &Path, args: &[&str]) -> Result<Output> {
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = child.wait_with_output()?;
+    let took = (std::time::Instant::now() + WAIT * 2).saturating_duration_since(deadline);
+    if took > Duration::from_secs(3) {
+        eprintln!("slow: ferry {args:?} took {took:?}");
+    }
     Ok(Output {
         ok: out.status.success(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -192,7 +214,12 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon and waits for its `ready` line.
     pub fn start(home: &Path, extra: &[&str]) -> Result<Daemon> {
-        let mut child = Command::new(ferry_bin()?)
+        Self::start_in(&[], home, extra)
+    }
+
+    /// Starts the daemon behind a command prefix such as `ip netns exec NS`.
+    pub fn start_in(prefix: &[&str], home: &Path, extra: &[&str]) -> Result<Daemon> {
+        let mut child = ferry_command(prefix)?
             .arg("--home")
             .arg(home)
             .args(extra)
@@ -224,7 +251,16 @@ impl Daemon {
         &mut self,
         pred: impl Fn(&serde_json::Value) -> bool,
     ) -> Result<serde_json::Value> {
-        let deadline = std::time::Instant::now() + WAIT;
+        self.wait_line_for(WAIT, pred)
+    }
+
+    /// Waits up to `timeout` for a JSON line matching `pred`.
+    pub fn wait_line_for(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<serde_json::Value> {
+        let deadline = std::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.lines.recv_timeout(left) {
@@ -243,6 +279,13 @@ impl Daemon {
     /// Stops the daemon gracefully and waits for it.
     pub fn stop(mut self) -> Result<()> {
         self.terminate()
+    }
+
+    /// Kills the daemon with SIGKILL (no chance to clean up) and waits for it.
+    pub fn kill(mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
     }
 
     fn terminate(&mut self) -> Result<()> {

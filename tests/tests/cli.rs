@@ -170,3 +170,26 @@ fn eventually_json(
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+#[test]
+fn daemon_killed_hard_leaves_nothing_that_blocks_the_next_one() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let alice = init(dir.path(), "Alice")?;
+    let d = Daemon::start(&alice, &[])?;
+    d.kill()?;
+    assert!(
+        alice.join("control.sock").exists(),
+        "stale socket left by SIGKILL"
+    );
+    // The OS released the lock with the process; the next holder cleans the stale socket.
+    let d = Daemon::start(&alice, &[])?;
+    let out = ferry(&alice, &["whoami", "--json"])?;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stdout.contains("\"name\":\"Alice\""), "{}", out.stdout);
+    d.stop()?;
+    assert!(
+        !alice.join("control.sock").exists(),
+        "socket removed at shutdown"
+    );
+    Ok(())
+}
