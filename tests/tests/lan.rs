@@ -56,12 +56,11 @@ impl Lan {
             "netns",
             &lan.names[1],
         ])?;
-        for i in 0..2 {
-            let ns = lan.names[i].as_str();
-            ip(&["-n", ns, "addr", "add", lan.addrs[i], "dev", &veth[i]])?;
-            ip(&["-n", ns, "link", "set", &veth[i], "up"])?;
+        for ((ns, addr), dev) in lan.names.iter().zip(lan.addrs).zip(&veth) {
+            ip(&["-n", ns, "addr", "add", addr, "dev", dev])?;
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
-            ip(&["-n", ns, "route", "add", "224.0.0.0/4", "dev", &veth[i]])?;
+            ip(&["-n", ns, "route", "add", "224.0.0.0/4", "dev", dev])?;
         }
         Ok(lan)
     }
