@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use ferry_core::control::{self, Call, Client};
 use ferry_core::node::NetSettings;
-use ferry_core::{Config, ContactView, Event, Message, Node, RelayChoice};
+use ferry_core::{Config, ContactView, Event, Message, Node, RelayChoice, Transfer, TransferState};
 use serde_json::Value;
 
 mod demo;
@@ -110,14 +110,146 @@ enum Command {
         #[arg(long)]
         undo: bool,
     },
-    /// Stay online: deliver the outbox, answer pairings, print events.
+    /// Offer a file or folder to a contact (returns once the offer is stored).
+    SendFile {
+        /// Display name or id prefix.
+        contact: String,
+        /// The file or folder.
+        path: PathBuf,
+        /// Print the transfer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List transfers.
+    Transfers {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept an offered file or folder.
+    Accept {
+        /// Transfer id (or its first characters).
+        id: String,
+    },
+    /// Decline an offered file or folder.
+    Decline {
+        /// Transfer id (or its first characters).
+        id: String,
+    },
+    /// Cancel a transfer.
+    Cancel {
+        /// Transfer id (or its first characters).
+        id: String,
+    },
+    /// Accept a contact's files automatically up to a size (e.g. 100MB, 2GiB), or `off`.
+    AutoAccept {
+        /// Display name or id prefix.
+        contact: String,
+        /// Largest size, or `off`.
+        size: String,
+    },
+    /// Stay online: deliver the outbox, serve and fetch files, answer pairings, print events.
     Daemon {
         /// Print events as JSON lines.
         #[arg(long)]
         json: bool,
+        /// Accept every file offer from every contact.
+        #[arg(long)]
+        accept_files: bool,
+        /// Where received files go (stored; the desktop app uses the same setting).
+        #[arg(long)]
+        downloads: Option<PathBuf>,
     },
     /// Two real nodes in temporary homes on loopback: pair, chat, print what happened.
     Demo,
+}
+
+/// Follows a transfer this process fetches until it ends or pauses, printing progress.
+async fn follow_transfer(b: &Backend, t: &Transfer) -> Result<()> {
+    let Backend::Local(node) = b else {
+        return Ok(());
+    };
+    let mut events = node.subscribe();
+    let mut current = node.transfer_by_id(&t.id)?.unwrap_or_else(|| t.clone());
+    loop {
+        if current.state.is_final() || current.state == TransferState::Paused {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
+            Ok(Ok(Event::TransferProgress {
+                id,
+                bytes_done,
+                total,
+                rate,
+            })) if id == t.id => {
+                eprint!("\r{}", render::progress(bytes_done, total, rate));
+            }
+            Ok(Ok(Event::TransferChanged { transfer })) if transfer.id == t.id => {
+                current = transfer;
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(_)) => break,
+            Err(_) => {
+                if let Some(now) = node.transfer_by_id(&t.id)? {
+                    current = now;
+                }
+            }
+        }
+    }
+    eprintln!();
+    match current.state {
+        TransferState::Done => {
+            let path = current.path.unwrap_or_default();
+            println!("{}", path.display());
+            eprintln!(
+                "Saved {} ({}), BLAKE3-verified.",
+                current.name,
+                render::bytes(current.size)
+            );
+            Ok(())
+        }
+        TransferState::Paused => {
+            eprintln!(
+                "Paused at {} of {}: {}. It resumes where it stopped when this home is online (`ferry daemon`) together with the sender.",
+                render::bytes(current.bytes_done),
+                render::bytes(current.size),
+                current.error.unwrap_or_default()
+            );
+            Ok(())
+        }
+        other => bail!(
+            "transfer {:?}: {}",
+            other,
+            current.error.unwrap_or_default()
+        ),
+    }
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("not a size: {s:?}"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "unknown unit in {s:?} (use B, KB, MB, GB, KiB, MiB, GiB)"
+            ))
+        }
+    };
+    Ok((n * mult as f64) as u64)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -374,19 +506,140 @@ async fn run(cli: Cli) -> Result<()> {
                 }
             );
         }
-        Command::Daemon { json } => daemon(&cli, *json).await?,
+        Command::SendFile {
+            contact,
+            path,
+            json,
+        } => {
+            let path = std::path::absolute(path)?;
+            let mut b = cli.backend().await?;
+            let local = matches!(b, Backend::Local(_));
+            let v = b
+                .call(Call::SendFile {
+                    contact: contact.clone(),
+                    path,
+                })
+                .await;
+            b.close().await;
+            let t: Transfer = serde_json::from_value(v?)?;
+            if *json {
+                println!("{}", serde_json::to_string(&t)?);
+            } else {
+                println!("{}", t.id);
+            }
+            eprintln!(
+                "Offered {} ({}) to {contact}.",
+                t.name,
+                render::bytes(t.size)
+            );
+            if local {
+                eprintln!("No Ferry process holds this home now: the file is served while `ferry daemon` or the app runs.");
+            } else {
+                eprintln!("The running Ferry process serves it.");
+            }
+        }
+        Command::Transfers { json } => {
+            let mut b = cli.backend().await?;
+            let v = b.call(Call::Transfers).await;
+            b.close().await;
+            let list: Vec<Transfer> = serde_json::from_value(v?)?;
+            if *json {
+                println!("{}", serde_json::to_string(&list)?);
+            } else {
+                render::transfers(&list);
+            }
+        }
+        Command::Accept { id } => {
+            let mut b = cli.backend().await?;
+            let v = b.call(Call::Accept { id: id.clone() }).await;
+            match (v, b) {
+                (Err(e), b) => {
+                    b.close().await;
+                    return Err(e);
+                }
+                (Ok(v), Backend::Remote(_)) => {
+                    let t: Transfer = serde_json::from_value(v)?;
+                    eprintln!("Accepted {}; the running Ferry process fetches it.", t.name);
+                }
+                (Ok(v), b @ Backend::Local(_)) => {
+                    let t: Transfer = serde_json::from_value(v)?;
+                    let outcome = follow_transfer(&b, &t).await;
+                    b.close().await;
+                    outcome?;
+                }
+            }
+        }
+        Command::Decline { id } => {
+            let mut b = cli.backend().await?;
+            let v = b.call(Call::Decline { id: id.clone() }).await;
+            if let Backend::Local(node) = &b {
+                let _ = node.wait_outbox_drained(None, Duration::from_secs(5)).await;
+            }
+            b.close().await;
+            let t: Transfer = serde_json::from_value(v?)?;
+            eprintln!("Declined {}.", t.name);
+        }
+        Command::Cancel { id } => {
+            let mut b = cli.backend().await?;
+            let v = b.call(Call::Cancel { id: id.clone() }).await;
+            if let Backend::Local(node) = &b {
+                let _ = node.wait_outbox_drained(None, Duration::from_secs(5)).await;
+            }
+            b.close().await;
+            let t: Transfer = serde_json::from_value(v?)?;
+            eprintln!("Cancelled {}.", t.name);
+        }
+        Command::AutoAccept { contact, size } => {
+            let max_bytes = match size.as_str() {
+                "off" | "none" | "0" => None,
+                s => Some(parse_size(s).map_err(anyhow::Error::msg)?),
+            };
+            let mut b = cli.backend().await?;
+            let v = b
+                .call(Call::AutoAccept {
+                    contact: contact.clone(),
+                    max_bytes,
+                })
+                .await;
+            b.close().await;
+            v?;
+            match max_bytes {
+                Some(m) => eprintln!(
+                    "Files from {contact} up to {} are accepted automatically.",
+                    render::bytes(m)
+                ),
+                None => eprintln!("Files from {contact} wait for you to accept them."),
+            }
+        }
+        Command::Daemon {
+            json,
+            accept_files,
+            downloads,
+        } => daemon(&cli, *json, *accept_files, downloads.as_deref()).await?,
         Command::Demo => demo::run().await?,
     }
     Ok(())
 }
 
-async fn daemon(cli: &Cli, json: bool) -> Result<()> {
+async fn daemon(
+    cli: &Cli,
+    json: bool,
+    accept_files: bool,
+    downloads: Option<&std::path::Path>,
+) -> Result<()> {
     let home = cli.home()?;
-    let node = match Node::open(&home, cli.config()).await {
+    let config = Config {
+        accept_files,
+        ..cli.config()
+    };
+    let node = match Node::open(&home, config).await {
         Ok(n) => n,
         Err(e @ ferry_core::Error::HomeBusy { .. }) => bail!("{e}"),
         Err(e) => return Err(e).context("starting the daemon"),
     };
+    if let Some(dir) = downloads {
+        node.set_downloads_dir(dir).await?;
+    }
     let mut events = node.subscribe();
     let profile = node.profile().await?;
     if json {

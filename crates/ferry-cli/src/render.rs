@@ -1,6 +1,8 @@
 //! Human-readable output.
 
-use ferry_core::{ContactView, Event, Message, MessageState, PathKind, Presence};
+use ferry_core::{
+    ContactView, Direction, Event, Message, MessageState, PathKind, Presence, Transfer,
+};
 
 pub(crate) fn presence(p: &Presence) -> String {
     match p {
@@ -90,6 +92,107 @@ pub(crate) fn event(ev: &Event) -> String {
             "paired with {} ({}); safety number {}",
             contact.name, contact.id, contact.safety_number
         ),
+        Event::TransferOffered { transfer: t } => format!(
+            "offer {}: {} ({}{}){}",
+            t.id,
+            t.name,
+            bytes(t.size),
+            if t.folder {
+                format!(", {} files", t.files)
+            } else {
+                String::new()
+            },
+            if t.dangerous {
+                "  WARNING: this can run code on your computer"
+            } else {
+                ""
+            }
+        ),
+        Event::TransferChanged { transfer: t } => {
+            format!(
+                "transfer {} {}: {:?}",
+                &t.id.to_string()[..8],
+                t.name,
+                t.state
+            )
+        }
+        Event::TransferProgress {
+            id,
+            bytes_done,
+            total,
+            rate,
+        } => format!(
+            "transfer {} {}",
+            &id.to_string()[..8],
+            progress(*bytes_done, *total, *rate)
+        ),
+        Event::TransferCompleted { id, path } => {
+            format!(
+                "transfer {} saved to {}",
+                &id.to_string()[..8],
+                path.display()
+            )
+        }
+        Event::TransferFailed { id, reason } => {
+            format!("transfer {} failed: {reason}", &id.to_string()[..8])
+        }
         other => format!("{other:?}"),
+    }
+}
+
+/// A byte count for people: 1.5 GiB.
+pub(crate) fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// "12.0 MiB of 100.0 MiB, 40.2 MiB/s, 2 s left"
+pub(crate) fn progress(done: u64, total: u64, rate: u64) -> String {
+    let left = total
+        .saturating_sub(done)
+        .checked_div(rate)
+        .map(|s| format!(", {s} s left"))
+        .unwrap_or_default();
+    format!(
+        "{} of {}, {}/s{left}",
+        bytes(done),
+        bytes(total),
+        bytes(rate)
+    )
+}
+
+pub(crate) fn transfers(list: &[Transfer]) {
+    if list.is_empty() {
+        println!("No transfers yet. `ferry send-file <CONTACT> <PATH>` offers a file or folder.");
+        return;
+    }
+    for t in list {
+        let arrow = match t.direction {
+            Direction::Outgoing => "→",
+            Direction::Incoming => "←",
+        };
+        println!(
+            "{}  {arrow} {:<30} {:>10}  {:?}{}{}",
+            &t.id.to_string()[..8],
+            t.name,
+            bytes(t.size),
+            t.state,
+            if t.dangerous { "  (can run code)" } else { "" },
+            t.path
+                .as_ref()
+                .filter(|_| t.direction == Direction::Incoming)
+                .map(|p| format!("  {}", p.display()))
+                .unwrap_or_default()
+        );
     }
 }

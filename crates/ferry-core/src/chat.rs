@@ -266,8 +266,9 @@ async fn receive(
                 sent_at,
                 stored_at: now_ms(),
                 state: MessageState::Received,
+                transfer: None,
             };
-            let stored = engine.store.store_incoming(&session, &message)?;
+            let stored = engine.store.store_incoming(&session, &message, None)?;
             engine.store.flush().await?;
             if stored == Stored::New {
                 engine.emit(Event::MessageReceived {
@@ -292,19 +293,58 @@ async fn receive(
             engine.store.put_session(&from, &session)?;
             engine.store.flush().await?;
         }
+        Payload::FileOffer {
+            transfer,
+            hash,
+            folder,
+            name,
+            size,
+            files,
+        } => {
+            crate::transfer::on_offer(
+                engine,
+                &contact,
+                id,
+                &session,
+                crate::model::TransferId(transfer),
+                hash,
+                folder,
+                &name,
+                size,
+                files,
+                now_ms(),
+            )
+            .await?;
+        }
+        Payload::TransferUpdate {
+            transfer,
+            state,
+            reason,
+        } => {
+            crate::transfer::on_update(
+                engine,
+                &from,
+                &session,
+                crate::model::TransferId(transfer),
+                state,
+                reason,
+            )
+            .await?;
+        }
     }
     Ok(())
 }
 
 /// Seals `payload` for `contact` with the next ratchet key and queues it, with its message if
 /// any, in one transaction; flushed before returning.
-async fn seal_and_queue(
+pub(crate) async fn seal_and_queue(
     engine: &Arc<Engine>,
     contact: &ContactId,
     id: MessageId,
     payload: &Payload,
     kind: OutboxKind,
     message: Option<&Message>,
+    transfer: Option<&crate::model::Transfer>,
 ) -> Result<(), Error> {
     let plain = postcard::to_allocvec(payload)?;
     {
@@ -326,7 +366,9 @@ async fn seal_and_queue(
             kind,
             queued_at: now_ms(),
         };
-        engine.store.queue_outgoing(&session, &item, message)?;
+        engine
+            .store
+            .queue_outgoing(&session, &item, message, transfer)?;
     }
     engine.store.flush().await?;
     engine.outbox_wake.notify_one();
@@ -359,6 +401,7 @@ pub(crate) async fn send_text(
         sent_at: now,
         stored_at: now,
         state: MessageState::Queued,
+        transfer: None,
     };
     let payload = Payload::Text {
         body: message.body.clone(),
@@ -369,8 +412,9 @@ pub(crate) async fn send_text(
         &contact.id,
         message.id,
         &payload,
-        OutboxKind::Text,
+        OutboxKind::Message,
         Some(&message),
+        None,
     )
     .await?;
     Ok(message)
@@ -411,7 +455,7 @@ pub(crate) async fn mark_seen(
             contact: contact.id,
             message_id: id,
             envelope,
-            kind: OutboxKind::Receipt,
+            kind: OutboxKind::Control,
             queued_at: now_ms(),
         };
         engine.store.mark_seen(&unread, &session, &receipt)?;

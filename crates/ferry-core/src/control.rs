@@ -76,6 +76,42 @@ pub enum Call {
         /// For one contact (name or id prefix), or all.
         contact: Option<String>,
     },
+    /// Offer a file or folder.
+    SendFile {
+        /// Name or id prefix.
+        contact: String,
+        /// Absolute path of the file or folder.
+        path: PathBuf,
+    },
+    /// All transfers.
+    Transfers,
+    /// Accept an offer.
+    Accept {
+        /// Transfer id or prefix.
+        id: String,
+    },
+    /// Decline an offer.
+    Decline {
+        /// Transfer id or prefix.
+        id: String,
+    },
+    /// Cancel a transfer.
+    Cancel {
+        /// Transfer id or prefix.
+        id: String,
+    },
+    /// Accept a contact's offers automatically up to a size, or never.
+    AutoAccept {
+        /// Name or id prefix.
+        contact: String,
+        /// Largest size accepted automatically; `None` turns it off.
+        max_bytes: Option<u64>,
+    },
+    /// Read or set the download folder.
+    Downloads {
+        /// The new folder, or `None` to read it.
+        dir: Option<PathBuf>,
+    },
     /// Stream events on this connection.
     Subscribe,
 }
@@ -113,6 +149,21 @@ pub async fn dispatch(node: &Node, call: Call) -> Result<Value, Error> {
                 None => None,
             };
             Ok(json!({ "queued": node.outbox_len(id.as_ref())? }))
+        }
+        Call::SendFile { contact, path } => Ok(v(&node.send_file(&contact, &path).await?)),
+        Call::Transfers => Ok(v(&node.transfers()?)),
+        Call::Accept { id } => Ok(v(&node.accept_transfer(&id).await?)),
+        Call::Decline { id } => Ok(v(&node.decline_transfer(&id).await?)),
+        Call::Cancel { id } => Ok(v(&node.cancel_transfer(&id).await?)),
+        Call::AutoAccept { contact, max_bytes } => {
+            node.set_auto_accept(&contact, max_bytes).await?;
+            Ok(json!({ "contact": node.contact(&contact)?.id, "max_bytes": max_bytes }))
+        }
+        Call::Downloads { dir } => {
+            if let Some(dir) = dir {
+                node.set_downloads_dir(&dir).await?;
+            }
+            Ok(json!({ "dir": node.downloads_dir()? }))
         }
         Call::Subscribe => Err(Error::InvalidInput(
             "subscribe works only over the control socket".into(),

@@ -21,11 +21,13 @@ mod error;
 pub mod home;
 pub mod identity;
 pub mod model;
+pub mod naming;
 mod net;
 pub mod node;
 pub mod pairing;
 pub mod qr;
 pub mod store;
+pub mod transfer;
 pub mod wire;
 
 pub use error::Error;

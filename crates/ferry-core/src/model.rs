@@ -78,6 +78,10 @@ byte_id!(
     MessageId
 );
 byte_id!(
+    /// A file transfer's id, chosen by the sender.
+    TransferId
+);
+byte_id!(
     /// A conversation's id. For a direct conversation both sides derive the same one from the two
     /// endpoint ids; group conversations will have random ones.
     ConversationId
@@ -221,6 +225,82 @@ pub struct Message {
     pub stored_at: u64,
     /// Delivery state.
     pub state: MessageState,
+    /// The file or folder this message offers, if it is a file card.
+    pub transfer: Option<TransferId>,
+}
+
+/// Where a file transfer is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferState {
+    /// Offered, waiting for the receiver's answer.
+    Offered,
+    /// Accepted, not started yet.
+    Accepted,
+    /// Bytes are moving.
+    Transferring,
+    /// Interrupted (peer offline, connection lost); resumes by itself.
+    Paused,
+    /// Verified and saved.
+    Done,
+    /// Stopped for good by an error.
+    Failed,
+    /// The receiver said no.
+    Declined,
+    /// Either side cancelled.
+    Cancelled,
+}
+
+impl TransferState {
+    /// Whether nothing more will happen to the transfer.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TransferState::Done
+                | TransferState::Failed
+                | TransferState::Declined
+                | TransferState::Cancelled
+        )
+    }
+}
+
+/// A file or folder sent or received, as stored and shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// Id chosen by the sender.
+    pub id: TransferId,
+    /// The other side.
+    pub contact: ContactId,
+    /// Sent or received.
+    pub direction: Direction,
+    /// File or folder name (cleaned, for received ones).
+    pub name: String,
+    /// Total payload bytes.
+    pub size: u64,
+    /// BLAKE3 root hash (hex).
+    pub hash: String,
+    /// A folder (a collection of files) rather than one file.
+    pub folder: bool,
+    /// Number of files.
+    pub files: u32,
+    /// Media type guessed from the name.
+    pub media_type: String,
+    /// Executable, script, installer or shortcut.
+    pub dangerous: bool,
+    /// State.
+    pub state: TransferState,
+    /// Payload bytes verified so far.
+    pub bytes_done: u64,
+    /// Bytes already present when the latest attempt started (resume point).
+    pub resumed_from: u64,
+    /// Source (sent) or saved location (received).
+    pub path: Option<std::path::PathBuf>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// Created (Unix ms).
+    pub created_at: u64,
+    /// Last change (Unix ms).
+    pub updated_at: u64,
 }
 
 /// This home's public profile.
@@ -268,5 +348,40 @@ pub enum Event {
     PairingCompleted {
         /// The new contact.
         contact: ContactView,
+    },
+    /// A contact offers a file or folder.
+    TransferOffered {
+        /// The offer (see `dangerous`).
+        transfer: Transfer,
+    },
+    /// A transfer changed state.
+    TransferChanged {
+        /// The transfer as it is now.
+        transfer: Transfer,
+    },
+    /// Bytes moved.
+    TransferProgress {
+        /// Which transfer.
+        id: TransferId,
+        /// Bytes done.
+        bytes_done: u64,
+        /// Bytes in all.
+        total: u64,
+        /// Current rate, bytes per second.
+        rate: u64,
+    },
+    /// A received transfer is verified and saved.
+    TransferCompleted {
+        /// Which transfer.
+        id: TransferId,
+        /// Where it was saved.
+        path: std::path::PathBuf,
+    },
+    /// A transfer failed for good.
+    TransferFailed {
+        /// Which transfer.
+        id: TransferId,
+        /// Why.
+        reason: String,
     },
 }

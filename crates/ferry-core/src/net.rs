@@ -87,7 +87,11 @@ async fn try_bind(
     };
     b = b
         .secret_key(identity.secret_key().clone())
-        .alpns(vec![ALPN_CHAT.to_vec(), ALPN_PAIR.to_vec()])
+        .alpns(vec![
+            ALPN_CHAT.to_vec(),
+            ALPN_PAIR.to_vec(),
+            iroh_blobs::ALPN.to_vec(),
+        ])
         .clear_ip_transports();
     if direct {
         b = b.bind_addr(bind).map_err(|e| err(&e))?;
@@ -179,6 +183,8 @@ pub(crate) fn register_link(engine: &Arc<Engine>, id: ContactId, conn: Connectio
     chat::clear_backoff(engine, &id);
     engine.outbox_wake.notify_one();
     update_presence(engine, &id);
+    let resume = engine.clone();
+    tokio::spawn(async move { crate::transfer::resume(&resume, Some(&id)).await });
     let engine = engine.clone();
     tokio::spawn(async move {
         chat::serve_link(&engine, id, &conn).await;

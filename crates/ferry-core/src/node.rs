@@ -18,12 +18,12 @@ use tokio_util::sync::CancellationToken;
 use crate::home::{HomeLock, STORE_DIR};
 use crate::identity::{safety_number, Identity};
 use crate::model::{
-    now_ms, Contact, ContactId, ContactView, ConversationId, Event, Message, MessageId, Presence,
-    Profile,
+    Contact, ContactId, ContactView, ConversationId, Event, Message, MessageId, Presence, Profile,
 };
+use crate::model::{Transfer, TransferId};
 use crate::store::Store;
 use crate::wire::{WireAddr, ALPN_CHAT, ALPN_PAIR, MAX_NAME};
-use crate::{chat, control, net, pairing, Error};
+use crate::{chat, control, net, pairing, transfer, Error};
 
 /// How long an invite lives unless told otherwise.
 pub const DEFAULT_INVITE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -106,6 +106,8 @@ pub struct Config {
     pub ping_interval: Duration,
     /// Serve the control socket for other processes on this home.
     pub control_socket: bool,
+    /// Accept every file offer from every contact (`ferry daemon --accept-files`).
+    pub accept_files: bool,
 }
 
 impl Default for Config {
@@ -117,6 +119,7 @@ impl Default for Config {
             direct: true,
             ping_interval: DEFAULT_PING_INTERVAL,
             control_socket: true,
+            accept_files: false,
         }
     }
 }
@@ -147,6 +150,7 @@ pub(crate) struct Engine {
     pub(crate) cancel: CancellationToken,
     pub(crate) ping_interval: Duration,
     pub(crate) net: NetSettings,
+    pub(crate) blobs: transfer::Blobs,
 }
 
 impl std::fmt::Debug for Engine {
@@ -189,7 +193,7 @@ impl Engine {
             .store
             .outbox()?
             .iter()
-            .filter(|(_, i)| i.contact == c.id && i.kind == crate::store::OutboxKind::Text)
+            .filter(|(_, i)| i.contact == c.id && i.kind == crate::store::OutboxKind::Message)
             .count() as u64;
         Ok(ContactView {
             id: c.id,
@@ -320,6 +324,7 @@ impl Node {
             local_discovery: config.local_discovery.unwrap_or(stored.local_discovery),
         };
         let endpoint = net::bind_endpoint(&identity, &store, &net, config.direct).await?;
+        let blobs = transfer::Blobs::open(home, config.accept_files).await?;
         let (events, _) = broadcast::channel(1024);
         let engine = Arc::new(Engine {
             home: home.to_path_buf(),
@@ -337,11 +342,18 @@ impl Node {
             cancel: CancellationToken::new(),
             ping_interval: config.ping_interval,
             net,
+            blobs,
         });
+        let blobs_protocol = iroh_blobs::BlobsProtocol::new(
+            &engine.blobs.store,
+            Some(transfer::Blobs::events(Arc::downgrade(&engine))),
+        );
         let router = Router::builder(endpoint)
             .accept(ALPN_CHAT, chat::ChatProtocol(engine.clone()))
             .accept(ALPN_PAIR, pairing::PairProtocol(engine.clone()))
+            .accept(iroh_blobs::ALPN, blobs_protocol)
             .spawn();
+        transfer::resume(&engine, None).await;
         let mut tasks = vec![
             tokio::spawn(chat::run_outbox(engine.clone())),
             tokio::spawn(net::run_presence(engine.clone())),
@@ -472,6 +484,80 @@ impl Node {
         Ok(page)
     }
 
+    /// Offers a file or folder to a contact; returns once the offer is stored. Whichever process
+    /// holds this home serves it.
+    pub async fn send_file(&self, query: &str, path: &Path) -> Result<Transfer, Error> {
+        let contact = self.engine.resolve(query)?;
+        transfer::send_path(&self.engine, &contact, path, None).await
+    }
+
+    /// Like [`Node::send_file`] but offering the file under another name (tests of hostile names).
+    #[doc(hidden)]
+    pub async fn send_file_named(
+        &self,
+        query: &str,
+        path: &Path,
+        name: &str,
+    ) -> Result<Transfer, Error> {
+        let contact = self.engine.resolve(query)?;
+        transfer::send_path(&self.engine, &contact, path, Some(name)).await
+    }
+
+    /// All transfers, oldest first.
+    pub fn transfers(&self) -> Result<Vec<Transfer>, Error> {
+        self.engine.store.transfers()
+    }
+
+    /// One transfer by id or id prefix (at least 4 characters).
+    pub fn transfer(&self, query: &str) -> Result<Transfer, Error> {
+        transfer::resolve(&self.engine, query)
+    }
+
+    /// Accepts an offered file or folder (checks free space first) and starts fetching it.
+    pub async fn accept_transfer(&self, query: &str) -> Result<Transfer, Error> {
+        let t = transfer::resolve(&self.engine, query)?;
+        transfer::accept(&self.engine, &t.id).await
+    }
+
+    /// Declines an offer.
+    pub async fn decline_transfer(&self, query: &str) -> Result<Transfer, Error> {
+        let t = transfer::resolve(&self.engine, query)?;
+        transfer::decline(&self.engine, &t.id).await
+    }
+
+    /// Cancels a transfer (either side).
+    pub async fn cancel_transfer(&self, query: &str) -> Result<Transfer, Error> {
+        let t = transfer::resolve(&self.engine, query)?;
+        transfer::cancel(&self.engine, &t.id).await
+    }
+
+    /// Accept offers from a contact automatically up to `max_bytes`, or never (`None`).
+    pub async fn set_auto_accept(&self, query: &str, max_bytes: Option<u64>) -> Result<(), Error> {
+        let c = self.engine.resolve(query)?;
+        transfer::set_auto_accept(&self.engine, &c.id, max_bytes).await
+    }
+
+    /// The automatic-accept cap for a contact.
+    pub fn auto_accept(&self, query: &str) -> Result<Option<u64>, Error> {
+        let c = self.engine.resolve(query)?;
+        transfer::auto_accept_limit(&self.engine, &c.id)
+    }
+
+    /// Where received files are saved.
+    pub fn downloads_dir(&self) -> Result<PathBuf, Error> {
+        transfer::downloads_dir(&self.engine)
+    }
+
+    /// Sets where received files are saved (a stored setting shared with the desktop app).
+    pub async fn set_downloads_dir(&self, dir: &Path) -> Result<(), Error> {
+        transfer::set_downloads_dir(&self.engine, dir).await
+    }
+
+    /// A transfer by exact id.
+    pub fn transfer_by_id(&self, id: &TransferId) -> Result<Option<Transfer>, Error> {
+        self.engine.store.transfer(id)
+    }
+
     /// Number of payloads waiting in the outbox (for one contact, or all).
     pub fn outbox_len(&self, contact: Option<&ContactId>) -> Result<usize, Error> {
         Ok(self
@@ -517,11 +603,6 @@ impl Node {
         self.engine.events.subscribe()
     }
 
-    /// When this node started, for uptime in status output (Unix ms).
-    pub fn now_ms(&self) -> u64 {
-        now_ms()
-    }
-
     /// Stops background work, closes connections gracefully and flushes the store.
     pub async fn shutdown(&self) {
         self.engine.cancel.cancel();
@@ -543,6 +624,9 @@ impl Node {
         tracing::debug!("background tasks stopped");
         if let Err(e) = self.router.shutdown().await {
             tracing::warn!("router shutdown: {e}");
+        }
+        if let Err(e) = self.engine.blobs.store.shutdown().await {
+            tracing::warn!("blob store shutdown: {e}");
         }
         if let Err(e) = self.engine.store.flush().await {
             tracing::warn!("final flush: {e}");

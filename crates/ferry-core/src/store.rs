@@ -12,6 +12,7 @@
 //! | `message_ids` | message id (16) | the `messages` key |
 //! | `outbox` | seq (u64) | [`OutboxItem`] |
 //! | `invites` | secret (16) | [`InviteRecord`] |
+//! | `transfers` | transfer id (16) | [`Transfer`] |
 //!
 //! Every logical change is one multi-tree transaction; callers [`Store::flush`] before
 //! acknowledging anything to a peer or a user.
@@ -26,7 +27,8 @@ use sled::transaction::{
 
 use crate::e2e::{Envelope, Session};
 use crate::model::{
-    Contact, ContactId, ConversationId, Direction, Message, MessageId, MessageState,
+    Contact, ContactId, ConversationId, Direction, Message, MessageId, MessageState, Transfer,
+    TransferId,
 };
 use crate::Error;
 
@@ -36,10 +38,10 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// What an outbox item carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OutboxKind {
-    /// A text message (its [`Message`] is in `messages`).
-    Text,
-    /// A read receipt.
-    Receipt,
+    /// Carries a message shown in the conversation (text, file offer); it is in `messages`.
+    Message,
+    /// A receipt or a transfer update: nothing shown by itself.
+    Control,
 }
 
 /// A sealed payload waiting to be acknowledged by its recipient.
@@ -98,6 +100,7 @@ pub struct Store {
     message_ids: sled::Tree,
     outbox: sled::Tree,
     invites: sled::Tree,
+    transfers: sled::Tree,
 }
 
 fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, Error> {
@@ -159,6 +162,7 @@ impl Store {
             message_ids: db.open_tree("message_ids")?,
             outbox: db.open_tree("outbox")?,
             invites: db.open_tree("invites")?,
+            transfers: db.open_tree("transfers")?,
             db,
         };
         match store.meta.get("schema")? {
@@ -194,6 +198,12 @@ impl Store {
     /// Reads a setting.
     pub fn setting<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, Error> {
         self.settings.get(name)?.map(|v| dec(&v)).transpose()
+    }
+
+    /// Removes a setting.
+    pub fn remove_setting(&self, name: &str) -> Result<(), Error> {
+        self.settings.remove(name)?;
+        Ok(())
     }
 
     /// Writes a setting.
@@ -301,27 +311,58 @@ impl Store {
         session: &Session,
         item: &OutboxItem,
         message: Option<&Message>,
+        transfer: Option<&Transfer>,
     ) -> Result<u64, Error> {
         let seq = self.next_seq()?;
         let s = enc(session)?;
         let o = enc(item)?;
+        let t = transfer.map(enc).transpose()?;
         tx_result(
             (
                 &self.sessions,
                 &self.outbox,
                 &self.messages,
                 &self.message_ids,
+                &self.transfers,
             )
-                .transaction(|(ses, out, msgs, ids)| {
+                .transaction(|(ses, out, msgs, ids, trs)| {
                     ses.insert(item.contact.as_bytes(), s.clone())?;
                     out.insert(&seq.to_be_bytes(), o.clone())?;
                     if let Some(m) = message {
                         put_message(msgs, ids, m)?;
                     }
+                    if let (Some(tr), Some(bytes)) = (transfer, &t) {
+                        trs.insert(&tr.id.0[..], bytes.clone())?;
+                    }
                     Ok(())
                 }),
         )?;
         Ok(seq)
+    }
+
+    // ---- transfers ----
+
+    /// All transfers, oldest first.
+    pub fn transfers(&self) -> Result<Vec<Transfer>, Error> {
+        let mut all = self
+            .transfers
+            .iter()
+            .values()
+            .map(|v| dec(&v?))
+            .collect::<Result<Vec<Transfer>, _>>()?;
+        all.sort_by_key(|t| t.created_at);
+        Ok(all)
+    }
+
+    /// One transfer.
+    pub fn transfer(&self, id: &TransferId) -> Result<Option<Transfer>, Error> {
+        self.transfers.get(id.0)?.map(|v| dec(&v)).transpose()
+    }
+
+    /// Writes a transfer record.
+    pub fn put_transfer(&self, t: &Transfer) -> Result<(), Error> {
+        self.transfers.insert(t.id.0, enc(t)?)?;
+        Ok(())
     }
 
     /// A message by id.
@@ -351,18 +392,51 @@ impl Store {
     }
 
     /// Stores an incoming message with the advanced session, unless it is a duplicate.
-    pub fn store_incoming(&self, session: &Session, message: &Message) -> Result<Stored, Error> {
+    pub fn store_incoming(
+        &self,
+        session: &Session,
+        message: &Message,
+        transfer: Option<&Transfer>,
+    ) -> Result<Stored, Error> {
         let s = enc(session)?;
+        let t = transfer.map(enc).transpose()?;
         tx_result(
-            (&self.sessions, &self.messages, &self.message_ids).transaction(|(ses, msgs, ids)| {
-                if ids.get(message.id.0)?.is_some() {
-                    return Ok(Stored::Duplicate);
-                }
-                ses.insert(message.contact.as_bytes(), s.clone())?;
-                put_message(msgs, ids, message)?;
-                Ok(Stored::New)
-            }),
+            (
+                &self.sessions,
+                &self.messages,
+                &self.message_ids,
+                &self.transfers,
+            )
+                .transaction(|(ses, msgs, ids, trs)| {
+                    if ids.get(message.id.0)?.is_some() {
+                        return Ok(Stored::Duplicate);
+                    }
+                    ses.insert(message.contact.as_bytes(), s.clone())?;
+                    put_message(msgs, ids, message)?;
+                    if let (Some(tr), Some(bytes)) = (transfer, &t) {
+                        if trs.get(tr.id.0)?.is_none() {
+                            trs.insert(&tr.id.0[..], bytes.clone())?;
+                        }
+                    }
+                    Ok(Stored::New)
+                }),
         )
+    }
+
+    /// Stores an advanced session together with the transfer change its payload caused.
+    pub fn put_session_and_transfer(
+        &self,
+        id: &ContactId,
+        session: &Session,
+        transfer: &Transfer,
+    ) -> Result<(), Error> {
+        let s = enc(session)?;
+        let t = enc(transfer)?;
+        tx_result((&self.sessions, &self.transfers).transaction(|(ses, trs)| {
+            ses.insert(id.as_bytes(), s.clone())?;
+            trs.insert(&transfer.id.0[..], t.clone())?;
+            Ok(())
+        }))
     }
 
     /// Stores an advanced session alone (a payload that changes no message, e.g. key confirmation).
@@ -409,7 +483,7 @@ impl Store {
         tx_result(
             (&self.outbox, &self.messages, &self.message_ids).transaction(|(out, msgs, idx)| {
                 out.remove(&outbox_seq.to_be_bytes())?;
-                if item.kind != OutboxKind::Text {
+                if item.kind != OutboxKind::Message {
                     return Ok(false);
                 }
                 let Some(key) = idx.get(item.message_id.0)? else {
@@ -542,6 +616,7 @@ mod tests {
                 sent_at: i,
                 stored_at: i,
                 state: MessageState::Received,
+                transfer: None,
             };
             store
                 .messages

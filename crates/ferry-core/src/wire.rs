@@ -179,6 +179,30 @@ pub enum Payload {
     },
     /// Key confirmation at the end of pairing.
     PairConfirm,
+    /// A file or folder the sender offers; the receiver fetches it over iroh-blobs.
+    FileOffer {
+        /// Transfer id.
+        transfer: [u8; 16],
+        /// BLAKE3 root hash (a blob, or for a folder the collection's hash sequence).
+        hash: [u8; 32],
+        /// A folder (collection) rather than one file.
+        folder: bool,
+        /// The sender's name for it (the receiver cleans it).
+        name: String,
+        /// Total payload bytes.
+        size: u64,
+        /// Number of files.
+        files: u32,
+    },
+    /// The other side changed a transfer's state.
+    TransferUpdate {
+        /// Transfer id.
+        transfer: [u8; 16],
+        /// New state.
+        state: crate::model::TransferState,
+        /// Why (for failures).
+        reason: Option<String>,
+    },
 }
 
 mod serde_sig {
