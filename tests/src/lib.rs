@@ -219,11 +219,26 @@ impl Daemon {
 
     /// Starts the daemon behind a command prefix such as `ip netns exec NS`.
     pub fn start_in(prefix: &[&str], home: &Path, extra: &[&str]) -> Result<Daemon> {
+        Self::start_full(prefix, home, extra, &[])
+    }
+
+    /// Starts the daemon with extra environment variables.
+    pub fn start_env(home: &Path, extra: &[&str], env: &[(&str, &str)]) -> Result<Daemon> {
+        Self::start_full(&[], home, extra, env)
+    }
+
+    fn start_full(
+        prefix: &[&str],
+        home: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Daemon> {
         let mut child = ferry_command(prefix)?
+            .envs(env.iter().copied())
             .arg("--home")
             .arg(home)
-            .args(extra)
             .args(["daemon", "--json"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -274,6 +289,17 @@ impl Daemon {
     /// The daemon's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The daemon's peak resident memory so far (VmHWM), in bytes (Linux).
+    pub fn peak_rss(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmHWM in /proc status")?;
+        Ok(kib * 1024)
     }
 
     /// Stops the daemon gracefully and waits for it.

@@ -626,7 +626,7 @@ impl Node {
             tracing::warn!("router shutdown: {e}");
         }
         if let Err(e) = self.engine.blobs.store.shutdown().await {
-            tracing::warn!("blob store shutdown: {e}");
+            tracing::debug!("blob store shutdown: {e}");
         }
         if let Err(e) = self.engine.store.flush().await {
             tracing::warn!("final flush: {e}");

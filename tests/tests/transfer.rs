@@ -1,0 +1,295 @@
+//! Files and folders between real nodes on loopback: round trips, decline and cancel, hostile
+//! names, and access control against strangers and other contacts.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use ferry_core::{Event, Node, Transfer, TransferId, TransferState};
+use ferry_tests::*;
+
+struct Pair {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    alice: Arc<Node>,
+    bob: Arc<Node>,
+    downloads: PathBuf,
+}
+
+async fn paired() -> Result<Pair> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().to_path_buf();
+    let alice = open(&new_home(&root, "Alice")?, test_config()).await?;
+    let bob = open(&new_home(&root, "Bob")?, test_config()).await?;
+    pair(&alice, &bob).await?;
+    let downloads = root.join("downloads");
+    bob.set_downloads_dir(&downloads).await?;
+    Ok(Pair {
+        _dir: dir,
+        root,
+        alice,
+        bob,
+        downloads,
+    })
+}
+
+/// Deterministic pseudo-random bytes (no two chunks alike, so nothing deduplicates).
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) as u8
+        })
+        .collect()
+}
+
+async fn offered(
+    node: &Node,
+    rx: &mut tokio::sync::broadcast::Receiver<Event>,
+) -> Result<Transfer> {
+    let _ = node;
+    wait_for(rx, |e| match e {
+        Event::TransferOffered { transfer } => Some(transfer.clone()),
+        _ => None,
+    })
+    .await
+}
+
+async fn completed(
+    rx: &mut tokio::sync::broadcast::Receiver<Event>,
+    id: TransferId,
+) -> Result<PathBuf> {
+    wait_for(rx, |e| match e {
+        Event::TransferCompleted { id: done, path } if *done == id => Some(path.clone()),
+        _ => None,
+    })
+    .await
+}
+
+async fn state_becomes(node: &Node, id: TransferId, state: TransferState) -> Result<()> {
+    let mut rx = node.subscribe();
+    if node.transfer_by_id(&id)?.map(|t| t.state) == Some(state) {
+        return Ok(());
+    }
+    wait_for(&mut rx, |e| match e {
+        Event::TransferChanged { transfer } if transfer.id == id && transfer.state == state => {
+            Some(())
+        }
+        _ => None,
+    })
+    .await
+}
+
+fn no_exec_bit(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 == 0)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        true
+    }
+}
+
+#[tokio::test]
+async fn file_and_nested_folder_round_trip_byte_for_byte() -> Result<()> {
+    let p = paired().await?;
+    let src = p.root.join("src");
+    std::fs::create_dir_all(src.join("photos/2026/summer"))?;
+    let file = src.join("video.mp4");
+    std::fs::write(&file, data(3 << 20, 1))?;
+    std::fs::write(src.join("photos/a.jpg"), data(200_000, 2))?;
+    std::fs::write(src.join("photos/2026/b.jpg"), data(70_000, 3))?;
+    std::fs::write(src.join("photos/2026/summer/c.txt"), b"beach")?;
+    std::fs::write(src.join("photos/empty.txt"), b"")?;
+
+    let mut rx = p.bob.subscribe();
+    let sent = p.alice.send_file("Bob", &file).await?;
+    let offer = offered(&p.bob, &mut rx).await?;
+    assert_eq!(
+        (offer.id, offer.size, offer.folder),
+        (sent.id, 3 << 20, false)
+    );
+    assert_eq!(offer.media_type, "video/mp4");
+    assert!(!offer.dangerous);
+    p.bob.accept_transfer(&offer.id.to_string()).await?;
+    let path = completed(&mut rx, offer.id).await?;
+    assert_eq!(path, p.downloads.join("video.mp4"));
+    assert_eq!(std::fs::read(&path)?, std::fs::read(&file)?);
+    assert!(no_exec_bit(&path));
+    state_becomes(&p.alice, sent.id, TransferState::Done).await?;
+
+    let folder = p.alice.send_file("Bob", &src.join("photos")).await?;
+    let offer = offered(&p.bob, &mut rx).await?;
+    assert!(offer.folder);
+    assert_eq!(offer.files, 4);
+    p.bob.accept_transfer(&offer.id.to_string()[..8]).await?;
+    let saved = completed(&mut rx, offer.id).await?;
+    assert_eq!(saved, p.downloads.join("photos"));
+    for rel in ["a.jpg", "2026/b.jpg", "2026/summer/c.txt", "empty.txt"] {
+        assert_eq!(
+            std::fs::read(saved.join(rel)).with_context(|| rel.to_string())?,
+            std::fs::read(src.join("photos").join(rel))?,
+            "{rel}"
+        );
+    }
+    state_becomes(&p.alice, folder.id, TransferState::Done).await?;
+    let done = p.bob.transfer(&offer.id.to_string())?;
+    assert_eq!(
+        (done.state, done.bytes_done),
+        (TransferState::Done, done.size)
+    );
+
+    // The same folder again lands next to the first, never over it.
+    p.bob.set_auto_accept("Alice", Some(10 << 20)).await?;
+    let again = p.alice.send_file("Bob", &src.join("photos")).await?;
+    let second = completed(&mut rx, again.id).await?;
+    assert_eq!(second, p.downloads.join("photos (1)"));
+    p.alice.shutdown().await;
+    p.bob.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn decline_and_cancel_reach_the_other_side() -> Result<()> {
+    let p = paired().await?;
+    let file = p.root.join("notes.txt");
+    std::fs::write(&file, b"not for you")?;
+    let mut rx = p.bob.subscribe();
+
+    let first = p.alice.send_file("Bob", &file).await?;
+    offered(&p.bob, &mut rx).await?;
+    p.bob.decline_transfer(&first.id.to_string()).await?;
+    state_becomes(&p.alice, first.id, TransferState::Declined).await?;
+    assert!(p.bob.accept_transfer(&first.id.to_string()).await.is_err());
+
+    let second = p.alice.send_file("Bob", &file).await?;
+    offered(&p.bob, &mut rx).await?;
+    p.alice.cancel_transfer(&second.id.to_string()).await?;
+    state_becomes(&p.bob, second.id, TransferState::Cancelled).await?;
+    assert!(p.bob.accept_transfer(&second.id.to_string()).await.is_err());
+    assert!(!p.downloads.join("notes.txt").exists());
+    p.alice.shutdown().await;
+    p.bob.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn hostile_names_are_cleaned_flagged_and_never_overwrite() -> Result<()> {
+    let p = paired().await?;
+    std::fs::create_dir_all(&p.downloads)?;
+    std::fs::write(p.downloads.join("exists.txt"), b"mine")?;
+    let file = p.root.join("payload");
+    std::fs::write(&file, b"payload")?;
+    p.bob.set_auto_accept("Alice", Some(1 << 20)).await?;
+    let long = format!("{}.txt", "x".repeat(296));
+    let table: Vec<(&str, String, bool)> = vec![
+        ("..\\..\\x", "x".into(), false),
+        ("a/../../b", "b".into(), false),
+        ("CON.txt", "_CON.txt".into(), false),
+        ("report\u{202E}fdp.exe", "reportfdp.exe".into(), true),
+        (&long, format!("{}.txt", "x".repeat(251)), false),
+        ("exists.txt", "exists (1).txt".into(), false),
+    ];
+    let mut rx = p.bob.subscribe();
+    for (remote, expected, dangerous) in &table {
+        let sent = p.alice.send_file_named("Bob", &file, remote).await?;
+        let path = completed(&mut rx, sent.id).await?;
+        assert_eq!(path.parent(), Some(p.downloads.as_path()), "{remote:?}");
+        assert_eq!(
+            path.file_name().map(|n| n.to_string_lossy().into_owned()),
+            Some(expected.clone()),
+            "{remote:?}"
+        );
+        assert!(path.file_name().is_some_and(|n| n.len() <= 255));
+        let t = p.bob.transfer(&sent.id.to_string())?;
+        assert_eq!(t.dangerous, *dangerous, "{remote:?}");
+        assert_eq!(std::fs::read(&path)?, b"payload");
+    }
+    assert_eq!(std::fs::read(p.downloads.join("exists.txt"))?, b"mine");
+    let outside: Vec<_> = std::fs::read_dir(&p.root)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !["alice", "bob", "downloads", "payload"].contains(&n.as_str()))
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "wrote outside the download folder: {outside:?}"
+    );
+    p.alice.shutdown().await;
+    p.bob.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn strangers_and_other_contacts_cannot_fetch_an_offered_hash() -> Result<()> {
+    let p = paired().await?;
+    let carol_home = new_home(&p.root, "Carol")?;
+    {
+        let carol = open(&carol_home, test_config()).await?;
+        pair(&p.alice, &carol).await?;
+        carol.shutdown().await;
+    }
+    let file = p.root.join("secret.bin");
+    std::fs::write(&file, data(100_000, 9))?;
+    let offer = p.alice.send_file("Bob", &file).await?;
+    let hash: iroh_blobs::Hash = offer.hash.parse()?;
+    let alice_addr = p.alice.endpoint().addr();
+
+    let carol_key = ferry_core::identity::Identity::load(&carol_home)?
+        .context("carol's identity")?
+        .secret_key()
+        .clone();
+    for (who, key) in [
+        ("Carol, another contact", carol_key),
+        ("a stranger", iroh::SecretKey::generate()),
+    ] {
+        let ep = iroh::Endpoint::builder(iroh::endpoint::presets::Minimal)
+            .secret_key(key)
+            .relay_mode(iroh::RelayMode::Disabled)
+            .clear_ip_transports()
+            .bind_addr("127.0.0.1:0")?
+            .bind()
+            .await?;
+        let store = iroh_blobs::store::mem::MemStore::new();
+        let attempt = async {
+            let conn = ep.connect(alice_addr.clone(), iroh_blobs::ALPN).await?;
+            store
+                .remote()
+                .fetch(conn.clone(), iroh_blobs::HashAndFormat::raw(hash))
+                .await?;
+            anyhow::Ok(())
+        };
+        let r = tokio::time::timeout(WAIT, attempt).await?;
+        assert!(r.is_err(), "{who} fetched the blob");
+        assert!(!store.blobs().has(hash).await?, "{who} got bytes");
+        // Other request kinds are checked too.
+        if let Ok(conn) = ep.connect(alice_addr.clone(), iroh_blobs::ALPN).await {
+            let many = iroh_blobs::protocol::GetManyRequest::builder()
+                .hash(hash, iroh_blobs::protocol::ChunkRanges::all())
+                .build();
+            let r =
+                tokio::time::timeout(WAIT, store.remote().execute_get_many(conn, many).complete())
+                    .await?;
+            assert!(r.is_err(), "{who} used get-many");
+        }
+        ep.close().await;
+    }
+
+    // Bob, the contact it was offered to, can.
+    let mut rx = p.bob.subscribe();
+    p.bob.accept_transfer(&offer.id.to_string()).await?;
+    let path = completed(&mut rx, offer.id).await?;
+    assert_eq!(std::fs::read(path)?, std::fs::read(&file)?);
+    p.alice.shutdown().await;
+    p.bob.shutdown().await;
+    Ok(())
+}
