@@ -73,6 +73,20 @@ fn same_bytes(a: &Path, b: &Path) -> Result<bool> {
     }
 }
 
+fn dir_size(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            dir_size(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}
+
 /// Pairs Bob with Alice through Alice's daemon.
 fn pair_through(alice: &Path, bob: &Path) -> Result<()> {
     let invite = ferry(alice, &["invite"])?;
@@ -153,6 +167,9 @@ fn large_file_completes_with_bounded_memory_on_both_sides() -> Result<()> {
     let done = b.wait_line_for(WAIT * 6, |v| v["type"] == "transfer_completed")?;
     let path = PathBuf::from(done["path"].as_str().context("path")?);
     assert!(same_bytes(&path, &file)?, "saved bytes differ");
+    // The receiver's blob store gave its data file to the saved copy: no second 512 MiB stays.
+    let kept = dir_size(&bob.join("blobs"))?;
+    assert!(kept < 32 << 20, "the blob store still holds {kept} bytes");
     let (sender, receiver) = (a.peak_rss()?, b.peak_rss()?);
     eprintln!("peak RSS for a {size}-byte file: sender {sender}, receiver {receiver}");
     let limit = 256 << 20;

@@ -4,9 +4,9 @@
 //!
 //! Sending imports the file by reference (no copy) and tags it `ferry/out/<id>`; the offer goes
 //! through the outbox. Receiving pulls: the receiver fetches what its blob store lacks (so an
-//! interrupted fetch resumes where it stopped, also after a crash), then streams the verified
-//! bytes into a file it created exclusively, and drops its blob copy (tag removed, collected by
-//! the store's GC).
+//! interrupted fetch resumes where it stopped, also after a crash), then moves the verified data
+//! onto a name it reserved exclusively in the download folder (a copy only across file
+//! systems), and drops its tag so the store's GC forgets the entry.
 //!
 //! Access control: the provider serves a hash only to the contact it was offered to, for get,
 //! get-many and observe; push is disabled. Connection ids from connect events map requests
@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
-use iroh_blobs::api::blobs::{AddPathOptions, ImportMode};
+use iroh_blobs::api::blobs::{AddPathOptions, ExportMode, ExportOptions, ImportMode};
 use iroh_blobs::api::remote::GetProgressItem;
 use iroh_blobs::format::collection::Collection;
 use iroh_blobs::provider::events::{
@@ -28,7 +28,6 @@ use iroh_blobs::provider::events::{
 use iroh_blobs::store::fs::FsStore;
 use iroh_blobs::store::GcConfig;
 use iroh_blobs::{BlobFormat, Hash, HashAndFormat};
-use tokio::io::AsyncWriteExt;
 
 use crate::chat::seal_and_queue;
 use crate::model::{
@@ -1047,22 +1046,33 @@ async fn download(engine: &Arc<Engine>, mut t: Transfer) -> Result<(), Error> {
     Ok(())
 }
 
-/// Streams a verified blob into a new file that was created exclusively.
+/// Saves a verified blob under a name reserved exclusively (never overwriting anything else):
+/// the store moves its data file onto the reserved name (no copy on the same file system) and
+/// from then on only references it; a copy is made across file systems or for repeated hashes.
 async fn save_blob(engine: &Engine, hash: Hash, dir: &Path, name: &str) -> Result<PathBuf, Error> {
     let (file, path) = naming::create_unique_file(dir, name)
         .map_err(Error::io(format!("creating a file in {}", dir.display())))?;
-    let mut out = tokio::fs::File::from_std(file);
-    let mut reader = engine.blobs.store.blobs().reader(hash);
-    let copied = tokio::io::copy(&mut reader, &mut out).await;
-    let synced = match copied {
-        Ok(_) => out.flush().await.and(out.sync_all().await),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = synced {
-        drop(out);
+    drop(file);
+    let exported = engine
+        .blobs
+        .store
+        .blobs()
+        .export_with_opts(ExportOptions {
+            hash,
+            mode: ExportMode::TryReference,
+            target: path.clone(),
+        })
+        .finish()
+        .await;
+    if let Err(e) = exported {
         let _ = tokio::fs::remove_file(&path).await;
-        return Err(Error::io(format!("writing {}", path.display()))(e));
+        return Err(Error::Io {
+            context: format!("writing {}", path.display()),
+            source: std::io::Error::other(e.to_string()),
+        });
     }
+    // Received files are never executable, whatever mode the store's file had.
+    crate::home::restrict(&path, 0o644)?;
     Ok(path)
 }
 
