@@ -143,6 +143,40 @@ pub fn ferry_bin() -> Result<PathBuf> {
     .map_err(anyhow::Error::msg)
 }
 
+/// `ferry init` of a new home under `root`, with loopback-only network settings unless `net`
+/// gives others (the complete set: relay, bind, local discovery).
+pub fn init_home(root: &Path, name: &str, net: &[&str]) -> Result<PathBuf> {
+    let home = root.join(name.to_lowercase());
+    let loopback = [
+        "--relay",
+        "disabled",
+        "--bind",
+        "127.0.0.1:0",
+        "--local-discovery",
+        "off",
+    ];
+    let mut args: Vec<&str> = if net.is_empty() {
+        loopback.to_vec()
+    } else {
+        net.to_vec()
+    };
+    args.extend_from_slice(&["init", "--name", name]);
+    let out = ferry(&home, &args)?;
+    if !out.ok {
+        bail!("ferry init failed: {}", out.stderr);
+    }
+    Ok(home)
+}
+
+/// The body of the next message received.
+pub async fn next_message(rx: &mut broadcast::Receiver<Event>) -> Result<String> {
+    wait_for(rx, |e| match e {
+        Event::MessageReceived { message, .. } => Some(message.body.clone()),
+        _ => None,
+    })
+    .await
+}
+
 /// Output of one `ferry` run.
 #[derive(Debug)]
 pub struct Output {

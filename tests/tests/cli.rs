@@ -6,24 +6,7 @@ use ferry_tests::*;
 use serde_json::Value;
 
 fn init(root: &std::path::Path, name: &str) -> Result<std::path::PathBuf> {
-    let home = root.join(name.to_lowercase());
-    let out = ferry(
-        &home,
-        &[
-            "--relay",
-            "disabled",
-            "--bind",
-            "127.0.0.1:0",
-            "--local-discovery",
-            "off",
-            "init",
-            "--name",
-            name,
-        ],
-    )?;
-    assert!(out.ok, "init failed: {}", out.stderr);
-    assert_eq!(out.stdout.trim().len(), 64, "init prints the id");
-    Ok(home)
+    init_home(root, name, &[])
 }
 
 fn json(out: &Output) -> Value {

@@ -48,11 +48,7 @@ async fn pair_then_chat_both_ways_with_ticks_and_matching_safety_numbers() -> Re
     .await?;
 
     alice.send_text("bob", "hi Bob").await?;
-    let reply = wait_for(&mut bob_events, |e| match e {
-        Event::MessageReceived { message, .. } => Some(message.body.clone()),
-        _ => None,
-    })
-    .await?;
+    let reply = next_message(&mut bob_events).await?;
     assert_eq!(reply, "hi Bob");
 
     // Alice reads: Bob's message turns Read on Bob's side.
@@ -286,11 +282,7 @@ async fn node_that_changed_port_is_reached_after_announcing_itself() -> Result<(
     let bob = open(&bh, test_config()).await?;
     let mut rx = alice.subscribe();
     bob.send_text("Alice", "found you").await?;
-    let body = wait_for(&mut rx, |e| match e {
-        Event::MessageReceived { message, .. } => Some(message.body.clone()),
-        _ => None,
-    })
-    .await?;
+    let body = next_message(&mut rx).await?;
     assert_eq!(body, "found you");
     alice.shutdown().await;
     bob.shutdown().await;

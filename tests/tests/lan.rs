@@ -79,23 +79,11 @@ impl Drop for Lan {
 }
 
 fn init(root: &std::path::Path, name: &str) -> Result<std::path::PathBuf> {
-    let home = root.join(name.to_lowercase());
-    let out = ferry(
-        &home,
-        &[
-            "--relay",
-            "disabled",
-            "--bind",
-            "0.0.0.0:41001",
-            "--local-discovery",
-            "on",
-            "init",
-            "--name",
-            name,
-        ],
-    )?;
-    assert!(out.ok, "{}", out.stderr);
-    Ok(home)
+    init_home(
+        root,
+        name,
+        &["--bind", "0.0.0.0:41001", "--local-discovery", "on"],
+    )
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use ferry_core::node::NetSettings;
-use ferry_core::{Config, Event, Node, PathKind, Presence, RelayChoice};
+use ferry_core::{Config, Node, PathKind, Presence, RelayChoice};
 use ferry_tests::*;
 use iroh_relay::server::{RelayConfig, Server, ServerConfig};
 
@@ -55,18 +55,10 @@ async fn peer_without_direct_transport_chats_through_the_relay() -> Result<()> {
     let mut alice_events = alice.subscribe();
     let mut bob_events = bob.subscribe();
     bob.send_text("Alice", "via the relay").await?;
-    let got = wait_for(&mut alice_events, |e| match e {
-        Event::MessageReceived { message, .. } => Some(message.body.clone()),
-        _ => None,
-    })
-    .await?;
+    let got = next_message(&mut alice_events).await?;
     assert_eq!(got, "via the relay");
     alice.send_text("Bob", "and back").await?;
-    let back = wait_for(&mut bob_events, |e| match e {
-        Event::MessageReceived { message, .. } => Some(message.body.clone()),
-        _ => None,
-    })
-    .await?;
+    let back = next_message(&mut bob_events).await?;
     assert_eq!(back, "and back");
 
     for (node, other) in [(&alice, "Bob"), (&bob, "Alice")] {

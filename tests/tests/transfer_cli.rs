@@ -8,26 +8,6 @@ use anyhow::{Context, Result};
 use ferry_tests::*;
 use serde_json::Value;
 
-fn init(root: &Path, name: &str) -> Result<PathBuf> {
-    let home = root.join(name.to_lowercase());
-    let out = ferry(
-        &home,
-        &[
-            "--relay",
-            "disabled",
-            "--bind",
-            "127.0.0.1:0",
-            "--local-discovery",
-            "off",
-            "init",
-            "--name",
-            name,
-        ],
-    )?;
-    assert!(out.ok, "{}", out.stderr);
-    Ok(home)
-}
-
 /// Writes `len` bytes of cheap pseudo-random data, streaming (never all in memory).
 fn generate(path: &Path, len: u64) -> Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
@@ -108,8 +88,8 @@ fn transfer_json(home: &Path, id: &str) -> Result<Value> {
 #[test]
 fn receiver_killed_mid_transfer_resumes_without_fetching_again() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let alice = init(dir.path(), "Alice")?;
-    let bob = init(dir.path(), "Bob")?;
+    let alice = init_home(dir.path(), "Alice", &[])?;
+    let bob = init_home(dir.path(), "Bob", &[])?;
     let downloads = dir.path().join("downloads");
     let file = dir.path().join("movie.mkv");
     let size: u64 = 24 << 20;
@@ -153,8 +133,8 @@ fn receiver_killed_mid_transfer_resumes_without_fetching_again() -> Result<()> {
 #[test]
 fn large_file_completes_with_bounded_memory_on_both_sides() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let alice = init(dir.path(), "Alice")?;
-    let bob = init(dir.path(), "Bob")?;
+    let alice = init_home(dir.path(), "Alice", &[])?;
+    let bob = init_home(dir.path(), "Bob", &[])?;
     let file = dir.path().join("big.bin");
     let size: u64 = 512 << 20;
     generate(&file, size)?;

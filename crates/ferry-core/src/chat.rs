@@ -375,6 +375,28 @@ pub(crate) async fn seal_and_queue(
     Ok(())
 }
 
+/// A new outgoing message for the conversation with `contact`, queued until acknowledged.
+pub(crate) fn outgoing_message(
+    engine: &Engine,
+    contact: &ContactId,
+    body: String,
+    transfer: Option<crate::model::TransferId>,
+) -> Result<Message, Error> {
+    let now = now_ms();
+    Ok(Message {
+        id: MessageId::random(),
+        conversation: engine.conversation_with(contact),
+        contact: *contact,
+        seq: engine.store.next_seq()?,
+        direction: Direction::Outgoing,
+        body,
+        sent_at: now,
+        stored_at: now,
+        state: MessageState::Queued,
+        transfer,
+    })
+}
+
 pub(crate) async fn send_text(
     engine: &Arc<Engine>,
     contact: &Contact,
@@ -390,22 +412,10 @@ pub(crate) async fn send_text(
     if text.trim().is_empty() {
         return Err(Error::InvalidInput("the message is empty".into()));
     }
-    let now = now_ms();
-    let message = Message {
-        id: MessageId::random(),
-        conversation: engine.conversation_with(&contact.id),
-        contact: contact.id,
-        seq: engine.store.next_seq()?,
-        direction: Direction::Outgoing,
-        body: text.to_string(),
-        sent_at: now,
-        stored_at: now,
-        state: MessageState::Queued,
-        transfer: None,
-    };
+    let message = outgoing_message(engine, &contact.id, text.to_string(), None)?;
     let payload = Payload::Text {
         body: message.body.clone(),
-        sent_at: now,
+        sent_at: message.sent_at,
     };
     seal_and_queue(
         engine,

@@ -29,7 +29,7 @@ use iroh_blobs::store::fs::FsStore;
 use iroh_blobs::store::GcConfig;
 use iroh_blobs::{BlobFormat, Hash, HashAndFormat};
 
-use crate::chat::seal_and_queue;
+use crate::chat::{outgoing_message, seal_and_queue};
 use crate::model::{
     now_ms, Contact, ContactId, Direction, Event, Message, MessageId, MessageState, Transfer,
     TransferId, TransferState,
@@ -454,18 +454,7 @@ pub(crate) async fn send_path(
         .blobs
         .access
         .allow(contact.id, offered_hashes(engine, &t).await?);
-    let message = Message {
-        id: MessageId::random(),
-        conversation: engine.conversation_with(&contact.id),
-        contact: contact.id,
-        seq: engine.store.next_seq()?,
-        direction: Direction::Outgoing,
-        body: name.clone(),
-        sent_at: now,
-        stored_at: now,
-        state: MessageState::Queued,
-        transfer: Some(t.id),
-    };
+    let message = outgoing_message(engine, &contact.id, name.clone(), Some(t.id))?;
     let payload = Payload::FileOffer {
         transfer: t.id.0,
         hash: *hash_of(&t)?.as_bytes(),
@@ -818,12 +807,16 @@ fn check_space(engine: &Engine, t: &Transfer, have: u64, downloads: &Path) -> Re
     Ok(())
 }
 
-/// Accepts an offered transfer and starts fetching it.
-pub(crate) async fn accept(engine: &Arc<Engine>, id: &TransferId) -> Result<Transfer, Error> {
-    let mut t = engine
+fn load(engine: &Engine, id: &TransferId) -> Result<Transfer, Error> {
+    engine
         .store
         .transfer(id)?
-        .ok_or_else(|| Error::InvalidInput(format!("no transfer {id}")))?;
+        .ok_or_else(|| Error::InvalidInput(format!("no transfer {id}")))
+}
+
+/// Accepts an offered transfer and starts fetching it.
+pub(crate) async fn accept(engine: &Arc<Engine>, id: &TransferId) -> Result<Transfer, Error> {
+    let mut t = load(engine, id)?;
     if t.direction != Direction::Incoming {
         return Err(Error::InvalidInput(
             "only the receiver accepts a transfer".into(),
@@ -863,10 +856,7 @@ pub(crate) async fn accept(engine: &Arc<Engine>, id: &TransferId) -> Result<Tran
 
 /// Declines an offered transfer.
 pub(crate) async fn decline(engine: &Arc<Engine>, id: &TransferId) -> Result<Transfer, Error> {
-    let mut t = engine
-        .store
-        .transfer(id)?
-        .ok_or_else(|| Error::InvalidInput(format!("no transfer {id}")))?;
+    let mut t = load(engine, id)?;
     if t.direction != Direction::Incoming || t.state != TransferState::Offered {
         return Err(Error::InvalidInput(
             "only an offer waiting for an answer can be declined".into(),
@@ -880,10 +870,7 @@ pub(crate) async fn decline(engine: &Arc<Engine>, id: &TransferId) -> Result<Tra
 
 /// Cancels a transfer from either side.
 pub(crate) async fn cancel(engine: &Arc<Engine>, id: &TransferId) -> Result<Transfer, Error> {
-    let mut t = engine
-        .store
-        .transfer(id)?
-        .ok_or_else(|| Error::InvalidInput(format!("no transfer {id}")))?;
+    let mut t = load(engine, id)?;
     if t.state.is_final() {
         return Err(Error::InvalidInput(format!(
             "the transfer is already {:?}",
