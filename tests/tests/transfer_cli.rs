@@ -131,6 +131,44 @@ fn receiver_killed_mid_transfer_resumes_without_fetching_again() -> Result<()> {
 }
 
 #[test]
+fn sender_killed_mid_transfer_resumes_without_fetching_again() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let alice = init_home(dir.path(), "Alice", &[])?;
+    let bob = init_home(dir.path(), "Bob", &[])?;
+    let file = dir.path().join("album.zip");
+    let size: u64 = 24 << 20;
+    generate(&file, size)?;
+    let throttle = [("FERRY_DEBUG_THROTTLE_BPS", "6000000")];
+    let a = Daemon::start_env(&alice, &[], &throttle)?;
+    let dl = dir.path().join("downloads").to_string_lossy().into_owned();
+    let mut b = Daemon::start(&bob, &["--accept-files", "--downloads", &dl])?;
+    pair_through(&alice, &bob)?;
+    let sent = ferry(&alice, &["send-file", "Bob", &file.to_string_lossy()])?;
+    assert!(sent.ok, "{}", sent.stderr);
+    let id = sent.stdout.trim().to_string();
+    let seen = b.wait_line(|v| {
+        v["type"] == "transfer_progress" && v["bytes_done"].as_u64().unwrap_or(0) >= size / 3
+    })?;
+    let before_kill = seen["bytes_done"].as_u64().unwrap_or(0);
+    a.kill()?;
+
+    // The sender comes back (still throttled); the receiver resumes on a fresh connection as
+    // soon as it sees it online, without waiting for the dead one to time out.
+    let _a = Daemon::start_env(&alice, &[], &throttle)?;
+    let done = b.wait_line_for(WAIT * 3, |v| v["type"] == "transfer_completed")?;
+    let path = PathBuf::from(done["path"].as_str().context("path")?);
+    assert!(same_bytes(&path, &file)?, "saved bytes differ");
+    let resumed_from = transfer_json(&bob, &id)?["resumed_from"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        resumed_from >= before_kill,
+        "resumed at {resumed_from}, below the {before_kill} bytes verified before the kill"
+    );
+    Ok(())
+}
+
+#[test]
 fn large_file_completes_with_bounded_memory_on_both_sides() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let alice = init_home(dir.path(), "Alice", &[])?;

@@ -310,7 +310,8 @@ pub(crate) async fn run_presence(engine: Arc<Engine>) {
             _ = engine.cancel.cancelled() => return,
             _ = async {
                 tick.tick().await;
-                refresh_all(&engine, DIAL_TIMEOUT + REQUEST_TIMEOUT).await
+                refresh_all(&engine, DIAL_TIMEOUT + REQUEST_TIMEOUT).await;
+                crate::transfer::retry_paused(&engine);
             } => {}
         }
     }

@@ -99,6 +99,8 @@ pub(crate) struct Blobs {
     pub(crate) store: FsStore,
     pub(crate) access: Arc<Access>,
     running: Mutex<HashMap<TransferId, tokio::task::AbortHandle>>,
+    /// Downloads past fetching, writing into the download folder: never aborted.
+    saving: Mutex<HashSet<TransferId>>,
     last_progress: Mutex<HashMap<TransferId, (Instant, u64)>>,
     pub(crate) accept_all: bool,
 }
@@ -126,6 +128,7 @@ impl Blobs {
             store,
             access: Arc::default(),
             running: Mutex::default(),
+            saving: Mutex::default(),
             last_progress: Mutex::default(),
             accept_all,
         })
@@ -883,8 +886,11 @@ pub(crate) async fn cancel(engine: &Arc<Engine>, id: &TransferId) -> Result<Tran
     Ok(t)
 }
 
-/// Resumes the transfers that were under way (at start, and when a contact comes online),
-/// and re-grants access to what is still offered.
+/// Resumes the transfers that were under way, and re-grants access to what is still offered.
+///
+/// At start (`only` = None) every accepted download starts. When a contact comes online again
+/// (`only` = that contact, a new connection: it may have restarted) its downloads restart on a
+/// fresh connection, since the old one may be dead without knowing it yet.
 pub(crate) async fn resume(engine: &Arc<Engine>, only: Option<&ContactId>) {
     let Ok(all) = engine.store.transfers() else {
         return;
@@ -907,9 +913,48 @@ pub(crate) async fn resume(engine: &Arc<Engine>, only: Option<&ContactId>) {
                     t.state,
                     TransferState::Accepted | TransferState::Transferring | TransferState::Paused
                 ) {
+                    if only.is_some() {
+                        abort_fetch(engine, &t.id);
+                    }
                     start_download(engine, t);
                 }
             }
+        }
+    }
+}
+
+/// Retries paused downloads whose sender is online (called periodically).
+pub(crate) fn retry_paused(engine: &Arc<Engine>) {
+    let Ok(all) = engine.store.transfers() else {
+        return;
+    };
+    for t in all {
+        if t.direction == Direction::Incoming
+            && t.state == TransferState::Paused
+            && matches!(
+                engine.presence_of(&t.contact),
+                crate::model::Presence::Online { .. }
+            )
+        {
+            start_download(engine, t);
+        }
+    }
+}
+
+/// Stops a fetch in progress (not a save in progress).
+fn abort_fetch(engine: &Engine, id: &TransferId) {
+    let saving = engine
+        .blobs
+        .saving
+        .lock()
+        .map(|s| s.contains(id))
+        .unwrap_or(true);
+    if saving {
+        return;
+    }
+    if let Ok(mut running) = engine.blobs.running.lock() {
+        if let Some(h) = running.remove(id) {
+            h.abort();
         }
     }
 }
