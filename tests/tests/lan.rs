@@ -82,7 +82,14 @@ fn init(root: &std::path::Path, name: &str) -> Result<std::path::PathBuf> {
     init_home(
         root,
         name,
-        &["--bind", "0.0.0.0:41001", "--local-discovery", "on"],
+        &[
+            "--relay",
+            "disabled",
+            "--bind",
+            "0.0.0.0:41001",
+            "--local-discovery",
+            "on",
+        ],
     )
 }
 

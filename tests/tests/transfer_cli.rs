@@ -197,3 +197,42 @@ fn large_file_completes_with_bounded_memory_on_both_sides() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn accepting_without_room_for_the_file_is_refused_before_any_byte_moves() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let alice = init_home(dir.path(), "Alice", &[])?;
+    let bob = init_home(dir.path(), "Bob", &[])?;
+    let file = dir.path().join("dvd.iso");
+    generate(&file, 8 << 20)?;
+    let small = dir.path().join("small-disk");
+    std::fs::create_dir_all(&small)?;
+    let small_s = small.to_string_lossy().into_owned();
+    let _a = Daemon::start(&alice, &[])?;
+    let id = {
+        let mut b = Daemon::start(&bob, &["--downloads", &small_s])?;
+        pair_through(&alice, &bob)?;
+        let sent = ferry(&alice, &["send-file", "Bob", &file.to_string_lossy()])?;
+        assert!(sent.ok, "{}", sent.stderr);
+        b.wait_line(|v| v["type"] == "transfer_offered")?;
+        b.stop()?;
+        sent.stdout.trim().to_string()
+    };
+    // Bob's download folder is a 2 MiB file system (a private mount namespace, needs root).
+    let script = format!(
+        "mount -t tmpfs -o size=2m tmpfs '{small_s}' && exec \"$0\" --home '{}' accept {id}",
+        bob.display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .arg(ferry_bin()?)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "accepted an 8 MiB file onto 2 MiB: {stderr}"
+    );
+    assert!(stderr.contains("not enough free space"), "{stderr}");
+    assert_eq!(transfer_json(&bob, &id)?["state"], "offered");
+    Ok(())
+}
