@@ -1,9 +1,13 @@
-//! The Ferry desktop shell: a Tauri 2 window showing the web UI from `ui/dist`.
+//! The Ferry desktop shell: a Tauri 2 window showing the web UI from `ui/dist`, holding the
+//! home through [`engine`] like `ferry daemon` does.
 //!
 //! The configuration is the repository's root `tauri.conf.json`; the build script
 //! and [`tauri::generate_context!`] below both read that file.
 
+pub mod engine;
+
 use serde::Serialize;
+use tauri::Manager;
 
 /// What the UI shows about the running app.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -38,9 +42,31 @@ fn app_info(app: tauri::AppHandle) -> AppInfo {
 /// # Errors
 /// Returns Tauri's error when the window or webview cannot be created.
 pub fn run() -> Result<(), tauri::Error> {
-    tauri::Builder::default()
-        .invoke_handler(tauri::generate_handler![app_info])
-        .run(tauri::generate_context!("../tauri.conf.json"))
+    let app = tauri::Builder::default()
+        .manage(engine::AppState::new())
+        .setup(|app| {
+            tauri::async_runtime::spawn(engine::open(app.handle().clone()));
+            Ok(())
+        })
+        .invoke_handler(tauri::generate_handler![
+            app_info,
+            engine::status,
+            engine::create_profile,
+            engine::call
+        ])
+        .build(tauri::generate_context!("../tauri.conf.json"))?;
+    app.run(|handle, event| {
+        if let tauri::RunEvent::Exit = event {
+            // Close connections gracefully and flush the store before the process ends.
+            let state = handle.state::<engine::AppState>();
+            tauri::async_runtime::block_on(async {
+                if let Some(node) = state.node().await {
+                    node.shutdown().await;
+                }
+            });
+        }
+    });
+    Ok(())
 }
 
 #[cfg(test)]

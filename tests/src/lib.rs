@@ -111,36 +111,49 @@ pub async fn eventually(mut check: impl FnMut() -> Result<bool>) -> Result<()> {
 /// features of the test crate never leak into it). `FERRY_BIN` overrides.
 pub fn ferry_bin() -> Result<PathBuf> {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("FERRY_BIN") {
-            return Ok(PathBuf::from(p));
-        }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let out = Command::new(cargo)
-            .args([
-                "build",
-                "-p",
-                "ferry-cli",
-                "--bin",
-                "ferry",
-                "--message-format=json",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|e| format!("running cargo: {e}"))?;
-        if !out.status.success() {
-            return Err("cargo build -p ferry-cli failed".into());
-        }
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["target"]["name"] == "ferry")
-            .find_map(|v| v["executable"].as_str().map(PathBuf::from))
-            .ok_or_else(|| "cargo did not report the ferry executable".into())
+    BIN.get_or_init(|| match std::env::var_os("FERRY_BIN") {
+        Some(p) => Ok(PathBuf::from(p)),
+        None => build_bin("ferry-cli", "ferry"),
     })
     .clone()
     .map_err(anyhow::Error::msg)
+}
+
+/// The desktop app binary (`ferry-app`), built once per test run. `FERRY_APP_BIN` overrides.
+pub fn app_bin() -> Result<PathBuf> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| match std::env::var_os("FERRY_APP_BIN") {
+        Some(p) => Ok(PathBuf::from(p)),
+        None => build_bin("ferry-app", "ferry-app"),
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+fn build_bin(package: &str, bin: &str) -> Result<PathBuf, String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "build",
+            "-p",
+            package,
+            "--bin",
+            bin,
+            "--message-format=json",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("running cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("cargo build -p {package} failed"));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"]["name"] == bin)
+        .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+        .ok_or_else(|| format!("cargo did not report the {bin} executable"))
 }
 
 /// `ferry init` of a new home under `root`, with loopback-only network settings unless `net`
