@@ -337,6 +337,36 @@ async fn receive(
 
 /// Seals `payload` for `contact` with the next ratchet key and queues it, with its message if
 /// any, in one transaction; flushed before returning.
+/// Seals `payload` with the next key of the session with `contact`. The caller holds
+/// `engine.crypto` until it has stored the returned (advanced) session with the item.
+fn seal_item(
+    engine: &Engine,
+    contact: &ContactId,
+    id: MessageId,
+    payload: &Payload,
+    kind: OutboxKind,
+) -> Result<(Session, OutboxItem), Error> {
+    let plain = postcard::to_allocvec(payload)?;
+    let mut session: Session = engine
+        .store
+        .session(contact)?
+        .ok_or_else(|| Error::Protocol("no session with this contact".into()))?;
+    let ad = AssociatedData {
+        sender: *engine.id().as_bytes(),
+        recipient: *contact.as_bytes(),
+        message_id: id.0,
+    };
+    let envelope = session.seal(&plain, &ad)?;
+    let item = OutboxItem {
+        contact: *contact,
+        message_id: id,
+        envelope,
+        kind,
+        queued_at: now_ms(),
+    };
+    Ok((session, item))
+}
+
 pub(crate) async fn seal_and_queue(
     engine: &Arc<Engine>,
     contact: &ContactId,
@@ -346,26 +376,9 @@ pub(crate) async fn seal_and_queue(
     message: Option<&Message>,
     transfer: Option<&crate::model::Transfer>,
 ) -> Result<(), Error> {
-    let plain = postcard::to_allocvec(payload)?;
     {
         let _guard = engine.crypto.lock().await;
-        let mut session: Session = engine
-            .store
-            .session(contact)?
-            .ok_or_else(|| Error::Protocol("no session with this contact".into()))?;
-        let ad = AssociatedData {
-            sender: *engine.id().as_bytes(),
-            recipient: *contact.as_bytes(),
-            message_id: id.0,
-        };
-        let envelope = session.seal(&plain, &ad)?;
-        let item = OutboxItem {
-            contact: *contact,
-            message_id: id,
-            envelope,
-            kind,
-            queued_at: now_ms(),
-        };
+        let (session, item) = seal_item(engine, contact, id, payload, kind)?;
         engine
             .store
             .queue_outgoing(&session, &item, message, transfer)?;
@@ -447,27 +460,15 @@ pub(crate) async fn mark_seen(
     let payload = Payload::Read {
         ids: unread.iter().map(|m| m.id.0).collect(),
     };
-    let plain = postcard::to_allocvec(&payload)?;
-    let id = MessageId::random();
     {
         let _guard = engine.crypto.lock().await;
-        let mut session = engine
-            .store
-            .session(&contact.id)?
-            .ok_or_else(|| Error::Protocol("no session with this contact".into()))?;
-        let ad = AssociatedData {
-            sender: *engine.id().as_bytes(),
-            recipient: *contact.id.as_bytes(),
-            message_id: id.0,
-        };
-        let envelope = session.seal(&plain, &ad)?;
-        let receipt = OutboxItem {
-            contact: contact.id,
-            message_id: id,
-            envelope,
-            kind: OutboxKind::Control,
-            queued_at: now_ms(),
-        };
+        let (session, receipt) = seal_item(
+            engine,
+            &contact.id,
+            MessageId::random(),
+            &payload,
+            OutboxKind::Control,
+        )?;
         engine.store.mark_seen(&unread, &session, &receipt)?;
     }
     engine.store.flush().await?;

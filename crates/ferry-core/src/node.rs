@@ -358,27 +358,22 @@ impl Node {
             tokio::spawn(chat::run_outbox(engine.clone())),
             tokio::spawn(net::run_presence(engine.clone())),
         ];
+        // The control server learns the node once it exists; it only holds a weak reference.
+        let node_slot = Arc::new(tokio::sync::OnceCell::new());
         if config.control_socket {
             let server = control::Server::bind(home).await?;
-            let node_slot = Arc::new(tokio::sync::OnceCell::new());
             tasks.push(tokio::spawn(
                 server.run(node_slot.clone(), engine.cancel.clone()),
             ));
-            let node = Arc::new(Node {
-                engine,
-                router,
-                tasks: Mutex::new(tasks),
-                _lock: lock,
-            });
-            let _ = node_slot.set(Arc::downgrade(&node));
-            return Ok(node);
         }
-        Ok(Arc::new(Node {
+        let node = Arc::new(Node {
             engine,
             router,
             tasks: Mutex::new(tasks),
             _lock: lock,
-        }))
+        });
+        let _ = node_slot.set(Arc::downgrade(&node));
+        Ok(node)
     }
 
     /// This home's folder.

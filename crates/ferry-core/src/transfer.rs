@@ -227,10 +227,9 @@ async fn provider_events(
                             return;
                         };
                         match update {
-                            RequestUpdate::Started(s) => {
+                            RequestUpdate::Started(_) => {
                                 done_before += current;
                                 current = 0;
-                                let _ = s;
                             }
                             RequestUpdate::Progress(p) => {
                                 current = p.end_offset;
@@ -314,6 +313,41 @@ fn emit_progress(engine: &Engine, t: &Transfer, bytes: u64) {
         total: t.size,
         rate,
     });
+}
+
+/// A transfer just offered, in either direction; the caller fills in size, hash, files, path.
+fn offered(
+    id: TransferId,
+    contact: ContactId,
+    direction: Direction,
+    name: String,
+    folder: bool,
+    kind: naming::FileKind,
+) -> Transfer {
+    let now = now_ms();
+    Transfer {
+        id,
+        contact,
+        direction,
+        name,
+        size: 0,
+        hash: String::new(),
+        folder,
+        files: 0,
+        media_type: if folder {
+            "inode/directory".into()
+        } else {
+            kind.media_type
+        },
+        dangerous: kind.dangerous,
+        state: TransferState::Offered,
+        bytes_done: 0,
+        resumed_from: 0,
+        path: None,
+        error: None,
+        created_at: now,
+        updated_at: now,
+    }
 }
 
 fn hash_of(t: &Transfer) -> Result<Hash, Error> {
@@ -422,30 +456,19 @@ pub(crate) async fn send_path(
             path.display()
         )));
     };
-    let kind = naming::classify_remote(&name);
-    let now = now_ms();
     let t = Transfer {
-        id: TransferId::random(),
-        contact: contact.id,
-        direction: Direction::Outgoing,
-        name: name.clone(),
         size,
         hash: tag.hash().to_hex().to_string(),
-        folder: meta.is_dir(),
         files,
-        media_type: if meta.is_dir() {
-            "inode/directory".into()
-        } else {
-            kind.media_type
-        },
-        dangerous: kind.dangerous,
-        state: TransferState::Offered,
-        bytes_done: 0,
-        resumed_from: 0,
         path: Some(path.clone()),
-        error: None,
-        created_at: now,
-        updated_at: now,
+        ..offered(
+            TransferId::random(),
+            contact.id,
+            Direction::Outgoing,
+            name.clone(),
+            meta.is_dir(),
+            naming::classify_remote(&name),
+        )
     };
     store
         .tags()
@@ -543,31 +566,20 @@ pub(crate) async fn on_offer(
     sent_at: u64,
 ) -> Result<(), Error> {
     let name = naming::safe_name(remote_name);
-    let kind = naming::classify_remote(remote_name);
-    let now = now_ms();
     let t = Transfer {
-        id,
-        contact: contact.id,
-        direction: Direction::Incoming,
-        name: name.clone(),
         size,
         hash: Hash::from_bytes(hash).to_hex().to_string(),
-        folder,
         files,
-        media_type: if folder {
-            "inode/directory".into()
-        } else {
-            kind.media_type
-        },
-        dangerous: kind.dangerous,
-        state: TransferState::Offered,
-        bytes_done: 0,
-        resumed_from: 0,
-        path: None,
-        error: None,
-        created_at: now,
-        updated_at: now,
+        ..offered(
+            id,
+            contact.id,
+            Direction::Incoming,
+            name.clone(),
+            folder,
+            naming::classify_remote(remote_name),
+        )
     };
+    let now = t.created_at;
     let message = Message {
         id: message_id,
         conversation: engine.conversation_with(&contact.id),
@@ -986,12 +998,9 @@ async fn download(engine: &Arc<Engine>, mut t: Transfer) -> Result<(), Error> {
         .ok_or_else(|| Error::UnknownContact(t.contact.to_string()))?;
     let what = content(&t)?;
     let remote = engine.blobs.store.remote();
-    let have = remote
-        .local(what)
-        .await
-        .map(|l| l.local_bytes())
-        .unwrap_or(0);
-    let fetched = if remote.local(what).await.is_ok_and(|l| l.is_complete()) {
+    let local = remote.local(what).await.ok();
+    let have = local.as_ref().map(|l| l.local_bytes()).unwrap_or(0);
+    let fetched = if local.is_some_and(|l| l.is_complete()) {
         true
     } else {
         let conn = tokio::time::timeout(
