@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Installs what a fresh Debian/Ubuntu machine lacks to build and test Ferry:
-# the WebKitGTK/GTK libraries for the desktop shell, Xvfb, and the UI's npm packages.
+# Installs what a fresh Debian/Ubuntu machine lacks to build and test Ferry: the WebKitGTK/GTK
+# libraries for the desktop shell, Xvfb, WebKitWebDriver + tauri-driver and a D-Bus session
+# for the desktop end-to-end test, and the UI's npm packages.
 # Needs root (or sudo) for apt; skips apt when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(pkg-config libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev xvfb)
+pkgs=(pkg-config libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev xvfb
+      webkit2gtk-driver dbus-daemon)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -21,6 +23,12 @@ fi
 if ! command -v cargo >/dev/null; then
   echo "setup: Rust is missing: install it with rustup (https://rustup.rs) and run this again" >&2
   exit 1
+fi
+
+# Drives the real app over WebDriver in tests/tests/desktop.rs.
+if ! command -v tauri-driver >/dev/null && [ ! -x "$HOME/.cargo/bin/tauri-driver" ]; then
+  echo "setup: installing tauri-driver"
+  cargo install tauri-driver --locked --version '^2' --quiet
 fi
 
 (cd ui && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent)

@@ -1,24 +1,23 @@
 //! The app's hold on the home: it opens the same `ferry_core::Node` a `ferry daemon` would
 //! (taking the home's lock and serving its control socket, so the CLI works against the running
-//! app), forwards every engine event to the UI, and exposes the engine's calls.
-//!
-//! Every capability goes through [`ferry_core::control::dispatch`], the one entry point the CLI
-//! uses too, so the shell holds no logic of its own.
+//! app) and forwards every engine event to the UI as one typed event, [`EngineEvent`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ferry_core::control::{self, Call};
-use ferry_core::{Config, Node};
-use serde::Serialize;
-use tauri::{AppHandle, Emitter, Manager};
+use ferry_core::{Config, Event, Node};
+use serde::{Deserialize, Serialize};
+use specta::Type;
+use tauri::{AppHandle, Manager};
+use tauri_specta::Event as _;
 use tokio::sync::RwLock;
 
-/// The event channel the UI listens on; the payload is a `ferry_core::Event`.
-pub const EVENT_CHANNEL: &str = "ferry://event";
+/// Every engine event, as the UI receives it (`events.engineEvent` in the bindings).
+#[derive(Debug, Clone, Serialize, Deserialize, Type, tauri_specta::Event)]
+pub struct EngineEvent(pub Event);
 
 /// An error as the UI sees it: a stable code to branch on and a message to show.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct CommandError {
     /// Stable machine-readable code (see `ferry_core::Error::code`).
     pub code: String,
@@ -36,7 +35,7 @@ impl From<ferry_core::Error> for CommandError {
 }
 
 /// Where the app stands with its home.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Status {
     /// Still opening the home.
@@ -56,7 +55,10 @@ pub enum Status {
         message: String,
     },
     /// Opening failed.
-    Failed(CommandError),
+    Failed {
+        /// Why.
+        error: CommandError,
+    },
 }
 
 /// Managed state: the home and, once open, the node.
@@ -76,9 +78,19 @@ impl AppState {
         }
     }
 
-    /// The open node, for shutdown.
+    /// The open node, once the home is open.
     pub async fn node(&self) -> Option<Arc<Node>> {
         self.node.read().await.clone()
+    }
+
+    /// Where the app stands.
+    pub async fn status(&self) -> Status {
+        self.status.read().await.clone()
+    }
+
+    /// The home folder, or why there is none.
+    pub fn home(&self) -> Result<PathBuf, CommandError> {
+        self.home.clone()
     }
 }
 
@@ -92,34 +104,63 @@ impl Default for AppState {
 pub async fn open(app: AppHandle) {
     let state = app.state::<AppState>();
     let status = match &state.home {
-        Err(e) => Status::Failed(e.clone()),
+        Err(e) => Status::Failed { error: e.clone() },
         Ok(home) if !Node::is_initialized(home) => Status::NeedsName,
-        Ok(home) => match Node::open(home, Config::default()).await {
-            Ok(node) => {
-                forward_events(&app, &node);
-                let id = node.id().to_string();
-                *state.node.write().await = Some(node);
-                Status::Ready { id }
-            }
-            Err(e @ ferry_core::Error::HomeBusy { pid, .. }) => Status::Busy {
-                pid,
-                message: e.to_string(),
+        Ok(home) => match config_from_env() {
+            Err(e) => Status::Failed { error: e },
+            Ok(config) => match Node::open(home, config).await {
+                Ok(node) => {
+                    forward_events(&app, &node);
+                    crate::desktop::refresh_unread(&app, &node);
+                    let id = node.id().to_string();
+                    *state.node.write().await = Some(node);
+                    Status::Ready { id }
+                }
+                Err(e @ ferry_core::Error::HomeBusy { pid, .. }) => Status::Busy {
+                    pid,
+                    message: e.to_string(),
+                },
+                Err(e) => Status::Failed { error: e.into() },
             },
-            Err(e) => Status::Failed(e.into()),
         },
     };
     tracing::info!(?status, "home");
     *state.status.write().await = status;
 }
 
-fn forward_events(app: &AppHandle, node: &Node) {
+/// The node's configuration: the home's stored settings, overridden for this run by
+/// `FERRY_RELAY` (`default`, `disabled` or a URL), `FERRY_BIND` (a socket address) and
+/// `FERRY_LOCAL_DISCOVERY` (`0`/`1`) — the same overrides the CLI's flags give.
+fn config_from_env() -> Result<Config, CommandError> {
+    let bad = |what: &str, e: &dyn std::fmt::Display| CommandError {
+        code: "invalid_input".into(),
+        message: format!("{what}: {e}"),
+    };
+    let mut config = Config::default();
+    if let Ok(relay) = std::env::var("FERRY_RELAY") {
+        config.relay = Some(relay.parse().map_err(|e| bad("FERRY_RELAY", &e))?);
+    }
+    if let Ok(bind) = std::env::var("FERRY_BIND") {
+        config.bind = Some(bind.parse().map_err(|e| bad("FERRY_BIND", &e))?);
+    }
+    if let Ok(lan) = std::env::var("FERRY_LOCAL_DISCOVERY") {
+        config.local_discovery = Some(matches!(lan.as_str(), "1" | "true" | "on" | "yes"));
+    }
+    Ok(config)
+}
+
+fn forward_events(app: &AppHandle, node: &Arc<Node>) {
     let mut events = node.subscribe();
     let app = app.clone();
+    let node = Arc::downgrade(node);
     tauri::async_runtime::spawn(async move {
         loop {
             match events.recv().await {
                 Ok(ev) => {
-                    if let Err(e) = app.emit(EVENT_CHANNEL, &ev) {
+                    if let Some(node) = node.upgrade() {
+                        crate::desktop::on_event(&app, &node, &ev);
+                    }
+                    if let Err(e) = EngineEvent(ev).emit(&app) {
                         tracing::warn!("event not delivered to the UI: {e}");
                     }
                 }
@@ -130,43 +171,6 @@ fn forward_events(app: &AppHandle, node: &Node) {
             }
         }
     });
-}
-
-/// Where the app stands with its home.
-#[tauri::command]
-pub async fn status(state: tauri::State<'_, AppState>) -> Result<Status, CommandError> {
-    Ok(state.status.read().await.clone())
-}
-
-/// First start: creates the identity with the chosen display name, then opens the home.
-#[tauri::command]
-pub async fn create_profile(
-    app: AppHandle,
-    state: tauri::State<'_, AppState>,
-    name: String,
-) -> Result<Status, CommandError> {
-    let home = state.home.clone()?;
-    Node::init(&home, &name)?;
-    open(app).await;
-    Ok(state.status.read().await.clone())
-}
-
-/// Runs one engine call (the same set the CLI and the control socket use).
-#[tauri::command]
-pub async fn call(
-    state: tauri::State<'_, AppState>,
-    call: Call,
-) -> Result<serde_json::Value, CommandError> {
-    let node = state
-        .node
-        .read()
-        .await
-        .clone()
-        .ok_or_else(|| CommandError {
-            code: "not_ready".into(),
-            message: "Ferry is not running on this computer's home yet".into(),
-        })?;
-    Ok(control::dispatch(&node, call).await?)
 }
 
 #[cfg(test)]

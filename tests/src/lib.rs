@@ -11,6 +11,8 @@ use ferry_core::node::NetSettings;
 use ferry_core::{Config, Event, Node, RelayChoice};
 use tokio::sync::broadcast;
 
+pub mod webdriver;
+
 /// How long any single wait in a test may take.
 pub const WAIT: Duration = Duration::from_secs(20);
 

@@ -82,6 +82,7 @@ pub(crate) fn history(contact: &str, page: &[Message]) {
 pub(crate) fn event(ev: &Event) -> String {
     match ev {
         Event::MessageReceived { message, from } => format!("{from}: {}", message.body),
+        Event::MessageSent { message, .. } => format!("me: {}", message.body),
         Event::DeliveryChanged { id, state, .. } => {
             format!("message {} {}", &id.to_string()[..8], state_word(*state))
         }

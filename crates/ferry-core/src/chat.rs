@@ -385,6 +385,13 @@ pub(crate) async fn seal_and_queue(
     }
     engine.store.flush().await?;
     engine.outbox_wake.notify_one();
+    if let Some(message) = message {
+        // Every front end shows it, whichever one sent it (app, CLI, control socket).
+        engine.emit(Event::MessageSent {
+            message: message.clone(),
+            transfer: transfer.cloned(),
+        });
+    }
     Ok(())
 }
 

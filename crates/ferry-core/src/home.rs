@@ -112,6 +112,22 @@ impl Drop for HomeLock {
     }
 }
 
+/// Bytes used by the files under `dir` (0 if it does not exist). Symbolic links are not
+/// followed; unreadable entries are skipped.
+pub fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&entry.path()),
+            Ok(t) if t.is_file() => entry.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

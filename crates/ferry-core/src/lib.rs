@@ -33,4 +33,4 @@ pub mod wire;
 pub use error::Error;
 pub use home::default_home;
 pub use model::*;
-pub use node::{Config, Node, RelayChoice};
+pub use node::{Config, NetSettings, Node, RelayChoice};

@@ -14,6 +14,7 @@ macro_rules! byte_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[cfg_attr(feature = "specta", derive(specta::Type), specta(type = String))]
         pub struct $name(pub [u8; 16]);
 
         impl $name {
@@ -134,6 +135,7 @@ pub struct Contact {
 
 /// How a live connection to a contact runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "snake_case")]
 pub enum PathKind {
     /// A direct UDP path.
@@ -144,6 +146,7 @@ pub enum PathKind {
 
 /// Whether a contact is reachable now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Presence {
     /// A live connection exists.
@@ -159,8 +162,10 @@ pub enum Presence {
 
 /// A contact as front ends show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct ContactView {
     /// Endpoint id.
+    #[cfg_attr(feature = "specta", specta(type = String))]
     pub id: ContactId,
     /// Display name.
     pub name: String,
@@ -178,6 +183,7 @@ pub struct ContactView {
 
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// This home sent it.
@@ -188,6 +194,7 @@ pub enum Direction {
 
 /// Where a message is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "snake_case")]
 pub enum MessageState {
     /// Outgoing, stored in the outbox, not yet acknowledged.
@@ -206,12 +213,14 @@ pub enum MessageState {
 
 /// A message as stored and shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct Message {
     /// Author-chosen id.
     pub id: MessageId,
     /// Conversation it belongs to.
     pub conversation: ConversationId,
     /// The other party of the conversation.
+    #[cfg_attr(feature = "specta", specta(type = String))]
     pub contact: ContactId,
     /// Per-conversation order on this device.
     pub seq: u64,
@@ -231,6 +240,7 @@ pub struct Message {
 
 /// Where a file transfer is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "snake_case")]
 pub enum TransferState {
     /// Offered, waiting for the receiver's answer.
@@ -266,10 +276,12 @@ impl TransferState {
 
 /// A file or folder sent or received, as stored and shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct Transfer {
     /// Id chosen by the sender.
     pub id: TransferId,
     /// The other side.
+    #[cfg_attr(feature = "specta", specta(type = String))]
     pub contact: ContactId,
     /// Sent or received.
     pub direction: Direction,
@@ -305,8 +317,10 @@ pub struct Transfer {
 
 /// This home's public profile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct Profile {
     /// Endpoint id.
+    #[cfg_attr(feature = "specta", specta(type = String))]
     pub id: ContactId,
     /// Display name.
     pub name: String,
@@ -314,8 +328,22 @@ pub struct Profile {
     pub addr: WireAddr,
 }
 
+/// Disk space a home uses, for the settings screen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct StorageUsage {
+    /// The home folder.
+    pub home: std::path::PathBuf,
+    /// Contacts, history, sessions, settings (the sled store).
+    pub store_bytes: u64,
+    /// The blob store: partial downloads and the outboards of offered files (offered files
+    /// themselves are referenced in place, not copied).
+    pub blobs_bytes: u64,
+}
+
 /// Something that happened, for front ends to show.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Event {
@@ -326,11 +354,19 @@ pub enum Event {
         /// The sender's display name.
         from: String,
     },
+    /// A message (or a file offer, with its transfer) was written on this device and queued.
+    MessageSent {
+        /// The stored message.
+        message: Message,
+        /// The transfer it offers, for a file offer.
+        transfer: Option<Transfer>,
+    },
     /// An outgoing message changed state (delivered, read).
     DeliveryChanged {
         /// The message.
         id: MessageId,
         /// The contact it went to.
+        #[cfg_attr(feature = "specta", specta(type = String))]
         contact: ContactId,
         /// Its new state.
         state: MessageState,
@@ -338,6 +374,7 @@ pub enum Event {
     /// A contact's reachability changed.
     PresenceChanged {
         /// The contact.
+        #[cfg_attr(feature = "specta", specta(type = String))]
         contact: ContactId,
         /// Their display name.
         name: String,

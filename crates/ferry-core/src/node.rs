@@ -19,6 +19,7 @@ use crate::home::{HomeLock, STORE_DIR};
 use crate::identity::{safety_number, Identity};
 use crate::model::{
     Contact, ContactId, ContactView, ConversationId, Event, Message, MessageId, Presence, Profile,
+    StorageUsage,
 };
 use crate::model::{Transfer, TransferId};
 use crate::store::Store;
@@ -32,6 +33,7 @@ pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(15);
 
 /// Which relay servers to use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "snake_case")]
 pub enum RelayChoice {
     /// iroh's public relays and address lookup.
@@ -72,10 +74,12 @@ impl std::fmt::Display for RelayChoice {
 
 /// Network settings stored in a home by `init`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct NetSettings {
     /// Relay servers.
     pub relay: RelayChoice,
     /// Socket address to bind; port 0 means "this home's stable port".
+    #[cfg_attr(feature = "specta", specta(type = Option<String>))]
     pub bind: Option<SocketAddr>,
     /// Local-network discovery (mDNS).
     pub local_discovery: bool,
@@ -546,6 +550,48 @@ impl Node {
     /// Sets where received files are saved (a stored setting shared with the desktop app).
     pub async fn set_downloads_dir(&self, dir: &Path) -> Result<(), Error> {
         transfer::set_downloads_dir(&self.engine, dir).await
+    }
+
+    /// The network settings stored in this home (what the next start uses).
+    pub fn stored_net_settings(&self) -> Result<NetSettings, Error> {
+        Ok(self
+            .engine
+            .store
+            .setting(SETTING_NET)?
+            .unwrap_or_else(|| self.engine.net.clone()))
+    }
+
+    /// Stores relay and local-discovery choices for the next start. Returns whether they
+    /// differ from what the running node uses (so a restart is needed to apply them).
+    pub async fn set_net_settings(
+        &self,
+        relay: RelayChoice,
+        local_discovery: bool,
+    ) -> Result<bool, Error> {
+        let mut net = self.stored_net_settings()?;
+        net.relay = relay;
+        net.local_discovery = local_discovery;
+        self.engine.store.set_setting(SETTING_NET, &net)?;
+        self.engine.store.flush().await?;
+        let running = &self.engine.net;
+        Ok(running.relay != net.relay || running.local_discovery != net.local_discovery)
+    }
+
+    /// Disk space this home uses.
+    pub fn storage(&self) -> StorageUsage {
+        let home = self.engine.home.clone();
+        StorageUsage {
+            store_bytes: crate::home::dir_size(&home.join(STORE_DIR)),
+            blobs_bytes: crate::home::dir_size(&home.join(transfer::BLOBS_DIR)),
+            home,
+        }
+    }
+
+    /// Lets the blob store free what no live transfer needs (finished, failed, declined or
+    /// cancelled transfers; records that no longer exist). Space is freed by the next garbage
+    /// collection, within [`transfer::GC_INTERVAL`]. Returns how many blob sets were released.
+    pub async fn clean_storage(&self) -> Result<u32, Error> {
+        transfer::clean(&self.engine).await
     }
 
     /// A transfer by exact id.

@@ -1,4 +1,5 @@
-//! QR codes of invites: SVG for the desktop UI, block characters for a terminal.
+//! QR codes of invites: SVG for the desktop UI, block characters for a terminal, and reading
+//! an invite back from a picture of one (a screenshot or a photo).
 //!
 //! The invite is encoded in upper case so the QR code can use its compact alphanumeric mode;
 //! [`crate::pairing::Invite::parse`] accepts either case.
@@ -6,7 +7,12 @@
 use qrcode::render::{svg, unicode};
 use qrcode::{EcLevel, QrCode};
 
+use std::path::Path;
+
 use crate::Error;
+
+/// Pictures larger than this on either side are refused before decoding.
+pub const MAX_IMAGE_SIDE: u32 = 10_000;
 
 fn code(text: &str) -> Result<QrCode, Error> {
     QrCode::with_error_correction_level(text.to_ascii_uppercase(), EcLevel::L)
@@ -32,6 +38,51 @@ pub fn terminal(text: &str) -> Result<String, Error> {
         .build())
 }
 
+/// Reads a Ferry invite from a picture of its QR code (PNG, JPEG, WebP, BMP or GIF).
+///
+/// Every QR code found in the picture is tried; the first that holds a valid invite wins.
+pub fn read_invite_image(path: &Path) -> Result<String, Error> {
+    let reader = image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| Error::InvalidInput(format!("cannot open {}: {e}", path.display())))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    let mut reader = reader;
+    reader.limits(limits);
+    let picture = reader.decode().map_err(|e| {
+        Error::InvalidInput(format!(
+            "{} is not a picture Ferry can read: {e}",
+            path.display()
+        ))
+    })?;
+    read_invite(&picture.to_luma8())
+}
+
+/// Reads a Ferry invite from a grey-scale picture (see [`read_invite_image`]).
+pub fn read_invite(picture: &image::GrayImage) -> Result<String, Error> {
+    let mut prepared = rqrr::PreparedImage::prepare(picture.clone());
+    let grids = prepared.detect_grids();
+    if grids.is_empty() {
+        return Err(Error::InvalidInput(
+            "no QR code found in this picture".into(),
+        ));
+    }
+    let mut last = None;
+    for grid in grids {
+        match grid.decode() {
+            Ok((_, text)) => match crate::pairing::Invite::parse(text.trim()) {
+                Ok(_) => return Ok(text.trim().to_ascii_lowercase()),
+                Err(e) => last = Some(e),
+            },
+            Err(e) => tracing::debug!("unreadable QR code: {e}"),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        Error::InvalidInput("the QR code in this picture cannot be read".into())
+    }))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -44,5 +95,81 @@ mod tests {
         assert!(s.starts_with("<?xml") && s.contains("<svg"));
         let t = terminal(&text).unwrap();
         assert!(t.lines().count() > 20);
+    }
+
+    /// Draws `text`'s QR code at `scale` pixels a module into a bigger light-grey picture.
+    fn picture(text: &str, scale: u32, offset: u32) -> image::GrayImage {
+        let qr = code(text).unwrap();
+        let w = qr.width() as u32;
+        let colors = qr.to_colors();
+        let side = (w + 8) * scale + 2 * offset;
+        image::GrayImage::from_fn(side, side, |x, y| {
+            let (mx, my) = (
+                (x as i64 - offset as i64) / scale as i64 - 4,
+                (y as i64 - offset as i64) / scale as i64 - 4,
+            );
+            let dark = mx >= 0
+                && my >= 0
+                && (mx as u32) < w
+                && (my as u32) < w
+                && colors[(my as u32 * w + mx as u32) as usize] == qrcode::Color::Dark;
+            image::Luma([if dark { 20 } else { 235 }])
+        })
+    }
+
+    fn invite() -> String {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("h");
+        crate::Node::init(&home, "Ann").unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let cfg = crate::Config {
+                relay: Some(crate::RelayChoice::Disabled),
+                bind: Some("127.0.0.1:0".parse().unwrap()),
+                local_discovery: Some(false),
+                control_socket: false,
+                ..Default::default()
+            };
+            let node = crate::Node::open(&home, cfg).await.unwrap();
+            let invite = node.create_invite(None).await.unwrap();
+            node.shutdown().await;
+            invite
+        })
+    }
+
+    #[test]
+    fn an_invite_survives_a_screenshot_of_its_qr_code() {
+        let invite = invite();
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("shot.png");
+        picture(&invite, 4, 37).save(&path).unwrap();
+        assert_eq!(
+            read_invite_image(&path).unwrap(),
+            invite.to_ascii_lowercase()
+        );
+    }
+
+    #[test]
+    fn pictures_without_an_invite_get_clear_errors() {
+        let tmp = tempfile::tempdir().unwrap();
+        let blank = tmp.path().join("blank.png");
+        image::GrayImage::from_pixel(64, 64, image::Luma([255]))
+            .save(&blank)
+            .unwrap();
+        let e = read_invite_image(&blank).unwrap_err();
+        assert!(e.to_string().contains("no QR code"), "{e}");
+
+        let other = tmp.path().join("other.png");
+        picture("HTTPS://EXAMPLE.COM", 4, 0).save(&other).unwrap();
+        assert_eq!(
+            read_invite_image(&other).unwrap_err().code(),
+            "invalid_invite"
+        );
+
+        let text = tmp.path().join("notes.png");
+        std::fs::write(&text, b"not a picture").unwrap();
+        let e = read_invite_image(&text).unwrap_err();
+        assert!(e.to_string().contains("not a picture"), "{e}");
+        assert!(read_invite_image(&tmp.path().join("missing.png")).is_err());
     }
 }

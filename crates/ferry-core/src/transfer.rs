@@ -1158,3 +1158,32 @@ async fn save(engine: &Engine, t: &Transfer) -> Result<PathBuf, Error> {
     }
     Ok(top)
 }
+
+/// Drops the blob-store tags that no live transfer needs: those of transfers in a final state
+/// (normally dropped already; this covers a crash in between) and those with no record at all.
+/// The store's garbage collection then frees their data within [`GC_INTERVAL`]. Returns how many
+/// tags were dropped.
+pub(crate) async fn clean(engine: &Arc<Engine>) -> Result<u32, Error> {
+    let tags = engine.blobs.store.tags();
+    let mut stale = Vec::new();
+    let mut list = tags.list_prefix("ferry/").await.map_err(blob_err)?;
+    while let Some(info) = list.next().await {
+        let info = info.map_err(blob_err)?;
+        let name = String::from_utf8_lossy(info.name.as_ref()).into_owned();
+        let live = name
+            .rsplit('/')
+            .next()
+            .and_then(|id| id.parse::<TransferId>().ok())
+            .map(|id| engine.store.transfer(&id))
+            .transpose()?
+            .flatten()
+            .is_some_and(|t| !t.state.is_final());
+        if !live {
+            stale.push(info.name);
+        }
+    }
+    for name in &stale {
+        tags.delete(name).await.map_err(blob_err)?;
+    }
+    Ok(stale.len() as u32)
+}

@@ -73,10 +73,12 @@ where
 
 /// How to reach an endpoint: what an invite carries and what contacts announce.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct WireAddr {
     /// The home relay, if any.
     pub relay: Option<String>,
     /// Direct socket addresses.
+    #[cfg_attr(feature = "specta", specta(type = Vec<String>))]
     pub direct: Vec<SocketAddr>,
 }
 

@@ -1,0 +1,340 @@
+//! One Tauri command per `ferry_core::Node` capability. Each is a thin call into the engine;
+//! errors cross as `{ code, message }` ([`CommandError`]). The TypeScript side of every
+//! signature is generated into `ui/src/bindings.ts` (see [`crate::specta_builder`]).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ferry_core::{
+    ContactView, Message, NetSettings, Node, Profile, RelayChoice, StorageUsage, Transfer,
+};
+use serde::{Deserialize, Serialize};
+use specta::Type;
+use tauri::{AppHandle, State};
+use tauri_plugin_opener::OpenerExt;
+
+use crate::engine::{AppState, CommandError, Status};
+
+type Result<T> = std::result::Result<T, CommandError>;
+
+async fn node(state: &State<'_, AppState>) -> Result<Arc<Node>> {
+    state.node().await.ok_or_else(|| CommandError {
+        code: "not_ready".into(),
+        message: "Ferry has not opened its data folder yet".into(),
+    })
+}
+
+/// Where the app stands with its home.
+#[tauri::command]
+#[specta::specta]
+pub async fn status(state: State<'_, AppState>) -> Result<Status> {
+    Ok(state.status().await)
+}
+
+/// First start: creates the identity with the chosen display name, then opens the home.
+#[tauri::command]
+#[specta::specta]
+pub async fn create_profile(
+    app: AppHandle,
+    state: State<'_, AppState>,
+    name: String,
+) -> Result<Status> {
+    let home = state.home()?;
+    Node::init(&home, &name)?;
+    crate::engine::open(app).await;
+    Ok(state.status().await)
+}
+
+/// Name, id and current addresses of this device.
+#[tauri::command]
+#[specta::specta]
+pub async fn profile(state: State<'_, AppState>) -> Result<Profile> {
+    Ok(node(&state).await?.profile().await?)
+}
+
+/// Changes the display name.
+#[tauri::command]
+#[specta::specta]
+pub async fn set_name(state: State<'_, AppState>, name: String) -> Result<()> {
+    Ok(node(&state).await?.set_name(&name).await?)
+}
+
+/// A fresh single-use invite, as text and as a QR code.
+#[derive(Debug, Clone, Serialize, Type)]
+pub struct Invite {
+    /// The `ferry:…` line to paste.
+    pub text: String,
+    /// The same invite as an SVG QR code.
+    pub svg: String,
+}
+
+/// Issues a single-use invite (valid 24 hours).
+#[tauri::command]
+#[specta::specta]
+pub async fn create_invite(state: State<'_, AppState>) -> Result<Invite> {
+    let text = node(&state).await?.create_invite(None).await?;
+    let svg = ferry_core::qr::svg(&text)?;
+    Ok(Invite { text, svg })
+}
+
+/// Reads an invite from a picture of its QR code (a screenshot or photo).
+#[tauri::command]
+#[specta::specta]
+pub async fn read_invite_image(path: PathBuf) -> Result<String> {
+    tokio::task::spawn_blocking(move || ferry_core::qr::read_invite_image(&path))
+        .await
+        .map_err(|e| CommandError {
+            code: "internal".into(),
+            message: format!("reading the picture failed: {e}"),
+        })?
+        .map_err(CommandError::from)
+}
+
+/// Pairs with the issuer of an invite.
+#[tauri::command]
+#[specta::specta]
+pub async fn pair(state: State<'_, AppState>, invite: String) -> Result<ContactView> {
+    Ok(node(&state).await?.pair(invite.trim()).await?)
+}
+
+/// All contacts with presence, unread and queued counts.
+#[tauri::command]
+#[specta::specta]
+pub async fn contacts(state: State<'_, AppState>) -> Result<Vec<ContactView>> {
+    Ok(node(&state).await?.contacts()?)
+}
+
+/// Marks a contact verified (after comparing safety numbers) or not.
+#[tauri::command]
+#[specta::specta]
+pub async fn set_verified(
+    state: State<'_, AppState>,
+    contact: String,
+    verified: bool,
+) -> Result<ContactView> {
+    Ok(node(&state).await?.set_verified(&contact, verified).await?)
+}
+
+/// Sends a text message; it is stored before this returns and delivered in the background.
+#[tauri::command]
+#[specta::specta]
+pub async fn send_text(
+    state: State<'_, AppState>,
+    contact: String,
+    text: String,
+) -> Result<Message> {
+    Ok(node(&state).await?.send_text(&contact, &text).await?)
+}
+
+/// A page of the conversation, oldest first, ending before `before_seq` (or at the newest).
+/// With `mark_read`, incoming messages on the page become read and the sender is told.
+#[tauri::command]
+#[specta::specta]
+pub async fn history(
+    app: AppHandle,
+    state: State<'_, AppState>,
+    contact: String,
+    before_seq: Option<u64>,
+    limit: u32,
+    mark_read: bool,
+) -> Result<Vec<Message>> {
+    let node = node(&state).await?;
+    let page = node
+        .history(&contact, before_seq, limit as usize, mark_read)
+        .await?;
+    if mark_read {
+        crate::desktop::refresh_unread(&app, &node);
+    }
+    Ok(page)
+}
+
+/// What happened to one path of a drop or a file-dialog pick.
+#[derive(Debug, Clone, Serialize, Type)]
+pub struct SendFailure {
+    /// The path as given.
+    pub path: PathBuf,
+    /// Why it was not offered.
+    pub error: CommandError,
+}
+
+/// The outcome of offering several paths: the offers made and the paths refused.
+#[derive(Debug, Clone, Default, Serialize, Type)]
+pub struct SendReport {
+    /// One offer per file or folder that went out.
+    pub sent: Vec<Transfer>,
+    /// The paths that could not be offered, with the reason.
+    pub failed: Vec<SendFailure>,
+}
+
+/// Offers files and folders to a contact: what a drop on the conversation and the "Send
+/// files" dialog both call. Each path is offered on its own; one bad path does not stop the rest.
+#[tauri::command]
+#[specta::specta]
+pub async fn send_paths(
+    state: State<'_, AppState>,
+    contact: String,
+    paths: Vec<PathBuf>,
+) -> Result<SendReport> {
+    let node = node(&state).await?;
+    let mut report = SendReport::default();
+    for path in paths {
+        match node.send_file(&contact, &path).await {
+            Ok(t) => report.sent.push(t),
+            Err(e) => report.failed.push(SendFailure {
+                path,
+                error: e.into(),
+            }),
+        }
+    }
+    Ok(report)
+}
+
+/// Every transfer, newest first.
+#[tauri::command]
+#[specta::specta]
+pub async fn transfers(state: State<'_, AppState>) -> Result<Vec<Transfer>> {
+    let mut all = node(&state).await?.transfers()?;
+    all.sort_by_key(|t| std::cmp::Reverse(t.created_at));
+    Ok(all)
+}
+
+/// Accepts an offered file: checks free space, then downloads in the background.
+#[tauri::command]
+#[specta::specta]
+pub async fn accept_transfer(state: State<'_, AppState>, id: String) -> Result<Transfer> {
+    Ok(node(&state).await?.accept_transfer(&id).await?)
+}
+
+/// Declines an offered file.
+#[tauri::command]
+#[specta::specta]
+pub async fn decline_transfer(state: State<'_, AppState>, id: String) -> Result<Transfer> {
+    Ok(node(&state).await?.decline_transfer(&id).await?)
+}
+
+/// Cancels a transfer in either direction.
+#[tauri::command]
+#[specta::specta]
+pub async fn cancel_transfer(state: State<'_, AppState>, id: String) -> Result<Transfer> {
+    Ok(node(&state).await?.cancel_transfer(&id).await?)
+}
+
+/// The path of a finished transfer: the received copy, or the original that was sent.
+async fn transfer_path(state: &State<'_, AppState>, id: &str) -> Result<PathBuf> {
+    let t = node(state).await?.transfer(id)?;
+    t.path.ok_or_else(|| CommandError {
+        code: "not_saved".into(),
+        message: format!("{} has not been saved yet", t.name),
+    })
+}
+
+/// Opens a finished transfer with the system's default application. Only paths the engine
+/// recorded for a transfer can be opened this way.
+#[tauri::command]
+#[specta::specta]
+pub async fn open_transfer(app: AppHandle, state: State<'_, AppState>, id: String) -> Result<()> {
+    let path = transfer_path(&state, &id).await?;
+    app.opener()
+        .open_path(path.to_string_lossy(), None::<&str>)
+        .map_err(|e| CommandError {
+            code: "open_failed".into(),
+            message: format!("could not open {}: {e}", path.display()),
+        })
+}
+
+/// Shows a finished transfer in the file manager.
+#[tauri::command]
+#[specta::specta]
+pub async fn reveal_transfer(app: AppHandle, state: State<'_, AppState>, id: String) -> Result<()> {
+    let path = transfer_path(&state, &id).await?;
+    app.opener()
+        .reveal_item_in_dir(&path)
+        .map_err(|e| CommandError {
+            code: "open_failed".into(),
+            message: format!("could not show {}: {e}", path.display()),
+        })
+}
+
+/// Files from this contact up to this many bytes are accepted without asking (None: ask).
+#[tauri::command]
+#[specta::specta]
+pub async fn auto_accept(state: State<'_, AppState>, contact: String) -> Result<Option<u64>> {
+    Ok(node(&state).await?.auto_accept(&contact)?)
+}
+
+/// Sets or clears the auto-accept size for a contact.
+#[tauri::command]
+#[specta::specta]
+pub async fn set_auto_accept(
+    state: State<'_, AppState>,
+    contact: String,
+    max_bytes: Option<u64>,
+) -> Result<()> {
+    Ok(node(&state)
+        .await?
+        .set_auto_accept(&contact, max_bytes)
+        .await?)
+}
+
+/// Where received files are saved.
+#[tauri::command]
+#[specta::specta]
+pub async fn downloads_dir(state: State<'_, AppState>) -> Result<PathBuf> {
+    Ok(node(&state).await?.downloads_dir()?)
+}
+
+/// Changes where received files are saved.
+#[tauri::command]
+#[specta::specta]
+pub async fn set_downloads_dir(state: State<'_, AppState>, dir: PathBuf) -> Result<()> {
+    Ok(node(&state).await?.set_downloads_dir(&dir).await?)
+}
+
+/// Network settings: what runs now and what the next start will use.
+#[derive(Debug, Clone, Serialize, Deserialize, Type)]
+pub struct NetView {
+    /// What the running node uses.
+    pub running: NetSettings,
+    /// What is stored for the next start.
+    pub stored: NetSettings,
+}
+
+/// The network settings.
+#[tauri::command]
+#[specta::specta]
+pub async fn net_settings(state: State<'_, AppState>) -> Result<NetView> {
+    let node = node(&state).await?;
+    Ok(NetView {
+        running: node.net_settings().clone(),
+        stored: node.stored_net_settings()?,
+    })
+}
+
+/// Stores relay and LAN-discovery choices; returns true when a restart is needed to apply them.
+#[tauri::command]
+#[specta::specta]
+pub async fn set_net_settings(
+    state: State<'_, AppState>,
+    relay: String,
+    local_discovery: bool,
+) -> Result<bool> {
+    let relay: RelayChoice = relay.trim().parse()?;
+    Ok(node(&state)
+        .await?
+        .set_net_settings(relay, local_discovery)
+        .await?)
+}
+
+/// Disk space the data folder uses.
+#[tauri::command]
+#[specta::specta]
+pub async fn storage(state: State<'_, AppState>) -> Result<StorageUsage> {
+    Ok(node(&state).await?.storage())
+}
+
+/// Releases blob data no live transfer needs; returns how many sets were released.
+#[tauri::command]
+#[specta::specta]
+pub async fn clean_storage(state: State<'_, AppState>) -> Result<u32> {
+    Ok(node(&state).await?.clean_storage().await?)
+}

@@ -1,0 +1,516 @@
+//! The desktop app as a person uses it: the real `ferry-app` under Xvfb, driven through WebDriver
+//! (tauri-driver + WebKitWebDriver), paired with a headless `ferry daemon` peer on loopback.
+//!
+//! First start, pairing by pasted invite, messages both ways with delivered and read ticks,
+//! Shift+Enter, a file sent by the command the drop handler calls, an incoming file accepted
+//! and checked on disk, the dangerous-file warning, safety numbers and verification, unread
+//! counts on the tray, keyboard shortcuts, 200% zoom, the dark theme, and single instance.
+//! Screenshots of every main screen go to `FERRY_SCREENSHOT_DIR` when it is set.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, ensure, Context, Result};
+use ferry_tests::webdriver::{keys, tauri_driver_path, wait_until, Driver, Session, Xvfb};
+use ferry_tests::*;
+use serde_json::{json, Value};
+
+const CONTROL: &str = "\u{E009}";
+const TAB: &str = "\u{E004}";
+const ESCAPE: &str = "\u{E00C}";
+
+fn json_of(out: &Output) -> Result<Value> {
+    ensure!(out.ok, "command failed: {}", out.stderr);
+    Ok(serde_json::from_str(out.stdout.trim())?)
+}
+
+/// Polls a `ferry … --json` command until `pred` holds.
+fn eventually_json(home: &Path, args: &[&str], pred: impl Fn(&Value) -> bool) -> Result<Value> {
+    let mut last = Value::Null;
+    wait_until(WAIT, &format!("`ferry {args:?}` to match"), || {
+        last = json_of(&ferry(home, args)?)?;
+        Ok(pred(&last).then(|| last.clone()))
+    })
+    .with_context(|| format!("last output: {last}"))
+}
+
+/// Calls a Tauri command from the page, exactly as the UI does.
+fn invoke(s: &Session<'_>, cmd: &str, args: Value) -> Result<Value> {
+    let v = s.execute_async(
+        "const [cmd, args, done] = arguments;
+         window.__TAURI_INTERNALS__.invoke(cmd, args).then(v => done({ ok: v ?? null }), e => done({ err: e }));",
+        &[json!(cmd), args],
+    )?;
+    match v.get("ok") {
+        Some(ok) => Ok(ok.clone()),
+        None => bail!("{cmd} failed: {}", v["err"]),
+    }
+}
+
+/// Waits until an element matching `css` has attribute `attr` equal to one of `values`.
+fn wait_attr(s: &Session<'_>, css: &str, attr: &str, values: &[&str]) -> Result<String> {
+    wait_until(WAIT, &format!("{css} with {attr} in {values:?}"), || {
+        for el in s.find_all(css)? {
+            if let Some(v) = s.attr(&el, attr)? {
+                if values.contains(&v.as_str()) {
+                    return Ok(Some(v));
+                }
+            }
+        }
+        Ok(None)
+    })
+}
+
+/// Waits until some element matching `css` shows `needle` in its rendered text (innerText).
+fn see(s: &Session<'_>, css: &str, needle: &str) -> Result<()> {
+    let mut last = Value::Null;
+    wait_until(WAIT, &format!("{css} showing {needle:?}"), || {
+        last = s.execute(
+            "return [...document.querySelectorAll(arguments[0])].map(e => e.innerText);",
+            &[json!(css)],
+        )?;
+        let found = last.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|t| t.as_str().is_some_and(|t| t.contains(needle)))
+        });
+        Ok(found.then_some(()))
+    })
+    .with_context(|| format!("texts seen last: {last}"))
+}
+
+fn js(s: &Session<'_>, script: &str) -> Result<Value> {
+    s.execute(script, &[])
+}
+
+struct Shots(Option<PathBuf>, tempfile::TempDir);
+
+impl Shots {
+    fn take(&self, s: &Session<'_>, name: &str) -> Result<()> {
+        let path = self.1.path().join(format!("{name}.png"));
+        s.screenshot(&path)?;
+        let png = std::fs::read(&path)?;
+        ensure!(
+            png.starts_with(b"\x89PNG") && png.len() > 2000,
+            "{name}: not a real screenshot"
+        );
+        if let Some(dir) = &self.0 {
+            std::fs::create_dir_all(dir)?;
+            std::fs::copy(&path, dir.join(format!("{name}.png")))?;
+        }
+        Ok(())
+    }
+}
+
+/// The pid of the app process serving `home` (launched by WebKitWebDriver, not by us).
+fn app_pid(app: &Path, home: &Path) -> Result<u32> {
+    let want = format!("FERRY_HOME={}", home.display());
+    wait_until(WAIT, "the app process", || {
+        for entry in std::fs::read_dir("/proc")?.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let exe = std::fs::read_link(entry.path().join("exe")).ok();
+            if exe.as_deref() != Some(app) {
+                continue;
+            }
+            let env = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+            if env.split(|b| *b == 0).any(|kv| kv == want.as_bytes()) {
+                return Ok(Some(pid));
+            }
+        }
+        Ok(None)
+    })
+}
+
+fn env_of(pid: u32) -> Result<Vec<(String, String)>> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ"))?;
+    Ok(raw
+        .split(|b| *b == 0)
+        .filter_map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        })
+        .collect())
+}
+
+fn write_file(path: &Path, len: usize, seed: u8) -> Result<Vec<u8>> {
+    let data: Vec<u8> = (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect();
+    std::fs::write(path, &data)?;
+    Ok(data)
+}
+
+#[test]
+fn a_person_pairs_chats_and_swaps_files_in_the_desktop_app() -> Result<()> {
+    if tauri_driver_path().is_none() {
+        println!("skipped: tauri-driver is not installed (cargo install tauri-driver --locked)");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let root = dir.path();
+    let shots = Shots(
+        std::env::var_os("FERRY_SCREENSHOT_DIR").map(PathBuf::from),
+        tempfile::tempdir()?,
+    );
+
+    // Bob: a headless peer on loopback.
+    let bob = init_home(root, "Bob", &[])?;
+    let bob_dl = root.join("bob-downloads");
+    std::fs::create_dir_all(&bob_dl)?;
+    let bob_daemon = Daemon::start(&bob, &["--downloads", bob_dl.to_str().context("utf-8")?])?;
+
+    // Ann: the desktop app on a home that does not exist yet, loopback only.
+    let ann = root.join("ann");
+    let ann_dl = root.join("ann-downloads");
+    std::fs::create_dir_all(&ann_dl)?;
+    let app = app_bin()?;
+    let x = Xvfb::start()?;
+    let home = ann.to_str().context("utf-8")?.to_owned();
+    let env = [
+        ("DISPLAY", x.display()),
+        ("FERRY_HOME", home.clone()),
+        ("FERRY_RELAY", "disabled".to_owned()),
+        ("FERRY_BIND", "127.0.0.1:0".to_owned()),
+        ("FERRY_LOCAL_DISCOVERY", "0".to_owned()),
+    ];
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let driver = Driver::start(&env_refs)?;
+    let s = driver.session(&app, &[])?;
+    let places = Places {
+        root,
+        bob: &bob,
+        bob_dl: &bob_dl,
+        ann: &ann,
+        ann_dl: &ann_dl,
+        app: &app,
+    };
+    if let Err(e) = journey(&s, &shots, &places) {
+        let _ = shots.take(&s, "failure");
+        let text = js(&s, "return document.body.innerText").unwrap_or_default();
+        eprintln!(
+            "the page when it failed:\n{}",
+            text.as_str().unwrap_or_default()
+        );
+        return Err(e);
+    }
+    let notifications = invoke(&s, "desktop_state", json!({}))?;
+    println!("desktop state at the end: {notifications}");
+    s.close()?;
+    drop(driver);
+    drop(bob_daemon);
+    Ok(())
+}
+
+struct Places<'a> {
+    root: &'a Path,
+    bob: &'a Path,
+    bob_dl: &'a Path,
+    ann: &'a Path,
+    ann_dl: &'a Path,
+    app: &'a Path,
+}
+
+fn journey(s: &Session<'_>, shots: &Shots, p: &Places<'_>) -> Result<()> {
+    let Places {
+        root,
+        bob,
+        bob_dl,
+        ann,
+        ann_dl,
+        app,
+    } = *p;
+
+    // First start: a name, then the empty app.
+    let name = s.wait_for("[data-testid=name-input]", WAIT)?;
+    shots.take(s, "01-first-start-light")?;
+    s.send_keys(&name, "Ann")?;
+    s.click(&s.find("[data-testid=name-submit]")?)?;
+    s.wait_for("[data-testid=no-contacts]", WAIT)?;
+    s.wait_for("[data-testid=no-conversation]", WAIT)?;
+    shots.take(s, "02-empty-light")?;
+
+    // Pair through the UI with Bob's invite, pasted.
+    let invite = ferry(bob, &["invite"])?;
+    ensure!(invite.ok, "{}", invite.stderr);
+    let invite = invite.stdout.trim().to_owned();
+    s.click(&s.find("[data-testid=add-contact]")?)?;
+    s.wait_for("[data-testid=my-qr] svg", WAIT)?;
+    let my_invite = js(
+        s,
+        "return document.querySelector('[data-testid=my-invite]').value",
+    )?;
+    let my_invite = my_invite.as_str().unwrap_or_default();
+    ensure!(my_invite.starts_with("ferry:"), "my invite: {my_invite:?}");
+    shots.take(s, "03-add-contact-light")?;
+    s.send_keys(&s.find("[data-testid=paste-invite]")?, &invite)?;
+    s.click(&s.find("[data-testid=pair]")?)?;
+    see(s, "[data-testid=contacts]", "Bob")?;
+    s.wait_for("[data-testid=conversation]", WAIT)?;
+    let bob_id = s
+        .attr(&s.find("[data-testid=contact]")?, "data-contact")?
+        .context("contact id")?;
+    see(s, "[data-testid=presence]", "Online")?;
+
+    // Ann writes; the tick goes delivered, then read once Bob reads.
+    let composer = s.find("[data-testid=composer]")?;
+    s.send_keys(&composer, &format!("Hello Bob{}", keys::ENTER))?;
+    wait_attr(
+        s,
+        "[data-direction=outgoing]",
+        "data-state",
+        &["delivered", "read"],
+    )?;
+    eventually_json(bob, &["history", "Ann", "--json"], |v| {
+        v.to_string().contains("Hello Bob")
+    })?;
+    wait_attr(s, "[data-direction=outgoing]", "data-state", &["read"])?;
+
+    // Shift+Enter is a new line inside one message (modifiers are released at the end of
+    // each send_keys call).
+    s.send_keys(
+        &composer,
+        &format!("line one{}{}", keys::SHIFT, keys::ENTER),
+    )?;
+    let draft = js(
+        s,
+        "return document.querySelector('[data-testid=composer]').value",
+    )?;
+    ensure!(
+        draft == "line one\n",
+        "Shift+Enter did not make a new line: {draft}"
+    );
+    s.send_keys(&composer, &format!("line two{}", keys::ENTER))?;
+    eventually_json(bob, &["history", "Ann", "--json"], |v| {
+        v.to_string().contains("line one\\nline two")
+    })?;
+
+    // Bob answers; it appears in the open conversation.
+    ensure!(ferry(bob, &["send", "Ann", "Hi Ann, got it"])?.ok);
+    see(s, "[data-direction=incoming]", "Hi Ann, got it")?;
+
+    // A file to Bob, through the command the drop handler calls.
+    let out_path = root.join("holiday.bin.txt");
+    let out_data = write_file(&out_path, 3 * 1024 * 1024 + 17, 7)?;
+    let report = invoke(
+        s,
+        "send_paths",
+        json!({ "contact": bob_id, "paths": [out_path] }),
+    )?;
+    ensure!(
+        report["failed"].as_array().is_some_and(|f| f.is_empty()),
+        "{report}"
+    );
+    let out_id = report["sent"][0]["id"]
+        .as_str()
+        .context("transfer id")?
+        .to_owned();
+    wait_attr(
+        s,
+        &format!("[data-transfer='{out_id}']"),
+        "data-state",
+        &["offered"],
+    )?;
+    eventually_json(bob, &["transfers", "--json"], |v| {
+        v.to_string().contains(&out_id)
+    })?;
+    let accepted = ferry(bob, &["accept", &out_id])?;
+    ensure!(accepted.ok, "{}", accepted.stderr);
+    wait_attr(
+        s,
+        &format!("[data-transfer='{out_id}']"),
+        "data-state",
+        &["done"],
+    )?;
+    ensure!(
+        std::fs::read(bob_dl.join("holiday.bin.txt"))? == out_data,
+        "Bob's copy differs"
+    );
+
+    // A file from Bob, accepted with a click, checked on disk.
+    invoke(s, "set_downloads_dir", json!({ "dir": ann_dl }))?;
+    let in_path = root.join("minutes.pdf");
+    let in_data = write_file(&in_path, 2 * 1024 * 1024 + 5, 3)?;
+    ensure!(
+        ferry(
+            bob,
+            &["send-file", "Ann", in_path.to_str().context("utf-8")?]
+        )?
+        .ok
+    );
+    let accept = s.wait_for("[data-direction=incoming] [data-testid=accept]", WAIT)?;
+    s.click(&accept)?;
+    wait_until(WAIT, "the incoming file on disk", || {
+        Ok(std::fs::read(ann_dl.join("minutes.pdf"))
+            .ok()
+            .filter(|d| *d == in_data))
+    })?;
+    see(s, "[data-direction=incoming] [data-state=done]", "Received")?;
+    s.wait_for("[data-direction=incoming] [data-testid=reveal]", WAIT)?;
+
+    // A script is flagged before anyone opens it.
+    let script = root.join("install.sh");
+    std::fs::write(&script, "#!/bin/sh\necho hi\n")?;
+    ensure!(
+        ferry(
+            bob,
+            &["send-file", "Ann", script.to_str().context("utf-8")?]
+        )?
+        .ok
+    );
+    see(s, "[data-testid=dangerous]", "run programs")?;
+    see(s, "[data-testid=accept]", "Accept anyway")?;
+    shots.take(s, "04-conversation-light")?;
+
+    // Safety number matches Bob's; mark verified.
+    s.click(&s.find("[data-testid=open-details]")?)?;
+    s.wait_for("[data-testid=safety-number] span", WAIT)?;
+    let shown = js(
+        s,
+        "return document.querySelector('[data-testid=safety-number]').innerText",
+    )?;
+    let shown = shown.as_str().unwrap_or_default().to_owned();
+    let contacts = json_of(&ferry(bob, &["contacts", "--json"])?)?;
+    let bobs: String = contacts[0]["safety_number"]
+        .as_str()
+        .context("safety number")?
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    let shown: String = shown.chars().filter(char::is_ascii_digit).collect();
+    ensure!(
+        shown == bobs && shown.len() >= 60,
+        "safety numbers differ: {shown} vs {bobs}"
+    );
+    see(s, "[data-testid=connection]", "direct")?;
+    s.click(&s.find("[data-testid=mark-verified]")?)?;
+    s.wait_for("[data-testid=verified]", WAIT)?;
+    shots.take(s, "05-details-light")?;
+
+    // Transfers and settings.
+    s.click(&s.find("[data-testid=nav-transfers]")?)?;
+    see(s, "[data-testid=transfers-page]", "minutes.pdf")?;
+    shots.take(s, "06-transfers-light")?;
+    s.click(&s.find("[data-testid=nav-settings]")?)?;
+    see(s, "[data-testid=my-id]", &home_id(ann)?)?;
+    see(s, "[data-testid=downloads-dir]", "ann-downloads")?;
+    shots.take(s, "07-settings-light")?;
+
+    // Away from the conversation, a message counts as unread in the sidebar and on the tray.
+    ensure!(ferry(bob, &["send", "Ann", "are you there?"])?.ok);
+    see(s, "[data-testid=unread]", "1")?;
+    let desk = wait_until(WAIT, "the tray's unread count", || {
+        let d = invoke(s, "desktop_state", json!({}))?;
+        Ok((d["unread"] == 1).then_some(d))
+    })?;
+    ensure!(desk["tray_text"] == "Ferry — 1 unread message", "{desk}");
+    println!("desktop state with one unread: {desk}");
+    s.click(&s.find("[data-testid=contact]")?)?;
+    wait_until(WAIT, "unread back to zero", || {
+        Ok((invoke(s, "desktop_state", json!({}))?["unread"] == 0).then_some(()))
+    })?;
+
+    // Keyboard: Ctrl+N opens "Add contact", Escape returns, Tab leaves the composer with a
+    // visible focus ring.
+    let composer = s.find("[data-testid=composer]")?;
+    s.click(&composer)?;
+    s.send_keys(&composer, &format!("{CONTROL}n"))?;
+    s.wait_for("[data-testid=add-page]", WAIT)?;
+    s.send_keys(&s.find("[data-testid=paste-invite]")?, ESCAPE)?;
+    let composer = s.wait_for("[data-testid=composer]", WAIT)?;
+    s.send_keys(&composer, &format!("draft{TAB}"))?;
+    let focus = js(
+        s,
+        "const e = document.activeElement; return { id: e.dataset.testid ?? e.tagName, outline: getComputedStyle(e).outlineStyle };",
+    )?;
+    ensure!(
+        focus["id"] == "send" && focus["outline"] != "none",
+        "focus after Tab: {focus}"
+    );
+
+    // 200% zoom: nothing spills sideways; the composer and Send stay on screen.
+    js(s, "document.documentElement.style.zoom = '2';")?;
+    let fit = js(
+        s,
+        "const r = document.querySelector('[data-testid=send]').getBoundingClientRect();
+         const z = parseFloat(document.documentElement.style.zoom) || 1;
+         return { overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+                  right: r.right * z, bottom: r.bottom * z, width: innerWidth, height: innerHeight };",
+    )?;
+    println!("at 200%: {fit}");
+    ensure!(
+        fit["overflow"].as_f64() <= Some(0.0)
+            && fit["right"].as_f64() <= fit["width"].as_f64().map(|w| w + 1.0)
+            && fit["bottom"].as_f64() <= fit["height"].as_f64().map(|h| h + 1.0),
+        "layout does not fit at 200%: {fit}"
+    );
+    shots.take(s, "08-zoom-200-light")?;
+    js(s, "document.documentElement.style.zoom = '';")?;
+
+    // Dark theme, chosen in settings, on every main screen.
+    s.click(&s.find("[data-testid=nav-settings]")?)?;
+    s.wait_for("[data-testid=theme-dark]", WAIT)?;
+    js(
+        s,
+        "document.querySelector('[data-testid=theme-dark]').click();",
+    )?;
+    wait_until(WAIT, "the dark theme", || {
+        Ok(
+            (js(s, "return document.documentElement.dataset.theme ?? null")? == "dark")
+                .then_some(()),
+        )
+    })?;
+    shots.take(s, "07-settings-dark")?;
+    s.click(&s.find("[data-testid=nav-transfers]")?)?;
+    s.wait_for("[data-testid=transfers-page]", WAIT)?;
+    shots.take(s, "06-transfers-dark")?;
+    s.click(&s.find("[data-testid=contact]")?)?;
+    s.wait_for("[data-testid=conversation]", WAIT)?;
+    shots.take(s, "04-conversation-dark")?;
+    s.click(&s.find("[data-testid=open-details]")?)?;
+    s.wait_for("[data-testid=safety-number]", WAIT)?;
+    shots.take(s, "05-details-dark")?;
+    s.click(&s.find("[data-testid=add-contact]")?)?;
+    s.wait_for("[data-testid=my-qr] svg", WAIT)?;
+    shots.take(s, "03-add-contact-dark")?;
+
+    // Single instance: a second launch hands over to the running app and exits.
+    let pid = app_pid(app, ann)?;
+    let mut second = Command::new(app);
+    second
+        .env_clear()
+        .envs(env_of(pid)?)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let mut second = second.spawn()?;
+    let status = wait_until(WAIT, "the second instance to exit", || {
+        Ok(second.try_wait()?)
+    })
+    .inspect_err(|_| {
+        let _ = second.kill();
+    })?;
+    ensure!(status.success(), "second instance: {status}");
+    ensure!(
+        js(
+            s,
+            "return document.querySelector('[data-testid=add-page]') !== null"
+        )? == true,
+        "the first window stopped answering"
+    );
+    let whoami = ferry(ann, &["whoami", "--json"])?;
+    ensure!(
+        whoami.ok && whoami.stdout.contains("\"Ann\""),
+        "{}",
+        whoami.stderr
+    );
+
+    Ok(())
+}
+
+/// The endpoint id stored in a home (through the running app's control socket).
+fn home_id(home: &Path) -> Result<String> {
+    let me = json_of(&ferry(home, &["whoami", "--json"])?)?;
+    Ok(me["id"].as_str().context("id")?.to_owned())
+}

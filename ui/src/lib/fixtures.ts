@@ -1,0 +1,56 @@
+/** Test data shaped like the engine's (see bindings.ts). */
+import type { Contact, Message, Transfer } from "./api";
+
+export function contact(over: Partial<Contact> = {}): Contact {
+  return {
+    id: "b0b",
+    name: "Bob",
+    presence: { state: "online", path: "direct", rtt_ms: 2 },
+    safety_number: "12345 67890",
+    verified: false,
+    unread: 0,
+    queued: 0,
+    ...over,
+  };
+}
+
+let seq = 0;
+export function message(over: Partial<Message> = {}): Message {
+  seq += 1;
+  return {
+    id: `m${seq}`,
+    conversation: "c",
+    contact: "b0b",
+    seq,
+    direction: "outgoing",
+    body: `hello ${seq}`,
+    sent_at: 1_700_000_000_000 + seq,
+    stored_at: 1_700_000_000_000 + seq,
+    state: "delivered",
+    transfer: null,
+    ...over,
+  };
+}
+
+export function transfer(over: Partial<Transfer> = {}): Transfer {
+  return {
+    id: "t1",
+    contact: "b0b",
+    direction: "incoming",
+    name: "report.pdf",
+    size: 2_000_000,
+    hash: "h",
+    folder: false,
+    files: 1,
+    media_type: "application/pdf",
+    dangerous: false,
+    state: "offered",
+    bytes_done: 0,
+    resumed_from: 0,
+    path: null,
+    error: null,
+    created_at: 1,
+    updated_at: 1,
+    ...over,
+  };
+}

@@ -1,0 +1,120 @@
+/** Formatting shared by the screens; free of DOM and Tauri so it is unit-tested in Node. */
+import type { Contact, Message, Transfer } from "./api";
+
+/** Bytes as a file manager shows them (decimal units). */
+export function formatSize(bytes: number): string {
+  if (bytes < 1000) return `${bytes} B`;
+  const units = ["KB", "MB", "GB", "TB"];
+  let v = bytes;
+  let unit = -1;
+  while (v >= 1000 && unit < units.length - 1) {
+    v /= 1000;
+    unit += 1;
+  }
+  return `${v >= 100 ? v.toFixed(0) : v.toFixed(1)} ${units[unit]}`;
+}
+
+/** Bytes per second as a speed. */
+export function formatRate(bytesPerSecond: number): string {
+  return `${formatSize(bytesPerSecond)}/s`;
+}
+
+/** The time of day of a timestamp (ms), e.g. `14:05`. */
+export function formatTime(ms: number): string {
+  return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+function startOfDay(ms: number): number {
+  const d = new Date(ms);
+  d.setHours(0, 0, 0, 0);
+  return d.getTime();
+}
+
+/** A day separator's label: Today, Yesterday, or the date. */
+export function dayLabel(ms: number, now: number = Date.now()): string {
+  const days = Math.round((startOfDay(now) - startOfDay(ms)) / 86_400_000);
+  if (days === 0) return "Today";
+  if (days === 1) return "Yesterday";
+  const sameYear = new Date(ms).getFullYear() === new Date(now).getFullYear();
+  return new Date(ms).toLocaleDateString([], {
+    weekday: days < 7 ? "long" : undefined,
+    day: "numeric",
+    month: "long",
+    year: sameYear ? undefined : "numeric",
+  });
+}
+
+/** Messages grouped by day, in order, for day separators. */
+export function groupByDay(messages: Message[], now: number = Date.now()): { day: string; messages: Message[] }[] {
+  const groups: { day: string; messages: Message[] }[] = [];
+  for (const m of messages) {
+    const day = dayLabel(m.sent_at, now);
+    const last = groups[groups.length - 1];
+    if (last && last.day === day) last.messages.push(m);
+    else groups.push({ day, messages: [m] });
+  }
+  return groups;
+}
+
+/** What an outgoing message's tick says. */
+export function tick(m: Message): { glyph: string; label: string } | null {
+  if (m.direction !== "outgoing") return null;
+  switch (m.state) {
+    case "queued":
+      return { glyph: "◷", label: "Waiting to be delivered" };
+    case "delivered":
+      return { glyph: "✓", label: "Delivered" };
+    case "read":
+      return { glyph: "✓✓", label: "Read" };
+    case "failed":
+      return { glyph: "!", label: "Not delivered" };
+    default:
+      return null;
+  }
+}
+
+/** Presence in words: "Online · direct · 3 ms", "Online · relayed", "Offline". */
+export function presenceLabel(c: Contact): string {
+  if (c.presence.state === "offline") return "Offline";
+  const parts = ["Online", c.presence.path === "direct" ? "direct" : "via relay"];
+  if (c.presence.rtt_ms !== null && c.presence.rtt_ms !== undefined) parts.push(`${c.presence.rtt_ms} ms`);
+  return parts.join(" · ");
+}
+
+/** The safety number in groups of five digits, as both sides read it aloud. */
+export function safetyGroups(n: string): string[] {
+  const digits = n.replace(/\D/g, "");
+  const out: string[] = [];
+  for (let i = 0; i < digits.length; i += 5) out.push(digits.slice(i, i + 5));
+  return out;
+}
+
+/** Initials for an avatar. */
+export function initials(name: string): string {
+  const words = name.trim().split(/\s+/).filter(Boolean);
+  const letters = words.length > 1 ? [words[0]![0], words[words.length - 1]![0]] : [...(words[0] ?? "?")].slice(0, 2);
+  return letters.join("").toUpperCase();
+}
+
+/** The state of a transfer in words, from this side's point of view. */
+export function transferLabel(t: Transfer, contactName: string): string {
+  const incoming = t.direction === "incoming";
+  switch (t.state) {
+    case "offered":
+      return incoming ? `${contactName} wants to send you this` : `Waiting for ${contactName} to accept`;
+    case "accepted":
+      return incoming ? "Starting…" : `${contactName} accepted`;
+    case "transferring":
+      return incoming ? "Receiving…" : "Sending…";
+    case "paused":
+      return incoming ? `Paused: waiting for ${contactName} to come back` : "Paused";
+    case "done":
+      return incoming ? "Received" : "Sent";
+    case "failed":
+      return t.error ? `Failed: ${t.error}` : "Failed";
+    case "declined":
+      return incoming ? "You declined" : `${contactName} declined`;
+    case "cancelled":
+      return "Cancelled";
+  }
+}

@@ -1,0 +1,311 @@
+/**
+ * The app's state: contacts, the open conversation, transfers, and what the engine reports.
+ * Engine events are applied by {@link Store.apply}; everything else calls the engine through
+ * the injected {@link Api} (the generated bindings in the app, a fake in unit tests).
+ */
+import type { Status } from "../bindings";
+import { errorMessage, type Api, type Contact, type EngineEvent, type Message, type Transfer } from "./api";
+
+/** The screens of the main window. */
+export type View =
+  | { kind: "chat" }
+  | { kind: "add" }
+  | { kind: "details"; contact: string }
+  | { kind: "transfers" }
+  | { kind: "settings" };
+
+/** Live progress of a transfer. */
+export interface Progress {
+  bytes: number;
+  total: number;
+  rate: number;
+}
+
+/** How far a message has got; later states win over earlier ones. */
+const STATE_RANK: Record<Message["state"], number> = {
+  queued: 0,
+  failed: 1,
+  delivered: 2,
+  read: 3,
+  received: 0,
+  seen: 1,
+};
+
+/** How many messages a conversation page holds. */
+export const PAGE = 100;
+
+export class Store {
+  status: Status = $state({ state: "starting" });
+  contacts: Contact[] = $state([]);
+  selected: string | null = $state(null);
+  view: View = $state({ kind: "chat" });
+  /** Messages of loaded conversations, by contact id, oldest first. */
+  messages: Record<string, Message[]> = $state({});
+  /** Whether older messages exist before the loaded page, by contact id. */
+  more: Record<string, boolean> = $state({});
+  /** The newest message of each conversation, for the sidebar. */
+  last: Record<string, Message> = $state({});
+  transfers: Record<string, Transfer> = $state({});
+  progress: Record<string, Progress> = $state({});
+  /** A passing message for the status line (errors included). */
+  notice: { text: string; error: boolean } | null = $state(null);
+  /** Whether the window has focus (messages in the open conversation count as read). */
+  focused = $state(true);
+
+  constructor(private readonly api: Api) {}
+
+  get current(): Contact | undefined {
+    return this.contacts.find((c) => c.id === this.selected);
+  }
+
+  contact(id: string): Contact | undefined {
+    return this.contacts.find((c) => c.id === id);
+  }
+
+  private noticeTimer: ReturnType<typeof setTimeout> | undefined;
+  private noticeSeq = 0;
+
+  /** Shows a passing message for a few seconds; errors stay until dismissed or replaced. */
+  say(text: string, error = false): void {
+    const seq = ++this.noticeSeq;
+    this.notice = { text, error };
+    clearTimeout(this.noticeTimer);
+    if (!error) {
+      this.noticeTimer = setTimeout(() => {
+        if (this.noticeSeq === seq) this.notice = null;
+      }, 6000);
+    }
+  }
+
+  /** Runs a command, showing its error instead of throwing. Returns undefined on error. */
+  async attempt<T>(f: () => Promise<T>): Promise<T | undefined> {
+    try {
+      return await f();
+    } catch (e) {
+      this.say(errorMessage(e), true);
+      return undefined;
+    }
+  }
+
+  /** Polls the shell until the home is open (or needs a name, or is busy). */
+  async start(): Promise<void> {
+    this.status = await this.api.status();
+    if (this.status.state === "ready") await this.loadAll();
+  }
+
+  async createProfile(name: string): Promise<void> {
+    this.status = await this.api.createProfile(name);
+    if (this.status.state === "ready") await this.loadAll();
+  }
+
+  async loadAll(): Promise<void> {
+    await Promise.all([this.refreshContacts(), this.refreshTransfers()]);
+    if (!this.selected && this.contacts.length) await this.select(this.contacts[0]!.id);
+  }
+
+  async refreshContacts(): Promise<void> {
+    const list = await this.attempt(() => this.api.contacts());
+    if (!list) return;
+    await Promise.all(
+      list
+        .filter((c) => !this.last[c.id])
+        .map(async (c) => {
+          const page = await this.api.history(c.id, null, 1, false).catch(() => []);
+          if (page[0]) this.last[c.id] = page[0];
+        }),
+    );
+    this.contacts = sortContacts(list, this.last);
+  }
+
+  async refreshTransfers(): Promise<void> {
+    const list = await this.attempt(() => this.api.transfers());
+    if (!list) return;
+    const map: Record<string, Transfer> = {};
+    for (const t of list) map[t.id] = t;
+    this.transfers = map;
+  }
+
+  /** Opens a conversation and marks what it shows as read. */
+  async select(id: string): Promise<void> {
+    this.selected = id;
+    this.view = { kind: "chat" };
+    await this.loadHistory(id);
+  }
+
+  async loadHistory(id: string): Promise<void> {
+    const page = await this.attempt(() => this.api.history(id, null, PAGE, this.focused));
+    if (!page) return;
+    this.messages[id] = page;
+    this.more[id] = page.length === PAGE;
+    const newest = page[page.length - 1];
+    if (newest) this.last[id] = newest;
+    if (this.focused) this.setUnread(id, 0);
+  }
+
+  /** Loads the page before the oldest loaded message. */
+  async loadOlder(id: string): Promise<void> {
+    const loaded = this.messages[id] ?? [];
+    const oldest = loaded[0];
+    if (!oldest) return;
+    const page = await this.attempt(() => this.api.history(id, oldest.seq, PAGE, false));
+    if (!page) return;
+    this.messages[id] = [...page, ...loaded];
+    this.more[id] = page.length === PAGE;
+  }
+
+  private setUnread(id: string, unread: number): void {
+    const c = this.contact(id);
+    if (c) c.unread = unread;
+  }
+
+  /** Sends a text to the open conversation. Returns false when nothing was sent. */
+  async send(text: string): Promise<boolean> {
+    const id = this.selected;
+    const body = text.trim();
+    if (!id || !body) return false;
+    const m = await this.attempt(() => this.api.sendText(id, body));
+    if (!m) return false;
+    this.upsertMessage(m);
+    await this.refreshContacts();
+    return true;
+  }
+
+  /** Offers files or folders (a drop, or the file dialog) to a contact. */
+  async sendPaths(contact: string, paths: string[]): Promise<number> {
+    if (!paths.length) return 0;
+    const report = await this.attempt(() => this.api.sendPaths(contact, paths));
+    if (!report) return 0;
+    for (const t of report.sent) this.transfers[t.id] = t;
+    if (report.failed.length) {
+      const first = report.failed[0]!;
+      const more = report.failed.length > 1 ? ` (and ${report.failed.length - 1} more)` : "";
+      this.say(`Could not send ${baseName(first.path)}: ${errorMessage(first.error)}${more}`, true);
+    }
+    await this.loadHistory(contact);
+    return report.sent.length;
+  }
+
+  async transferAction(id: string, action: "accept" | "decline" | "cancel"): Promise<void> {
+    const call = {
+      accept: this.api.acceptTransfer,
+      decline: this.api.declineTransfer,
+      cancel: this.api.cancelTransfer,
+    }[action];
+    const t = await this.attempt(() => call(id));
+    if (t) this.transfers[t.id] = t;
+  }
+
+  private upsertMessage(m: Message): void {
+    const newest = this.last[m.contact];
+    if (!newest || newest.seq <= m.seq) this.last[m.contact] = m;
+    const list = this.messages[m.contact];
+    if (!list) return;
+    const i = list.findIndex((x) => x.id === m.id);
+    if (i < 0) {
+      list.push(m);
+      return;
+    }
+    // A command's reply can land after the events that moved the message on: never go back.
+    const known = list[i]!;
+    list[i] = STATE_RANK[known.state] > STATE_RANK[m.state] ? { ...m, state: known.state } : m;
+  }
+
+  /** Applies one engine event. */
+  apply(ev: EngineEvent): void {
+    switch (ev.type) {
+      case "message_received": {
+        const m = ev.message;
+        this.upsertMessage(m);
+        const open = this.selected === m.contact && this.view.kind === "chat" && this.focused;
+        if (open) {
+          // Reading it now: the history call marks it read and tells the sender.
+          void this.loadHistory(m.contact);
+        } else {
+          const c = this.contact(m.contact);
+          if (c) c.unread += 1;
+        }
+        this.contacts = sortContacts(this.contacts, this.last);
+        break;
+      }
+      case "message_sent": {
+        // Also what the CLI or a drop sent while this window was open.
+        if (ev.transfer) this.transfers[ev.transfer.id] = ev.transfer;
+        this.upsertMessage(ev.message);
+        this.contacts = sortContacts(this.contacts, this.last);
+        break;
+      }
+      case "delivery_changed": {
+        for (const m of this.messages[ev.contact] ?? []) if (m.id === ev.id) m.state = ev.state;
+        const c = this.contact(ev.contact);
+        if (c && ev.state !== "queued") c.queued = Math.max(0, c.queued - (ev.state === "delivered" ? 1 : 0));
+        break;
+      }
+      case "presence_changed": {
+        const c = this.contact(ev.contact);
+        if (c) {
+          c.presence = ev.presence;
+          c.name = ev.name;
+        } else {
+          // A contact this window has not listed yet (pairing still settling): fetch again.
+          void this.refreshContacts();
+        }
+        break;
+      }
+      case "pairing_completed": {
+        if (!this.contact(ev.contact.id)) this.contacts = [...this.contacts, ev.contact];
+        this.say(`You are now connected with ${ev.contact.name}.`);
+        break;
+      }
+      case "transfer_offered":
+      case "transfer_changed":
+        this.transfers[ev.transfer.id] = ev.transfer;
+        if (ev.transfer.state !== "transferring") delete this.progress[ev.transfer.id];
+        break;
+      case "transfer_progress":
+        this.progress[ev.id] = { bytes: ev.bytes_done, total: ev.total, rate: ev.rate };
+        break;
+      case "transfer_completed": {
+        const t = this.transfers[ev.id];
+        if (t) {
+          t.state = "done";
+          t.path = ev.path;
+          t.bytes_done = t.size;
+        }
+        delete this.progress[ev.id];
+        break;
+      }
+      case "transfer_failed": {
+        const t = this.transfers[ev.id];
+        if (t) {
+          t.state = "failed";
+          t.error = ev.reason;
+        }
+        delete this.progress[ev.id];
+        break;
+      }
+    }
+  }
+
+  /** The window came to the front: what the open conversation shows is now read. */
+  async focus(focused: boolean): Promise<void> {
+    this.focused = focused;
+    const c = this.current;
+    if (focused && c && c.unread > 0 && this.view.kind === "chat") await this.loadHistory(c.id);
+  }
+}
+
+/** Most recent conversation first; contacts never written to follow, by name. */
+export function sortContacts(list: Contact[], last: Record<string, Message>): Contact[] {
+  return [...list].sort((a, b) => {
+    const ta = last[a.id]?.sent_at ?? 0;
+    const tb = last[b.id]?.sent_at ?? 0;
+    if (ta !== tb) return tb - ta;
+    return a.name.localeCompare(b.name);
+  });
+}
+
+/** The last component of a path, either separator. */
+export function baseName(path: string): string {
+  const parts = path.split(/[\\/]/).filter(Boolean);
+  return parts[parts.length - 1] ?? path;
+}

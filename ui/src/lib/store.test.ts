@@ -1,0 +1,122 @@
+import { describe, expect, it, vi } from "vitest";
+import { Store } from "./store.svelte";
+import type { Api } from "./api";
+import { contact, message, transfer } from "./fixtures";
+
+function fakeApi(over: Partial<Record<keyof Api, unknown>> = {}): Api {
+  const base = {
+    status: vi.fn(async () => ({ state: "ready", id: "me" })),
+    contacts: vi.fn(async () => [contact()]),
+    transfers: vi.fn(async () => []),
+    history: vi.fn(async () => [] as unknown[]),
+    sendText: vi.fn(async (c: string, text: string) => message({ contact: c, body: text, state: "queued" })),
+    sendPaths: vi.fn(async () => ({ sent: [transfer({ direction: "outgoing" })], failed: [] })),
+    acceptTransfer: vi.fn(async (id: string) => transfer({ id, state: "accepted" })),
+  };
+  return { ...base, ...over } as unknown as Api;
+}
+
+describe("Store", () => {
+  it("opens the first conversation once ready and marks it read", async () => {
+    const api = fakeApi();
+    const s = new Store(api);
+    await s.start();
+    expect(s.selected).toBe("b0b");
+    expect(api.history).toHaveBeenCalledWith("b0b", null, 100, true);
+  });
+
+  it("appends sent messages and follows delivery ticks", async () => {
+    const s = new Store(fakeApi());
+    await s.start();
+    expect(await s.send("  hi Bob  ")).toBe(true);
+    const sent = s.messages["b0b"]![0]!;
+    expect(sent.body).toBe("hi Bob");
+    expect(sent.state).toBe("queued");
+    s.apply({ type: "delivery_changed", id: sent.id, contact: "b0b", state: "read" });
+    expect(s.messages["b0b"]![0]!.state).toBe("read");
+    expect(await s.send("   ")).toBe(false);
+  });
+
+  it("shows what another face of the engine sent (CLI, drop) with its file card", async () => {
+    const s = new Store(fakeApi());
+    await s.start();
+    const offer = message({ body: "report.pdf", transfer: "t9", state: "queued" });
+    s.apply({ type: "message_sent", message: offer, transfer: transfer({ id: "t9", direction: "outgoing" }) });
+    expect(s.messages["b0b"]!.map((m) => m.id)).toEqual([offer.id]);
+    expect(s.transfers["t9"]!.direction).toBe("outgoing");
+    expect(s.last["b0b"]!.id).toBe(offer.id);
+  });
+
+  it("keeps a tick that arrived before the send command returned", async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const sent = message({ body: "hi", state: "queued" });
+    const api = fakeApi({ sendText: vi.fn(async () => (await gate, sent)) });
+    const s = new Store(api);
+    await s.start();
+    const sending = s.send("hi");
+    s.apply({ type: "message_sent", message: sent, transfer: null });
+    s.apply({ type: "delivery_changed", id: sent.id, contact: "b0b", state: "delivered" });
+    release();
+    await sending;
+    expect(s.messages["b0b"]![0]!.state).toBe("delivered");
+  });
+
+  it("lists a contact whose presence arrives before the contact list does", async () => {
+    const api = fakeApi({ contacts: vi.fn(async () => []) });
+    const s = new Store(api);
+    await s.start();
+    (api.contacts as ReturnType<typeof vi.fn>).mockResolvedValue([contact()]);
+    s.apply({ type: "presence_changed", contact: "b0b", name: "Bob", presence: { state: "online", path: "direct", rtt_ms: 1 } });
+    await vi.waitFor(() => expect(s.contacts.map((c) => c.id)).toEqual(["b0b"]));
+  });
+
+  it("counts unread for conversations that are not open", async () => {
+    const api = fakeApi({ contacts: vi.fn(async () => [contact(), contact({ id: "c4r", name: "Carol" })]) });
+    const s = new Store(api);
+    await s.start();
+    s.apply({ type: "message_received", from: "Carol", message: message({ contact: "c4r", direction: "incoming", state: "received" }) });
+    expect(s.contact("c4r")!.unread).toBe(1);
+    expect(s.contacts[0]!.id).toBe("c4r"); // most recent conversation first
+  });
+
+  it("re-reads the open conversation when a message arrives (which sends the read receipt)", async () => {
+    const api = fakeApi();
+    const s = new Store(api);
+    await s.start();
+    (api.history as ReturnType<typeof vi.fn>).mockClear();
+    s.apply({ type: "message_received", from: "Bob", message: message({ direction: "incoming", state: "received" }) });
+    expect(api.history).toHaveBeenCalledWith("b0b", null, 100, true);
+    expect(s.contact("b0b")!.unread).toBe(0);
+  });
+
+  it("tracks transfer progress and completion", async () => {
+    const s = new Store(fakeApi());
+    await s.start();
+    s.apply({ type: "transfer_offered", transfer: transfer() });
+    s.apply({ type: "transfer_progress", id: "t1", bytes_done: 500, total: 2_000_000, rate: 100 });
+    expect(s.progress["t1"]).toEqual({ bytes: 500, total: 2_000_000, rate: 100 });
+    s.apply({ type: "transfer_completed", id: "t1", path: "/dl/report.pdf" });
+    expect(s.transfers["t1"]!.state).toBe("done");
+    expect(s.transfers["t1"]!.path).toBe("/dl/report.pdf");
+    expect(s.progress["t1"]).toBeUndefined();
+  });
+
+  it("shows command errors as a notice instead of throwing", async () => {
+    const api = fakeApi({ sendText: vi.fn(async () => Promise.reject({ code: "unknown_contact", message: "no such contact" })) });
+    const s = new Store(api);
+    await s.start();
+    expect(await s.send("hello")).toBe(false);
+    expect(s.notice).toEqual({ text: "No such contact", error: true });
+  });
+
+  it("reports the paths a send refused", async () => {
+    const api = fakeApi({
+      sendPaths: vi.fn(async () => ({ sent: [], failed: [{ path: "/x/secret", error: { code: "io", message: "permission denied" } }] })),
+    });
+    const s = new Store(api);
+    await s.start();
+    expect(await s.sendPaths("b0b", ["/x/secret"])).toBe(0);
+    expect(s.notice?.text).toBe("Could not send secret: Permission denied");
+  });
+});
