@@ -87,6 +87,11 @@ struct Shots(Option<PathBuf>, tempfile::TempDir);
 impl Shots {
     fn take(&self, s: &Session<'_>, name: &str) -> Result<()> {
         let path = self.1.path().join(format!("{name}.png"));
+        // Passing notices would cover part of the screen.
+        s.execute(
+            "document.querySelectorAll('[data-testid=notice] button').forEach(b => b.click())",
+            &[],
+        )?;
         s.screenshot(&path)?;
         let png = std::fs::read(&path)?;
         ensure!(
