@@ -173,7 +173,12 @@ fn a_person_pairs_chats_and_swaps_files_in_the_desktop_app() -> Result<()> {
     let app = app_bin()?;
     let x = Xvfb::start()?;
     let home = ann.to_str().context("utf-8")?.to_owned();
+    // The web view keeps its storage (the theme, for one) under the XDG folders: a fresh set.
+    let xdg = |d: &str| root.join("xdg").join(d).to_string_lossy().into_owned();
     let env = [
+        ("XDG_DATA_HOME", xdg("data")),
+        ("XDG_CONFIG_HOME", xdg("config")),
+        ("XDG_CACHE_HOME", xdg("cache")),
         ("DISPLAY", x.display()),
         ("FERRY_HOME", home.clone()),
         ("FERRY_RELAY", "disabled".to_owned()),
@@ -229,6 +234,10 @@ fn journey(s: &Session<'_>, shots: &Shots, p: &Places<'_>) -> Result<()> {
 
     // First start: a name, then the empty app.
     let name = s.wait_for("[data-testid=name-input]", WAIT)?;
+    ensure!(
+        js(s, "return document.documentElement.dataset.theme ?? 'system'")? == "system",
+        "a fresh app should follow the system theme"
+    );
     shots.take(s, "01-first-start-light")?;
     s.send_keys(&name, "Ann")?;
     s.click(&s.find("[data-testid=name-submit]")?)?;
