@@ -175,6 +175,47 @@ mod tests {
         assert_eq!(tray_text(12), "Ferry — 12 unread messages");
     }
 
+    fn message(body: &str, transfer: Option<ferry_core::TransferId>) -> ferry_core::Message {
+        let contact = iroh::SecretKey::from_bytes(&[7; 32]).public();
+        ferry_core::Message {
+            id: ferry_core::MessageId([1; 16]),
+            conversation: ferry_core::ConversationId([2; 16]),
+            contact,
+            seq: 1,
+            direction: ferry_core::Direction::Incoming,
+            body: body.to_owned(),
+            sent_at: 0,
+            stored_at: 0,
+            state: ferry_core::MessageState::Received,
+            transfer,
+        }
+    }
+
+    #[test]
+    fn notifications_say_who_and_what_briefly() {
+        let long = "x".repeat(500);
+        let (title, body) = notification_for(&Event::MessageReceived {
+            message: message(&long, None),
+            from: "Bob".into(),
+        })
+        .expect("a message deserves a notification");
+        assert_eq!(title, "Bob");
+        assert_eq!(body.chars().count(), 141);
+        assert!(body.ends_with('…'));
+        // The file offer's own event carries the name and size; its chat message stays quiet.
+        let offer = Event::MessageReceived {
+            message: message("report.pdf", Some(ferry_core::TransferId([3; 16]))),
+            from: "Bob".into(),
+        };
+        assert_eq!(notification_for(&offer), None);
+        let delivered = Event::DeliveryChanged {
+            id: ferry_core::MessageId([1; 16]),
+            contact: iroh::SecretKey::from_bytes(&[7; 32]).public(),
+            state: ferry_core::MessageState::Delivered,
+        };
+        assert_eq!(notification_for(&delivered), None);
+    }
+
     #[test]
     fn sizes_read_like_a_file_manager() {
         assert_eq!(human_size(999), "999 B");

@@ -235,7 +235,10 @@ fn journey(s: &Session<'_>, shots: &Shots, p: &Places<'_>) -> Result<()> {
     // First start: a name, then the empty app.
     let name = s.wait_for("[data-testid=name-input]", WAIT)?;
     ensure!(
-        js(s, "return document.documentElement.dataset.theme ?? 'system'")? == "system",
+        js(
+            s,
+            "return document.documentElement.dataset.theme ?? 'system'"
+        )? == "system",
         "a fresh app should follow the system theme"
     );
     shots.take(s, "01-first-start-light")?;
