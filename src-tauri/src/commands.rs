@@ -90,6 +90,25 @@ pub async fn read_invite_image(path: PathBuf) -> Result<String> {
         .map_err(CommandError::from)
 }
 
+/// Reads an invite from a picture in memory, base64-encoded: a screenshot pasted from the
+/// clipboard or a camera frame.
+#[tauri::command]
+#[specta::specta]
+pub async fn read_invite_data(base64: String) -> Result<String> {
+    tokio::task::spawn_blocking(move || {
+        let data = data_encoding::BASE64
+            .decode(base64.trim().as_bytes())
+            .map_err(|e| ferry_core::Error::InvalidInput(format!("not a picture: {e}")))?;
+        ferry_core::qr::read_invite_bytes(&data)
+    })
+    .await
+    .map_err(|e| CommandError {
+        code: "internal".into(),
+        message: format!("reading the picture failed: {e}"),
+    })?
+    .map_err(CommandError::from)
+}
+
 /// Pairs with the issuer of an invite.
 #[tauri::command]
 #[specta::specta]

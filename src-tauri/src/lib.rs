@@ -63,6 +63,7 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             commands::set_name,
             commands::create_invite,
             commands::read_invite_image,
+            commands::read_invite_data,
             commands::pair,
             commands::contacts,
             commands::set_verified,

@@ -260,6 +260,10 @@ fn journey(s: &Session<'_>, shots: &Shots, p: &Places<'_>) -> Result<()> {
     )?;
     let my_invite = my_invite.as_str().unwrap_or_default();
     ensure!(my_invite.starts_with("ferry:"), "my invite: {my_invite:?}");
+    // A screenshot of the window, as pasted from the clipboard, reads back as the same invite.
+    let shot = s.request("GET", "/screenshot", None)?;
+    let read = invoke(s, "read_invite_data", json!({ "base64": shot }))?;
+    ensure!(read == my_invite, "the QR code on screen reads as {read}");
     shots.take(s, "03-add-contact-light")?;
     s.send_keys(&s.find("[data-testid=paste-invite]")?, &invite)?;
     s.click(&s.find("[data-testid=pair]")?)?;

@@ -21,6 +21,11 @@ export const commands = {
 	createInvite: () => __TAURI_INVOKE<Invite>("create_invite"),
 	/**  Reads an invite from a picture of its QR code (a screenshot or photo). */
 	readInviteImage: (path: string) => __TAURI_INVOKE<string>("read_invite_image", { path }),
+	/**
+	 *  Reads an invite from a picture in memory, base64-encoded: a screenshot pasted from the
+	 *  clipboard or a camera frame.
+	 */
+	readInviteData: (base64: string) => __TAURI_INVOKE<string>("read_invite_data", { base64 }),
 	/**  Pairs with the issuer of an invite. */
 	pair: (invite: string) => __TAURI_INVOKE<ContactView_Serialize>("pair", { invite }),
 	/**  All contacts with presence, unread and queued counts. */

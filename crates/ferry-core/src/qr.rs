@@ -42,20 +42,41 @@ pub fn terminal(text: &str) -> Result<String, Error> {
 ///
 /// Every QR code found in the picture is tried; the first that holds a valid invite wins.
 pub fn read_invite_image(path: &Path) -> Result<String, Error> {
-    let reader = image::ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(|e| Error::InvalidInput(format!("cannot open {}: {e}", path.display())))?;
+    let cannot =
+        |e: std::io::Error| Error::InvalidInput(format!("cannot open {}: {e}", path.display()));
+    let len = std::fs::metadata(path).map_err(cannot)?.len();
+    if len > MAX_IMAGE_BYTES as u64 {
+        return Err(Error::InvalidInput(format!(
+            "{} is too large for a picture of a QR code ({len} bytes)",
+            path.display()
+        )));
+    }
+    read_invite_bytes(&std::fs::read(path).map_err(cannot)?)
+}
+
+/// Pictures handed over as bytes (a pasted screenshot, a camera frame) larger than this are
+/// refused before decoding.
+pub const MAX_IMAGE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Reads a Ferry invite from an encoded picture in memory (PNG, JPEG, WebP, BMP or GIF): a
+/// screenshot pasted from the clipboard, or a camera frame.
+pub fn read_invite_bytes(data: &[u8]) -> Result<String, Error> {
+    if data.len() > MAX_IMAGE_BYTES {
+        return Err(Error::InvalidInput(format!(
+            "this picture is too large ({} bytes; the limit is {MAX_IMAGE_BYTES})",
+            data.len()
+        )));
+    }
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(data))
+        .with_guessed_format()
+        .map_err(|e| Error::InvalidInput(format!("cannot read the picture: {e}")))?;
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
-    let mut reader = reader;
     reader.limits(limits);
-    let picture = reader.decode().map_err(|e| {
-        Error::InvalidInput(format!(
-            "{} is not a picture Ferry can read: {e}",
-            path.display()
-        ))
-    })?;
+    let picture = reader
+        .decode()
+        .map_err(|e| Error::InvalidInput(format!("this is not a picture Ferry can read: {e}")))?;
     read_invite(&picture.to_luma8())
 }
 
@@ -117,24 +138,22 @@ mod tests {
         })
     }
 
+    /// A well-formed invite (made without a node: unit tests here start no endpoint).
     fn invite() -> String {
-        let tmp = tempfile::tempdir().unwrap();
-        let home = tmp.path().join("h");
-        crate::Node::init(&home, "Ann").unwrap();
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async {
-            let cfg = crate::Config {
-                relay: Some(crate::RelayChoice::Disabled),
-                bind: Some("127.0.0.1:0".parse().unwrap()),
-                local_discovery: Some(false),
-                control_socket: false,
-                ..Default::default()
-            };
-            let node = crate::Node::open(&home, cfg).await.unwrap();
-            let invite = node.create_invite(None).await.unwrap();
-            node.shutdown().await;
-            invite
-        })
+        crate::pairing::Invite {
+            version: 1,
+            id: iroh::SecretKey::from_bytes(&[7; 32]).public(),
+            addr: crate::wire::WireAddr {
+                relay: None,
+                direct: vec!["127.0.0.1:4000".parse().unwrap()],
+            },
+            x25519: [9; 32],
+            name: "Ann".into(),
+            secret: [1; 16],
+            expires_at: 4_000_000_000,
+        }
+        .to_text()
+        .unwrap()
     }
 
     #[test]
@@ -147,6 +166,21 @@ mod tests {
             read_invite_image(&path).unwrap(),
             invite.to_ascii_lowercase()
         );
+    }
+
+    #[test]
+    fn a_pasted_picture_reads_like_a_file() {
+        let invite = invite();
+        let mut png = Vec::new();
+        picture(&invite, 3, 11)
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        assert_eq!(
+            read_invite_bytes(&png).unwrap(),
+            invite.to_ascii_lowercase()
+        );
+        let e = read_invite_bytes(b"GIF89a but not really").unwrap_err();
+        assert!(e.to_string().contains("not a picture"), "{e}");
     }
 
     #[test]
