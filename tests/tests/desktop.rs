@@ -450,15 +450,22 @@ fn journey(s: &Session<'_>, shots: &Shots, p: &Places<'_>) -> Result<()> {
         "focus after Tab: {focus}"
     );
 
-    // 200% zoom: nothing spills sideways; the composer and Send stay on screen.
-    js(s, "document.documentElement.style.zoom = '2';")?;
-    let fit = js(
+    // 200% zoom (the web view's own zoom, what Ctrl++ sets): nothing spills sideways; the
+    // composer and Send stay on screen.
+    invoke(
         s,
-        "const r = document.querySelector('[data-testid=send]').getBoundingClientRect();
-         const z = parseFloat(document.documentElement.style.zoom) || 1;
-         return { overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth,
-                  right: r.right * z, bottom: r.bottom * z, width: innerWidth, height: innerHeight };",
+        "plugin:webview|set_webview_zoom",
+        json!({ "value": 2.0 }),
     )?;
+    let fit = wait_until(WAIT, "the page to lay out at 200%", || {
+        let fit = js(
+            s,
+            "const r = document.querySelector('[data-testid=send]').getBoundingClientRect();
+             return { overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+                      right: r.right, bottom: r.bottom, width: innerWidth, height: innerHeight };",
+        )?;
+        Ok((fit["width"].as_f64() <= Some(520.0)).then_some(fit))
+    })?;
     println!("at 200%: {fit}");
     ensure!(
         fit["overflow"].as_f64() <= Some(0.0)
@@ -467,7 +474,11 @@ fn journey(s: &Session<'_>, shots: &Shots, p: &Places<'_>) -> Result<()> {
         "layout does not fit at 200%: {fit}"
     );
     shots.take(s, "08-zoom-200-light")?;
-    js(s, "document.documentElement.style.zoom = '';")?;
+    invoke(
+        s,
+        "plugin:webview|set_webview_zoom",
+        json!({ "value": 1.0 }),
+    )?;
 
     // Dark theme, chosen in settings, on every main screen.
     s.click(&s.find("[data-testid=nav-settings]")?)?;
