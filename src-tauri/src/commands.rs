@@ -77,11 +77,11 @@ pub async fn create_invite(state: State<'_, AppState>) -> Result<Invite> {
     Ok(Invite { text, svg })
 }
 
-/// Reads an invite from a picture of its QR code (a screenshot or photo).
-#[tauri::command]
-#[specta::specta]
-pub async fn read_invite_image(path: PathBuf) -> Result<String> {
-    tokio::task::spawn_blocking(move || ferry_core::qr::read_invite_image(&path))
+/// Runs picture decoding off the async threads.
+async fn decode<T: Send + 'static>(
+    f: impl FnOnce() -> std::result::Result<T, ferry_core::Error> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| CommandError {
             code: "internal".into(),
@@ -90,23 +90,25 @@ pub async fn read_invite_image(path: PathBuf) -> Result<String> {
         .map_err(CommandError::from)
 }
 
+/// Reads an invite from a picture of its QR code (a screenshot or photo).
+#[tauri::command]
+#[specta::specta]
+pub async fn read_invite_image(path: PathBuf) -> Result<String> {
+    decode(move || ferry_core::qr::read_invite_image(&path)).await
+}
+
 /// Reads an invite from a picture in memory, base64-encoded: a screenshot pasted from the
 /// clipboard or a camera frame.
 #[tauri::command]
 #[specta::specta]
 pub async fn read_invite_data(base64: String) -> Result<String> {
-    tokio::task::spawn_blocking(move || {
+    decode(move || {
         let data = data_encoding::BASE64
             .decode(base64.trim().as_bytes())
             .map_err(|e| ferry_core::Error::InvalidInput(format!("not a picture: {e}")))?;
         ferry_core::qr::read_invite_bytes(&data)
     })
     .await
-    .map_err(|e| CommandError {
-        code: "internal".into(),
-        message: format!("reading the picture failed: {e}"),
-    })?
-    .map_err(CommandError::from)
 }
 
 /// Pairs with the issuer of an invite.
@@ -208,13 +210,11 @@ pub async fn send_paths(
     Ok(report)
 }
 
-/// Every transfer, newest first.
+/// Every transfer (the UI orders them).
 #[tauri::command]
 #[specta::specta]
 pub async fn transfers(state: State<'_, AppState>) -> Result<Vec<Transfer>> {
-    let mut all = node(&state).await?.transfers()?;
-    all.sort_by_key(|t| std::cmp::Reverse(t.created_at));
-    Ok(all)
+    Ok(node(&state).await?.transfers()?)
 }
 
 /// Accepts an offered file: checks free space, then downloads in the background.

@@ -68,8 +68,8 @@ pub fn tray_text(unread: u64) -> String {
 
 /// Recounts unread messages over all contacts and shows the count on the tray.
 pub fn refresh_unread(app: &AppHandle, node: &Node) {
-    let unread = match node.contacts() {
-        Ok(contacts) => contacts.iter().map(|c| c.unread).sum(),
+    let unread = match node.unread() {
+        Ok(n) => n,
         Err(e) => {
             tracing::warn!("counting unread messages: {e}");
             return;
@@ -127,18 +127,7 @@ pub fn notification_for(event: &Event) -> Option<(String, String)> {
 }
 
 fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit < UNITS.len() - 1 {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
+    ferry_core::human_size(bytes, ferry_core::SizeUnits::Decimal)
 }
 
 /// Engine events that touch the desktop: unread count on the tray, and a notification when

@@ -144,7 +144,10 @@ fn config_from_env() -> Result<Config, CommandError> {
         config.bind = Some(bind.parse().map_err(|e| bad("FERRY_BIND", &e))?);
     }
     if let Ok(lan) = std::env::var("FERRY_LOCAL_DISCOVERY") {
-        config.local_discovery = Some(matches!(lan.as_str(), "1" | "true" | "on" | "yes"));
+        config.local_discovery = Some(
+            ferry_core::parse_switch(&lan)
+                .ok_or_else(|| bad("FERRY_LOCAL_DISCOVERY", &"expected 1 or 0"))?,
+        );
     }
     Ok(config)
 }

@@ -44,7 +44,7 @@ export const commands = {
 	 *  files" dialog both call. Each path is offered on its own; one bad path does not stop the rest.
 	 */
 	sendPaths: (contact: string, paths: string[]) => __TAURI_INVOKE<SendReport_Serialize>("send_paths", { contact, paths }),
-	/**  Every transfer, newest first. */
+	/**  Every transfer (the UI orders them). */
 	transfers: () => __TAURI_INVOKE<Transfer_Serialize[]>("transfers"),
 	/**  Accepts an offered file: checks free space, then downloads in the background. */
 	acceptTransfer: (id: string) => __TAURI_INVOKE<Transfer_Serialize>("accept_transfer", { id }),

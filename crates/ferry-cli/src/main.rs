@@ -37,11 +37,7 @@ struct Cli {
 }
 
 fn parse_on_off(s: &str) -> Result<bool, String> {
-    match s {
-        "on" | "true" | "yes" => Ok(true),
-        "off" | "false" | "no" => Ok(false),
-        _ => Err(format!("expected on or off, not {s:?}")),
-    }
+    ferry_core::parse_switch(s).ok_or_else(|| format!("expected on or off, not {s:?}"))
 }
 
 #[derive(Debug, Subcommand)]

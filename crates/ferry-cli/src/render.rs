@@ -143,18 +143,7 @@ pub(crate) fn event(ev: &Event) -> String {
 
 /// A byte count for people: 1.5 GiB.
 pub(crate) fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    ferry_core::human_size(n, ferry_core::SizeUnits::Binary)
 }
 
 /// "12.0 MiB of 100.0 MiB, 40.2 MiB/s, 2 s left"

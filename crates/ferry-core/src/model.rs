@@ -108,6 +108,45 @@ impl ConversationId {
     }
 }
 
+/// How [`human_size`] counts: powers of 1024 (KiB, as the CLI shows) or of 1000 (KB, as
+/// desktop file managers and the app show).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizeUnits {
+    /// B, KiB, MiB, GiB, TiB.
+    Binary,
+    /// B, KB, MB, GB, TB.
+    Decimal,
+}
+
+/// A byte count for people, with one decimal: `1.5 GiB`, `3.1 MB`, `999 B`.
+pub fn human_size(bytes: u64, units: SizeUnits) -> String {
+    let (step, names) = match units {
+        SizeUnits::Binary => (1024.0, ["B", "KiB", "MiB", "GiB", "TiB"]),
+        SizeUnits::Decimal => (1000.0, ["B", "KB", "MB", "GB", "TB"]),
+    };
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= step && unit < names.len() - 1 {
+        v /= step;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", names[unit])
+    }
+}
+
+/// An on/off switch as people and environment variables write it (`on`/`off`, `true`/`false`,
+/// `yes`/`no`, `1`/`0`); `None` for anything else.
+pub fn parse_switch(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Some(true),
+        "off" | "false" | "no" | "0" => Some(false),
+        _ => None,
+    }
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

@@ -438,6 +438,11 @@ impl Node {
             .collect()
     }
 
+    /// Unread messages over all contacts (what a tray or dock badge shows).
+    pub fn unread(&self) -> Result<u64, Error> {
+        Ok(self.contacts()?.iter().map(|c| c.unread).sum())
+    }
+
     /// One contact, by name or id prefix.
     pub fn contact(&self, query: &str) -> Result<ContactView, Error> {
         let c = self.engine.resolve(query)?;

@@ -96,6 +96,11 @@ export function initials(name: string): string {
   return letters.join("").toUpperCase();
 }
 
+/** Whether a transfer is over (done, failed, declined, cancelled), as `TransferState::is_final`. */
+export function isFinal(state: Transfer["state"]): boolean {
+  return state === "done" || state === "failed" || state === "declined" || state === "cancelled";
+}
+
 /** The state of a transfer in words, from this side's point of view. */
 export function transferLabel(t: Transfer, contactName: string): string {
   const incoming = t.direction === "incoming";

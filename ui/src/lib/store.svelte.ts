@@ -236,8 +236,8 @@ export class Store {
       }
       case "delivery_changed": {
         for (const m of this.messages[ev.contact] ?? []) if (m.id === ev.id) m.state = ev.state;
-        const c = this.contact(ev.contact);
-        if (c && ev.state !== "queued") c.queued = Math.max(0, c.queued - (ev.state === "delivered" ? 1 : 0));
+        // The queued count comes from the engine, which just changed it.
+        if (ev.state === "delivered") void this.refreshContacts();
         break;
       }
       case "presence_changed": {
