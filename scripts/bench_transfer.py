@@ -241,9 +241,11 @@ def main():
 
     ferry = args.ferry
     if not ferry:
-        target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+        # Ask cargo where it builds (absolute, whatever CARGO_TARGET_DIR or config say).
+        meta = json.loads(subprocess.check_output(
+            ["cargo", "metadata", "--format-version", "1", "--no-deps", "--offline"], cwd=ROOT))
         subprocess.check_call(["cargo", "build", "--release", "-q", "-p", "ferry-cli"], cwd=ROOT)
-        ferry = os.path.join(target, "release", "ferry")
+        ferry = os.path.join(meta["target_directory"], "release", "ferry")
     tools = [("raw TCP (ceiling)", lambda s, w: bench_tcp(s, w))]
     if args.sendme and os.path.exists(args.sendme):
         tools.append(("sendme " + run([args.sendme, "--version"]).split()[-1], lambda s, w: bench_sendme(args.sendme, s, w)))

@@ -9,6 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 targets="${*:-deb}"
+# Absolute, so the Tauri CLI's cargo (which runs in src-tauri/) and the listing below agree.
+CARGO_TARGET_DIR="$(./scripts/target-dir.sh)"
+export CARGO_TARGET_DIR
 (cd ui && npm run build --silent)
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
 python3 - "$version" <<'PY'
@@ -24,4 +27,4 @@ with open("src-tauri/tauri.conf.json", "w") as f:
 PY
 trap 'rm -f src-tauri/tauri.conf.json' EXIT
 TAURI_APP_PATH=src-tauri TAURI_FRONTEND_PATH=ui ui/node_modules/.bin/tauri build --bundles ${targets// /,}
-echo "bundle: $(ls "${CARGO_TARGET_DIR:-target}"/release/bundle/*/* 2>/dev/null | tr '\n' ' ')"
+echo "bundle: $(ls "$CARGO_TARGET_DIR"/release/bundle/*/* 2>/dev/null | tr '\n' ' ')"

@@ -4,6 +4,10 @@
 # on loopback, the CLI as a user runs it, the relay path, the desktop shell's tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Absolute, so the test binaries (which run in their crate's folder) and the cargo they start
+# for the desktop app find the same target folder as this script.
+CARGO_TARGET_DIR="$(./scripts/target-dir.sh)"
+export CARGO_TARGET_DIR
 
 echo "== ui: typecheck, unit tests, build"
 (cd ui && npm run --silent typecheck && npm test --silent && npm run build --silent)
@@ -16,12 +20,20 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== build the ferry binary for the end-to-end tests (its own feature set)"
 cargo build --locked -p ferry-cli --bin ferry
-export FERRY_BIN="${CARGO_TARGET_DIR:-target}/debug/ferry"
+export FERRY_BIN="$CARGO_TARGET_DIR/debug/ferry"
 
 echo "== tests"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --locked 2>&1 | tee "$log"
-# One closing line for the whole run (cargo prints one per test binary).
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"
+# --no-fail-fast: every test binary runs, so one failure never hides the others.
+status=0
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run (cargo prints one per test binary). A test binary that
+# died before printing its result (a crash, an abort) counts as one failure: cargo names it in
+# "error: test failed, to rerun pass ..." without a "test result: FAILED" line of its own.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
+                       if ($3 == "FAILED.") reported++ }
+     /^error: test failed, to rerun pass/ { failed_targets++ }
+     END { if (failed_targets > reported) f += failed_targets - reported
+           printf "all tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
