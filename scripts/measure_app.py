@@ -3,7 +3,7 @@
 
 Usage:
   python3 scripts/measure_app.py --ferry target/release/ferry-app \\
-      --hello /work/target/hello/release/hello-tauri --ferry-cli target/release/ferry \\
+      --hello target/hello/release/hello-tauri --ferry-cli target/release/ferry \\
       [--runs 3] [--idle 10] [--warmup 1] [--no-paint] [--no-dbus] [--no-netns] [--keep]
 
 For each app, --warmup + --runs times (warm-up runs are not counted), each run on its own:

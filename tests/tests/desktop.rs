@@ -109,6 +109,9 @@ impl Shots {
 /// The pid of the app process serving `home` (launched by WebKitWebDriver, not by us).
 fn app_pid(app: &Path, home: &Path) -> Result<u32> {
     let want = format!("FERRY_HOME={}", home.display());
+    // /proc/PID/exe is the resolved path; the target folder may sit behind a symlink.
+    let app = std::fs::canonicalize(app)?;
+    let app = app.as_path();
     wait_until(WAIT, "the app process", || {
         for entry in std::fs::read_dir("/proc")?.flatten() {
             let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
