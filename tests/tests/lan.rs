@@ -114,7 +114,7 @@ fn on_a_lan_without_internet_contacts_find_each_other_by_local_discovery() -> Re
         let invite = ferry(&alice, &["invite"])?;
         assert!(invite.ok, "{}", invite.stderr);
         assert!(invite.stdout.trim().len() > 20);
-        let parsed = ferry_core::pairing::Invite::parse(invite.stdout.trim())?;
+        let parsed = ferry_core::invite::Invite::parse(invite.stdout.trim())?;
         assert!(
             parsed
                 .addr

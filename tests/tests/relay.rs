@@ -41,7 +41,7 @@ async fn peer_without_direct_transport_chats_through_the_relay() -> Result<()> {
     assert!(bob.endpoint().bound_sockets().is_empty());
 
     let invite = alice.create_invite(None).await?;
-    let parsed = ferry_core::pairing::Invite::parse(&invite)?;
+    let parsed = ferry_core::invite::Invite::parse(&invite)?;
     assert_eq!(
         parsed
             .addr

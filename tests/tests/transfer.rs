@@ -244,7 +244,7 @@ async fn strangers_and_other_contacts_cannot_fetch_an_offered_hash() -> Result<(
     let hash: iroh_blobs::Hash = offer.hash.parse()?;
     let alice_addr = p.alice.endpoint().addr();
 
-    let carol_key = ferry_core::identity::Identity::load(&carol_home)?
+    let carol_key = ferry_core::identity::load(&carol_home)?
         .context("carol's identity")?
         .secret_key()
         .clone();

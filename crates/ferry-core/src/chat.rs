@@ -206,6 +206,11 @@ async fn handle(engine: &Arc<Engine>, from: ContactId, req: ChatRequest) -> Chat
             }
             match receive(engine, from, MessageId(message_id), &envelope).await {
                 Ok(()) => ChatResponse::Ack,
+                // A store or disk failure here is ours, not the sender's: let it try again.
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(peer = %from.fmt_short(), "could not take a delivery now: {e}");
+                    reject(e.to_string(), true)
+                }
                 Err(e) => {
                     tracing::warn!(peer = %from.fmt_short(), "dropped a delivery: {e}");
                     reject(e.to_string(), false)
@@ -225,7 +230,7 @@ async fn receive(
     if engine.store.has_message(&id)? {
         return Ok(()); // a retry after our acknowledgement was lost
     }
-    let _guard = engine.crypto.lock().await;
+    let _guard = engine.sessions.lock(&from).await;
     let contact = engine
         .store
         .contact(&from)?
@@ -335,10 +340,8 @@ async fn receive(
     Ok(())
 }
 
-/// Seals `payload` for `contact` with the next ratchet key and queues it, with its message if
-/// any, in one transaction; flushed before returning.
-/// Seals `payload` with the next key of the session with `contact`. The caller holds
-/// `engine.crypto` until it has stored the returned (advanced) session with the item.
+/// Seals `payload` with the next key of the session with `contact`. The caller holds that
+/// contact's session lock until it has stored the returned (advanced) session with the item.
 fn seal_item(
     engine: &Engine,
     contact: &ContactId,
@@ -377,7 +380,7 @@ pub(crate) async fn seal_and_queue(
     transfer: Option<&crate::model::Transfer>,
 ) -> Result<(), Error> {
     {
-        let _guard = engine.crypto.lock().await;
+        let _guard = engine.sessions.lock(contact).await;
         let (session, item) = seal_item(engine, contact, id, payload, kind)?;
         engine
             .store
@@ -468,7 +471,7 @@ pub(crate) async fn mark_seen(
         ids: unread.iter().map(|m| m.id.0).collect(),
     };
     {
-        let _guard = engine.crypto.lock().await;
+        let _guard = engine.sessions.lock(&contact.id).await;
         let (session, receipt) = seal_item(
             engine,
             &contact.id,
@@ -541,11 +544,14 @@ async fn deliver_contact(engine: Arc<Engine>, id: ContactId, items: Vec<(u64, Ou
                     .store
                     .set_message_state(&item.message_id, MessageState::Failed);
                 let _ = engine.store.flush().await;
-                engine.emit(Event::DeliveryChanged {
-                    id: item.message_id,
-                    contact: id,
-                    state: MessageState::Failed,
-                });
+                // A receipt or transfer update has no message to show as failed.
+                if item.kind == OutboxKind::Message {
+                    engine.emit(Event::DeliveryChanged {
+                        id: item.message_id,
+                        contact: id,
+                        state: MessageState::Failed,
+                    });
+                }
             }
             other => {
                 tracing::debug!(contact = %id.fmt_short(), "delivery deferred: {other:?}");

@@ -122,9 +122,29 @@ impl Error {
         }
     }
 
+    /// Whether trying the same thing again later may succeed: a store or file-system failure
+    /// on this side (a full disk, say) or a shutdown, not bad input.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Store(_) | Error::Io { .. } | Error::Closed)
+    }
+
     pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
         let context = context.into();
         move |source| Error::Io { context, source }
+    }
+}
+
+impl From<ferry_proto::ProtoError> for Error {
+    fn from(e: ferry_proto::ProtoError) -> Self {
+        use ferry_proto::ProtoError as P;
+        match e {
+            P::InvalidInvite(m) => Error::InvalidInvite(m),
+            P::InvalidInput(m) => Error::InvalidInput(m),
+            P::TooLong { what, len, max } => Error::TooLong { what, len, max },
+            P::Corrupt(m) => Error::Corrupt(m),
+            P::Encode(e) => Error::Corrupt(e.to_string()),
+            other => Error::InvalidInput(other.to_string()),
+        }
     }
 }
 

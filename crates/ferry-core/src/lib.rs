@@ -1,4 +1,5 @@
-//! The Ferry engine: identity, end-to-end encryption, store, pairing and chat over iroh.
+//! The Ferry engine over iroh and sled: store, pairing, chat and files, on the protocol of
+//! [`ferry_proto`] (keys, ratchet, frames, model types; re-exported here).
 //!
 //! Front ends (the desktop app, the `ferry` CLI) hold an `Arc<Node>` and nothing else:
 //!
@@ -14,18 +15,19 @@
 //! # Ok(()) }
 //! ```
 
+pub use ferry_proto::{e2e, invite, limits, model, naming};
+
 pub mod chat;
 pub mod control;
-pub mod e2e;
 mod error;
+pub mod files;
 pub mod home;
 pub mod identity;
-pub mod model;
-pub mod naming;
 mod net;
 pub mod node;
 pub mod pairing;
 pub mod qr;
+mod sessions;
 pub mod store;
 pub mod transfer;
 pub mod wire;

@@ -16,14 +16,15 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::home::{HomeLock, STORE_DIR};
-use crate::identity::{safety_number, Identity};
+use crate::identity::{self, safety_number, Identity};
 use crate::model::{
     Contact, ContactId, ContactView, ConversationId, Event, Message, MessageId, Presence, Profile,
     StorageUsage,
 };
 use crate::model::{Transfer, TransferId};
+use crate::sessions::SessionLocks;
 use crate::store::Store;
-use crate::wire::{WireAddr, ALPN_CHAT, ALPN_PAIR, MAX_NAME};
+use crate::wire::{WireAddr, ALPN_CHAT, ALPN_PAIR};
 use crate::{chat, control, net, pairing, transfer, Error};
 
 /// How long an invite lives unless told otherwise.
@@ -147,8 +148,8 @@ pub(crate) struct Engine {
     pub(crate) outbox_wake: Notify,
     /// Signalled after each outbox pass.
     pub(crate) outbox_drained: Notify,
-    /// Serialises every load-advance-store of a ratchet session.
-    pub(crate) crypto: tokio::sync::Mutex<()>,
+    /// One lock per contact's ratchet session.
+    pub(crate) sessions: SessionLocks,
     pub(crate) limits: Mutex<HashMap<ContactId, chat::TokenBucket>>,
     pub(crate) backoff: Mutex<HashMap<ContactId, chat::Backoff>>,
     pub(crate) cancel: CancellationToken,
@@ -247,26 +248,7 @@ impl Engine {
 
 /// Checks and normalises a display name.
 pub(crate) fn clean_name(name: &str) -> Result<String, Error> {
-    let name = name.trim();
-    if name.is_empty() {
-        return Err(Error::InvalidInput("the name is empty".into()));
-    }
-    if name.len() > MAX_NAME {
-        return Err(Error::TooLong {
-            what: "name",
-            len: name.len(),
-            max: MAX_NAME,
-        });
-    }
-    if name
-        .chars()
-        .any(|c| c.is_control() || pairing::is_bidi_control(c))
-    {
-        return Err(Error::InvalidInput(
-            "the name has control or bidi characters".into(),
-        ));
-    }
-    Ok(name.to_string())
+    Ok(crate::naming::clean_display_name(name)?)
 }
 
 /// A running peer on one home.
@@ -295,7 +277,7 @@ impl Node {
     pub fn init_with(home: &Path, name: &str, net: &NetSettings) -> Result<ContactId, Error> {
         let name = clean_name(name)?;
         let lock = HomeLock::acquire(home)?;
-        if Identity::load(home)?.is_some() {
+        if identity::load(home)?.is_some() {
             return Err(Error::AlreadyInitialized(home.to_path_buf()));
         }
         let store = Store::open(&home.join(STORE_DIR))?;
@@ -304,14 +286,14 @@ impl Node {
         store.set_setting(SETTING_PORT, &0u16)?;
         drop(store);
         let identity = Identity::generate();
-        identity.save_new(home)?;
+        identity::save_new(&identity, home)?;
         drop(lock);
         Ok(identity.id())
     }
 
     /// Whether `home` has an identity.
     pub fn is_initialized(home: &Path) -> bool {
-        matches!(Identity::load(home), Ok(Some(_)))
+        matches!(identity::load(home), Ok(Some(_)))
     }
 
     /// Opens a home: takes its lock, opens the store, starts the endpoint, the protocol
@@ -319,7 +301,7 @@ impl Node {
     pub async fn open(home: &Path, config: Config) -> Result<Arc<Node>, Error> {
         let lock = HomeLock::acquire(home)?;
         let identity =
-            Identity::load(home)?.ok_or_else(|| Error::NotInitialized(home.to_path_buf()))?;
+            identity::load(home)?.ok_or_else(|| Error::NotInitialized(home.to_path_buf()))?;
         let store = Store::open(&home.join(STORE_DIR))?;
         let stored: NetSettings = store.setting(SETTING_NET)?.unwrap_or_default();
         let net = NetSettings {
@@ -340,7 +322,7 @@ impl Node {
             presence: Mutex::default(),
             outbox_wake: Notify::new(),
             outbox_drained: Notify::new(),
-            crypto: tokio::sync::Mutex::new(()),
+            sessions: SessionLocks::default(),
             limits: Mutex::default(),
             backoff: Mutex::default(),
             cancel: CancellationToken::new(),

@@ -1,8 +1,6 @@
-//! Invites and the pairing protocol (`ferry/pair/1`).
+//! The pairing protocol (`ferry/pair/1`) over an [`Invite`].
 //!
-//! An invite is one line, `ferry:` followed by base32 of a postcard [`Invite`]: the inviter's
-//! endpoint id and addresses, X25519 identity key, display name, a one-time secret and an
-//! expiry. The joiner dials the inviter, proves it holds the secret, and both run the
+//! The joiner dials the inviter, proves it holds the secret, and both run the
 //! [`crate::e2e`] handshake; the joiner's first sealed message confirms both derived the same
 //! keys. The invite is consumed in the same store transaction that records the contact.
 
@@ -12,99 +10,16 @@ use std::time::Duration;
 use iroh::endpoint::Connection;
 use iroh::protocol::{AcceptError, ProtocolHandler};
 use rand_core::RngCore;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::e2e::{self, AssociatedData, InitiatorHandshake};
+use crate::invite::{pair_binding, Invite, INVITE_VERSION};
 use crate::identity::verify_binding;
 use crate::model::{now_ms, Contact, ContactId, Event, MessageId};
 use crate::net::{self, current_addr, REQUEST_TIMEOUT};
 use crate::node::{clean_name, Engine};
 use crate::store::{InviteRecord, InviteRefusal};
-use crate::wire::{self, PairFrame, PairIdentity, Payload, WireAddr, ALPN_PAIR};
+use crate::wire::{self, PairFrame, PairIdentity, Payload, ALPN_PAIR};
 use crate::Error;
-
-/// The text prefix of an invite.
-pub const INVITE_PREFIX: &str = "ferry:";
-const INVITE_VERSION: u8 = 1;
-/// The longest invite text accepted (a generous bound on addresses).
-pub const MAX_INVITE_LEN: usize = 4096;
-
-/// What an invite carries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Invite {
-    /// Format version.
-    pub version: u8,
-    /// The inviter's endpoint id.
-    pub id: ContactId,
-    /// Where to reach the inviter.
-    pub addr: WireAddr,
-    /// The inviter's X25519 identity key.
-    pub x25519: [u8; 32],
-    /// The inviter's display name.
-    pub name: String,
-    /// One-time secret the joiner must present.
-    pub secret: [u8; 16],
-    /// Expiry, Unix seconds.
-    pub expires_at: u64,
-}
-
-impl Invite {
-    /// The one-line text form, `ferry:` + lowercase base32.
-    pub fn to_text(&self) -> Result<String, Error> {
-        let bytes = postcard::to_allocvec(self)?;
-        Ok(format!(
-            "{INVITE_PREFIX}{}",
-            data_encoding::BASE32_NOPAD.encode(&bytes).to_lowercase()
-        ))
-    }
-
-    /// Reads an invite from text (case and surrounding white space do not matter).
-    pub fn parse(text: &str) -> Result<Invite, Error> {
-        let text = text.trim();
-        if text.len() > MAX_INVITE_LEN {
-            return Err(Error::InvalidInvite("too long".into()));
-        }
-        let lower = text.to_ascii_lowercase();
-        let body = lower.strip_prefix(INVITE_PREFIX).ok_or_else(|| {
-            Error::InvalidInvite(format!("it should start with `{INVITE_PREFIX}`"))
-        })?;
-        let body: String = body.chars().filter(|c| !c.is_whitespace()).collect();
-        let bytes = data_encoding::BASE32_NOPAD
-            .decode(body.to_ascii_uppercase().as_bytes())
-            .map_err(|_| Error::InvalidInvite("it is damaged (not base32)".into()))?;
-        let invite: Invite = postcard::from_bytes(&bytes)
-            .map_err(|_| Error::InvalidInvite("it is damaged or incomplete".into()))?;
-        if invite.version != INVITE_VERSION {
-            return Err(Error::InvalidInvite(format!(
-                "made by a newer Ferry (format {})",
-                invite.version
-            )));
-        }
-        clean_name(&invite.name).map_err(|e| Error::InvalidInvite(e.to_string()))?;
-        Ok(invite)
-    }
-
-    /// Whether the invite is past its expiry.
-    pub fn is_expired(&self) -> bool {
-        self.expires_at.saturating_mul(1000) < now_ms()
-    }
-}
-
-/// Unicode bidirectional control characters (used to disguise text).
-pub fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
-}
-
-fn binding(inviter: &ContactId, joiner: &ContactId, secret: &[u8; 16]) -> Vec<u8> {
-    Sha256::new()
-        .chain_update(b"ferry/pair-binding/1")
-        .chain_update(inviter.as_bytes())
-        .chain_update(joiner.as_bytes())
-        .chain_update(secret)
-        .finalize()
-        .to_vec()
-}
 
 async fn my_identity(engine: &Engine) -> Result<PairIdentity, Error> {
     Ok(PairIdentity {
@@ -229,7 +144,7 @@ async fn join_on(
         engine.identity.x25519_secret(),
         &theirs.x25519,
         &their_ephemeral,
-        &binding(&invite.id, &engine.id(), &invite.secret),
+        &pair_binding(&invite.id, &engine.id(), &invite.secret),
     )?;
     let message_id = MessageId::random();
     let confirm = postcard::to_allocvec(&Payload::PairConfirm)?;
@@ -341,7 +256,7 @@ async fn answer(engine: &Arc<Engine>, conn: &Connection) -> Result<Contact, Erro
         engine.identity.x25519_secret(),
         &theirs.x25519,
         &their_ephemeral,
-        &binding(&engine.id(), &remote, &secret),
+        &pair_binding(&engine.id(), &remote, &secret),
     )?;
     write(
         &mut send,
@@ -389,65 +304,4 @@ async fn answer(engine: &Arc<Engine>, conn: &Connection) -> Result<Contact, Erro
     write(&mut send, &PairFrame::Done).await?;
     let _ = send.finish();
     Ok(contact)
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    fn sample() -> Invite {
-        Invite {
-            version: INVITE_VERSION,
-            id: iroh::SecretKey::from_bytes(&[3; 32]).public(),
-            addr: WireAddr {
-                relay: Some("https://relay.example./".into()),
-                direct: vec!["192.0.2.1:4433".parse().unwrap()],
-            },
-            x25519: [5; 32],
-            name: "Alice".into(),
-            secret: [7; 16],
-            expires_at: 4_000_000_000,
-        }
-    }
-
-    #[test]
-    fn invite_roundtrips_through_text_in_any_case() {
-        let text = sample().to_text().unwrap();
-        assert!(text.starts_with("ferry:"));
-        assert_eq!(Invite::parse(&text).unwrap(), sample());
-        assert_eq!(
-            Invite::parse(&format!("  {}\n", text.to_uppercase())).unwrap(),
-            sample()
-        );
-    }
-
-    #[test]
-    fn garbage_invites_give_clear_errors() {
-        for bad in [
-            "",
-            "hello",
-            "ferry:",
-            "ferry:!!!!",
-            "ferry:mfrggzdfmztwq2lk",
-            &"ferry:a".repeat(2000),
-        ] {
-            let err = Invite::parse(bad).unwrap_err();
-            assert!(matches!(err, Error::InvalidInvite(_)), "{bad:?}: {err}");
-        }
-        let mut truncated = sample().to_text().unwrap();
-        truncated.truncate(truncated.len() - 10);
-        assert!(matches!(
-            Invite::parse(&truncated),
-            Err(Error::InvalidInvite(_))
-        ));
-    }
-
-    #[test]
-    fn bidi_names_are_refused_in_invites() {
-        let mut i = sample();
-        i.name = "Al\u{202E}ice".into();
-        let text = i.to_text().unwrap();
-        assert!(matches!(Invite::parse(&text), Err(Error::InvalidInvite(_))));
-    }
 }

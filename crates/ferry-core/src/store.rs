@@ -25,7 +25,8 @@ use sled::transaction::{
     ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
 };
 
-use crate::e2e::{Envelope, Session};
+use crate::e2e::Session;
+pub use ferry_proto::records::{InviteRecord, OutboxItem, OutboxKind};
 use crate::model::{
     Contact, ContactId, ConversationId, Direction, Message, MessageId, MessageState, Transfer,
     TransferId,
@@ -34,39 +35,6 @@ use crate::Error;
 
 /// The schema this code reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
-
-/// What an outbox item carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum OutboxKind {
-    /// Carries a message shown in the conversation (text, file offer); it is in `messages`.
-    Message,
-    /// A receipt or a transfer update: nothing shown by itself.
-    Control,
-}
-
-/// A sealed payload waiting to be acknowledged by its recipient.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutboxItem {
-    /// Recipient.
-    pub contact: ContactId,
-    /// Id bound into the envelope's associated data.
-    pub message_id: MessageId,
-    /// The sealed payload.
-    pub envelope: Envelope,
-    /// What it is.
-    pub kind: OutboxKind,
-    /// When it was queued (Unix ms).
-    pub queued_at: u64,
-}
-
-/// An invite this home issued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InviteRecord {
-    /// Expiry (Unix ms).
-    pub expires_at: u64,
-    /// Whether someone already paired with it.
-    pub used: bool,
-}
 
 /// Why an invite secret was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

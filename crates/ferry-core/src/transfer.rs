@@ -34,7 +34,7 @@ use crate::model::{
     now_ms, Contact, ContactId, Direction, Event, Message, MessageId, MessageState, Transfer,
     TransferId, TransferState,
 };
-use crate::naming;
+use crate::{files, naming};
 use crate::net::{endpoint_addr, DIAL_TIMEOUT};
 use crate::node::Engine;
 use crate::store::OutboxKind;
@@ -627,6 +627,7 @@ pub(crate) async fn on_update(
 ) -> Result<(), Error> {
     let Some(mut t) = engine.store.transfer(&id)? else {
         engine.store.put_session(from, session)?;
+        engine.store.flush().await?;
         return Ok(());
     };
     if t.contact != *from || t.state.is_final() {
@@ -1129,7 +1130,7 @@ async fn save(engine: &Engine, t: &Transfer) -> Result<PathBuf, Error> {
     let collection = Collection::load(root, &*engine.blobs.store)
         .await
         .map_err(blob_err)?;
-    let top = naming::create_unique_dir(&downloads, &t.name).map_err(Error::io(format!(
+    let top = files::create_unique_dir(&downloads, &t.name).map_err(Error::io(format!(
         "creating a folder in {}",
         downloads.display()
     )))?;

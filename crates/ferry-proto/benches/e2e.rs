@@ -1,7 +1,7 @@
 //! Benchmarks for the end-to-end encryption layer.
 
 use criterion::{black_box, Criterion};
-use ferry_core::e2e::{respond, AssociatedData, InitiatorHandshake, Session};
+use ferry_proto::e2e::{respond, AssociatedData, InitiatorHandshake, Session};
 use rand_core::OsRng;
 use x25519_dalek::{PublicKey, StaticSecret};
 

@@ -1,4 +1,5 @@
-//! Receive-side file naming and file-type classification.
+//! Receive-side file naming and file-type classification (no I/O; creating the files is
+//! `ferry_core::files`).
 //!
 //! Every name chosen by a remote sender goes through this module before it touches the disk.
 //! Invariants:
@@ -8,9 +9,9 @@
 //!   whitespace, and is never a Windows device name. It is idempotent.
 //! - [`safe_relative_path`] yields only such components, so joined onto a directory it stays
 //!   inside that directory.
-//! - [`create_unique_file`] and [`create_unique_dir`] never overwrite, truncate or follow an
-//!   existing entry (including a symlink); they take the first free name of `name`,
-//!   `name (1)`, `name (2)`, … where the number goes before the extension as defined below.
+//! - [`numbered`] gives the candidates a caller creating a file tries when a name is taken:
+//!   `name`, `name (1)`, `name (2)`, … where the number goes before the extension as defined
+//!   below, never longer than [`MAX_NAME_BYTES`].
 //! - [`classify`] and [`classify_remote`] decide from the name alone; a file is never trusted
 //!   because of its content.
 //!
@@ -18,21 +19,19 @@
 //! dot is not the first character and the part is 1 to 16 bytes long (`archive.tar.gz` has the
 //! extension `.gz`, so its numbered form is `archive.tar (1).gz`; `.bashrc` has none).
 
-use std::fs::{File, OpenOptions};
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-/// Longest file name kept, in bytes of UTF-8, after cleaning.
-pub const MAX_NAME_BYTES: usize = 255;
+pub use crate::limits::MAX_NAME_BYTES;
+use crate::limits::MAX_NAME;
+use crate::ProtoError;
+
 
 /// Longest extension (without its dot) kept intact by truncation and numbering.
 const MAX_EXT_BYTES: usize = 16;
 /// Most components kept by [`safe_relative_path`].
 const MAX_COMPONENTS: usize = 64;
-/// Names tried by the `create_unique_*` functions, the plain name included.
-const MAX_ATTEMPTS: u32 = 10_000;
 /// Name used when nothing usable is left.
 const FALLBACK_NAME: &str = "file";
 /// Media type of anything `mime_guess` does not know.
@@ -148,6 +147,28 @@ pub struct FileKind {
     pub dangerous: bool,
 }
 
+/// Checks and normalises a display name (ours, or one a peer sends): trimmed, non-empty, at
+/// most [`MAX_NAME`] bytes, with no control or bidi-control characters.
+pub fn clean_display_name(name: &str) -> Result<String, ProtoError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(ProtoError::InvalidInput("the name is empty".into()));
+    }
+    if name.len() > MAX_NAME {
+        return Err(ProtoError::TooLong {
+            what: "name",
+            len: name.len(),
+            max: MAX_NAME,
+        });
+    }
+    if name.chars().any(|c| c.is_control() || is_bidi_control(c)) {
+        return Err(ProtoError::InvalidInput(
+            "the name has control or bidi characters".into(),
+        ));
+    }
+    Ok(name.to_string())
+}
+
 /// Reduces a name chosen by a remote sender to one safe path component (see the module doc).
 ///
 /// Keeps only the text after the last `/` or `\`, removes control, bidi-control, zero-width and
@@ -180,44 +201,6 @@ pub fn safe_relative_path(remote: &str) -> Option<PathBuf> {
     } else {
         Some(path)
     }
-}
-
-/// Creates a new file `dir/name` (or the first free numbered variant) and returns it with its path.
-///
-/// `name` is passed through [`safe_name`] first (a no-op for an already clean name). Uses
-/// exclusive creation, so an existing file, directory or symlink (even dangling) at the target
-/// is never opened, truncated or followed; the next name is tried instead: `a.txt`, `a (1).txt`,
-/// `a (2).txt`, … The number goes before the last extension: `archive.tar.gz` →
-/// `archive.tar (1).gz`. At most 10 000 names are tried. The file is opened for reading and
-/// writing; on Unix it is created with mode `0o644` (minus the umask), never executable.
-pub fn create_unique_file(dir: &Path, name: &str) -> io::Result<(File, PathBuf)> {
-    create_unique(dir, name, |path| {
-        let mut options = OpenOptions::new();
-        options.read(true).write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o644);
-        }
-        options.open(path)
-    })
-}
-
-/// Creates a new directory `dir/name` (or the first free numbered variant) and returns its path.
-///
-/// Same naming rules as [`create_unique_file`]: `Photos`, `Photos (1)`, … On Unix the directory
-/// is created with mode `0o755` (minus the umask). Never reuses an existing entry.
-pub fn create_unique_dir(dir: &Path, name: &str) -> io::Result<PathBuf> {
-    create_unique(dir, name, |path| {
-        let mut builder = std::fs::DirBuilder::new();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            builder.mode(0o755);
-        }
-        builder.create(path)
-    })
-    .map(|((), path)| path)
 }
 
 /// Classifies a name.
@@ -259,36 +242,9 @@ pub fn classify_remote(remote: &str) -> FileKind {
     kind
 }
 
-/// Tries `name`, `name (1)`, … in `dir` with `create` until one does not exist yet.
-fn create_unique<T>(
-    dir: &Path,
-    name: &str,
-    mut create: impl FnMut(&Path) -> io::Result<T>,
-) -> io::Result<(T, PathBuf)> {
-    let name = safe_name(name);
-    for n in 0..MAX_ATTEMPTS {
-        let path = dir.join(numbered(&name, n));
-        match create(&path) {
-            Ok(created) => return Ok((created, path)),
-            // Windows reports some collisions (e.g. with a directory) as access denied.
-            Err(err)
-                if err.kind() == io::ErrorKind::AlreadyExists
-                    || path.symlink_metadata().is_ok() => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        format!(
-            "no free name for {name:?} in {} after {MAX_ATTEMPTS} attempts",
-            dir.display()
-        ),
-    ))
-}
-
-/// The `n`-th candidate for a clean `name`: `name` itself for 0, else `stem (n).ext`, within
-/// [`MAX_NAME_BYTES`].
-fn numbered(name: &str, n: u32) -> String {
+/// The `n`-th candidate for a clean `name` when earlier ones are taken: `name` itself for 0,
+/// else `stem (n).ext`, within [`MAX_NAME_BYTES`].
+pub fn numbered(name: &str, n: u32) -> String {
     if n == 0 {
         return name.to_owned();
     }
@@ -387,8 +343,9 @@ fn is_removed(c: char) -> bool {
         || matches!(c, '<' | '>' | ':' | '"' | '|' | '?' | '*')
 }
 
-/// Unicode bidi formatting characters that can reorder how a name is displayed.
-fn is_bidi_control(c: char) -> bool {
+/// Unicode bidi formatting characters that can reorder how a name is displayed (and so
+/// disguise an extension or a display name).
+pub fn is_bidi_control(c: char) -> bool {
     matches!(
         c,
         '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}'
@@ -610,20 +567,6 @@ mod tests {
     }
 
     #[test]
-    fn create_unique_file_numbers_and_never_overwrites() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut first, first_path) = create_unique_file(dir.path(), "a.txt").unwrap();
-        io::Write::write_all(&mut first, b"original").unwrap();
-        drop(first);
-        let (_second, second_path) = create_unique_file(dir.path(), "a.txt").unwrap();
-        assert_eq!(first_path, dir.path().join("a.txt"));
-        assert_eq!(second_path, dir.path().join("a (1).txt"));
-        assert_eq!(std::fs::read(&first_path).unwrap(), b"original");
-        let (_third, third_path) = create_unique_file(dir.path(), "a.txt").unwrap();
-        assert_eq!(third_path, dir.path().join("a (2).txt"));
-    }
-
-    #[test]
     fn numbered_names_put_suffix_before_last_extension() {
         assert_eq!(numbered("archive.tar.gz", 1), "archive.tar (1).gz");
         assert_eq!(numbered(".bashrc", 2), ".bashrc (2)");
@@ -632,77 +575,6 @@ mod tests {
         let candidate = numbered(&long, 9_999);
         assert!(candidate.len() <= MAX_NAME_BYTES);
         assert!(candidate.ends_with(" (9999).txt"));
-    }
-
-    #[test]
-    fn create_unique_file_cleans_the_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let (_file, path) = create_unique_file(dir.path(), "../../escape.txt").unwrap();
-        assert_eq!(path, dir.path().join("escape.txt"));
-    }
-
-    #[test]
-    fn create_unique_file_at_length_limit_stays_within_limit() {
-        let dir = tempfile::tempdir().unwrap();
-        let name = format!("{}.bin", "n".repeat(251));
-        let (_a, first) = create_unique_file(dir.path(), &name).unwrap();
-        let (_b, second) = create_unique_file(dir.path(), &name).unwrap();
-        assert_eq!(first.file_name().unwrap().len(), MAX_NAME_BYTES);
-        let second = second.file_name().unwrap().to_str().unwrap();
-        assert!(second.len() <= MAX_NAME_BYTES && second.ends_with(" (1).bin"));
-    }
-
-    #[test]
-    fn create_unique_file_skips_an_existing_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("x.dat")).unwrap();
-        let (_file, path) = create_unique_file(dir.path(), "x.dat").unwrap();
-        assert_eq!(path, dir.path().join("x (1).dat"));
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn create_unique_file_does_not_follow_symlink() {
-        let dir = tempfile::tempdir().unwrap();
-        let outside = tempfile::tempdir().unwrap();
-        let target = outside.path().join("victim.txt");
-        std::fs::write(&target, b"keep me").unwrap();
-        std::os::unix::fs::symlink(&target, dir.path().join("a.txt")).unwrap();
-        std::os::unix::fs::symlink(outside.path().join("missing"), dir.path().join("a (1).txt"))
-            .unwrap();
-
-        let (mut file, path) = create_unique_file(dir.path(), "a.txt").unwrap();
-        io::Write::write_all(&mut file, b"new").unwrap();
-        assert_eq!(path, dir.path().join("a (2).txt"));
-        assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
-        assert!(!outside.path().join("missing").exists());
-        assert!(!path.symlink_metadata().unwrap().file_type().is_symlink());
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn created_file_is_not_executable() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let (_file, path) = create_unique_file(dir.path(), "setup.sh").unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o111, 0, "mode {mode:o}");
-        assert_eq!(mode & 0o7022, 0, "mode {mode:o}");
-    }
-
-    #[test]
-    fn create_unique_dir_numbers() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = create_unique_dir(dir.path(), "Photos").unwrap();
-        std::fs::write(first.join("inside.jpg"), b"x").unwrap();
-        let second = create_unique_dir(dir.path(), "Photos").unwrap();
-        assert_eq!(first, dir.path().join("Photos"));
-        assert_eq!(second, dir.path().join("Photos (1)"));
-        assert!(second.is_dir());
-        assert!(first.join("inside.jpg").exists());
-        std::fs::write(dir.path().join("Photos (2)"), b"file").unwrap();
-        let third = create_unique_dir(dir.path(), "Photos").unwrap();
-        assert_eq!(third, dir.path().join("Photos (3)"));
     }
 
     #[test]

@@ -5,10 +5,23 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::WireAddr;
+use std::net::SocketAddr;
+
+use crate::ProtoError;
 
 /// A contact's id: its iroh endpoint id.
-pub type ContactId = iroh::PublicKey;
+pub type ContactId = iroh_base::PublicKey;
+
+/// How to reach an endpoint: what an invite carries and what contacts announce.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct WireAddr {
+    /// The home relay, if any.
+    pub relay: Option<String>,
+    /// Direct socket addresses.
+    #[cfg_attr(feature = "specta", specta(type = Vec<String>))]
+    pub direct: Vec<SocketAddr>,
+}
 
 macro_rules! byte_id {
     ($(#[$doc:meta])* $name:ident) => {
@@ -40,14 +53,14 @@ macro_rules! byte_id {
         }
 
         impl std::str::FromStr for $name {
-            type Err = crate::Error;
+            type Err = ProtoError;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 data_encoding::HEXLOWER_PERMISSIVE
                     .decode(s.as_bytes())
                     .ok()
                     .and_then(|v| <[u8; 16]>::try_from(v).ok())
                     .map(Self)
-                    .ok_or_else(|| crate::Error::InvalidInput(format!("not an id: {s:?}")))
+                    .ok_or_else(|| ProtoError::InvalidInput(format!("not an id: {s:?}")))
             }
         }
 

@@ -32,12 +32,10 @@ use sha2::Sha256;
 use x25519_dalek::{PublicKey, SharedSecret, StaticSecret};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-/// Maximum number of skipped message keys kept per session (total, across chains; oldest evicted first).
-pub const MAX_SKIP: usize = 2000;
+pub use crate::limits::{MAX_CHAIN_GAP, MAX_SKIP};
+
 /// Protocol version, bound into the associated data of every message.
 pub const VERSION: u8 = 1;
-/// Maximum number of message keys a single incoming header may make us skip (old and new chain together).
-pub const MAX_CHAIN_GAP: u32 = 2000;
 /// Length in bytes of the random XChaCha20 nonce carried in every [`Envelope`].
 pub const NONCE_LEN: usize = 24;
 

@@ -1,0 +1,275 @@
+//! What crosses the network: ALPNs, versioned frames, and the length-prefixed framing with a
+//! hard size cap checked before anything is allocated.
+//!
+//! Every frame is a 4-byte big-endian length followed by a postcard body. Bodies are enums whose
+//! first variant index doubles as a version tag: new variants are added at the end.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::e2e::Envelope;
+pub use crate::model::WireAddr;
+use crate::model::TransferState;
+
+/// ALPN of the chat protocol.
+pub const ALPN_CHAT: &[u8] = b"ferry/chat/1";
+/// ALPN of the pairing protocol.
+pub const ALPN_PAIR: &[u8] = b"ferry/pair/1";
+/// Bytes of the length that starts every frame.
+pub const FRAME_HEADER_LEN: usize = 4;
+pub use crate::limits::{MAX_FRAME, MAX_NAME, MAX_TEXT};
+
+/// A framing error.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The peer announced a frame over [`MAX_FRAME`].
+    #[error("frame of {0} bytes is over the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    /// The stream failed or ended early.
+    #[error("stream: {0}")]
+    Io(#[from] std::io::Error),
+    /// The bytes end before the frame does, or go on after it.
+    #[error("frame length does not match its header")]
+    Truncated,
+    /// The body did not decode.
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] postcard::Error),
+}
+
+/// Encodes one frame: the 4-byte big-endian body length, then the postcard body.
+pub fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, FrameError> {
+    let body = postcard::to_allocvec(value)?;
+    if body.len() > MAX_FRAME {
+        return Err(FrameError::TooLarge(body.len()));
+    }
+    let len = u32::try_from(body.len()).map_err(|_| FrameError::TooLarge(body.len()))?;
+    let mut frame = Vec::with_capacity(FRAME_HEADER_LEN + body.len());
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&body);
+    Ok(frame)
+}
+
+/// The body length a frame header announces; over [`MAX_FRAME`] is refused here, before the
+/// reader allocates anything for the body.
+pub fn frame_len(header: [u8; FRAME_HEADER_LEN]) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(header) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    Ok(len)
+}
+
+/// Decodes a frame body (the bytes after the header).
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+    Ok(postcard::from_bytes(body)?)
+}
+
+/// Decodes one whole frame held in memory: a header and exactly the body it announces.
+pub fn decode_frame<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
+    let (header, body) = bytes
+        .split_first_chunk::<FRAME_HEADER_LEN>()
+        .ok_or(FrameError::Truncated)?;
+    let len = frame_len(*header)?;
+    if body.len() != len {
+        return Err(FrameError::Truncated);
+    }
+    decode_body(body)
+}
+
+/// The identity part of a pairing message: display name and the signed X25519 key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairIdentity {
+    /// Display name.
+    pub name: String,
+    /// X25519 identity public key.
+    pub x25519: [u8; 32],
+    /// Signature of the endpoint key over the X25519 key.
+    #[serde(with = "serde_sig")]
+    pub signature: [u8; 64],
+    /// Where the sender can be reached.
+    pub addr: WireAddr,
+}
+
+/// Frames of `ferry/pair/1`, in order: joiner `Hello`, inviter `Accept`/`Refuse`, joiner
+/// `Confirm` (the first sealed message, proving both derived the same keys), inviter `Done`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PairFrame {
+    /// Joiner → inviter: the invite secret, its identity and its handshake ephemeral.
+    Hello {
+        /// The invite's one-time secret.
+        secret: [u8; 16],
+        /// The joiner's identity.
+        identity: PairIdentity,
+        /// The joiner's handshake ephemeral key.
+        ephemeral: [u8; 32],
+    },
+    /// Inviter → joiner: pairing accepted.
+    Accept {
+        /// The inviter's identity.
+        identity: PairIdentity,
+        /// The inviter's handshake ephemeral key.
+        ephemeral: [u8; 32],
+    },
+    /// Inviter → joiner: pairing refused.
+    Refuse {
+        /// Why, for the joiner's user.
+        reason: String,
+    },
+    /// Joiner → inviter: the first ratchet message (key confirmation).
+    Confirm {
+        /// Message id bound into the associated data.
+        message_id: [u8; 16],
+        /// The sealed confirmation.
+        envelope: Envelope,
+    },
+    /// Inviter → joiner: both sides have stored the pairing.
+    Done,
+}
+
+/// Requests of `ferry/chat/1`, one per bidirectional stream, each answered by a [`ChatResponse`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChatRequest {
+    /// A sealed payload for the conversation with the sender.
+    Deliver {
+        /// The message id (deduplication and associated data).
+        message_id: [u8; 16],
+        /// The sealed [`Payload`].
+        envelope: Envelope,
+    },
+    /// Liveness probe.
+    Ping,
+    /// The sender's current addresses.
+    Announce(WireAddr),
+}
+
+/// Answers on `ferry/chat/1`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChatResponse {
+    /// Stored and flushed (or already had it).
+    Ack,
+    /// Answer to `Ping`.
+    Pong,
+    /// Not accepted; the sender keeps it queued if `retry`.
+    Reject {
+        /// Why.
+        reason: String,
+        /// Whether trying again later may succeed.
+        retry: bool,
+    },
+}
+
+/// What is inside a sealed envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Payload {
+    /// A text message.
+    Text {
+        /// The text.
+        body: String,
+        /// Sender's clock, Unix milliseconds.
+        sent_at: u64,
+    },
+    /// The listed messages were read.
+    Read {
+        /// Ids of messages the reader received from the recipient of this receipt.
+        ids: Vec<[u8; 16]>,
+    },
+    /// Key confirmation at the end of pairing.
+    PairConfirm,
+    /// A file or folder the sender offers; the receiver fetches it over iroh-blobs.
+    FileOffer {
+        /// Transfer id.
+        transfer: [u8; 16],
+        /// BLAKE3 root hash (a blob, or for a folder the collection's hash sequence).
+        hash: [u8; 32],
+        /// A folder (collection) rather than one file.
+        folder: bool,
+        /// The sender's name for it (the receiver cleans it).
+        name: String,
+        /// Total payload bytes.
+        size: u64,
+        /// Number of files.
+        files: u32,
+    },
+    /// The other side changed a transfer's state.
+    TransferUpdate {
+        /// Transfer id.
+        transfer: [u8; 16],
+        /// New state.
+        state: TransferState,
+        /// Why (for failures).
+        reason: Option<String>,
+    },
+}
+
+mod serde_sig {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(sig: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(sig)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
+        let bytes: &[u8] = <&[u8]>::deserialize(d)?;
+        bytes
+            .try_into()
+            .map_err(|_| serde::de::Error::invalid_length(bytes.len(), &"64 bytes"))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_frame_is_refused_before_allocating() {
+        let mut bytes = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[0; 8]);
+        let r: Result<ChatRequest, _> = decode_frame(&bytes);
+        assert!(matches!(r, Err(FrameError::TooLarge(n)) if n == MAX_FRAME + 1));
+    }
+
+    #[test]
+    fn garbage_frame_is_a_clear_error() {
+        let mut bytes = 3u32.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[0xff, 0xff, 0xff]);
+        let r: Result<ChatRequest, _> = decode_frame(&bytes);
+        assert!(matches!(r, Err(FrameError::Malformed(_))));
+    }
+
+    #[test]
+    fn short_or_long_frames_are_refused() {
+        let frame = encode_frame(&ChatRequest::Ping).unwrap();
+        for bad in [&frame[..2], &frame[..frame.len() - 1], &[frame.clone(), vec![0]].concat()] {
+            let r: Result<ChatRequest, _> = decode_frame(bad);
+            assert!(matches!(r, Err(FrameError::Truncated)), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn frames_roundtrip() {
+        let req = ChatRequest::Announce(WireAddr {
+            relay: Some("https://relay.example".into()),
+            direct: vec!["127.0.0.1:4000".parse().unwrap()],
+        });
+        let back: ChatRequest = decode_frame(&encode_frame(&req).unwrap()).unwrap();
+        assert_eq!(back, req);
+    }
+
+    /// Pins the wire format: a change here is a protocol change and needs a new ALPN.
+    #[test]
+    fn wire_format_snapshot() {
+        let ping = postcard::to_allocvec(&ChatRequest::Ping).unwrap();
+        assert_eq!(ping, [1]);
+        let text = postcard::to_allocvec(&Payload::Text {
+            body: "hi".into(),
+            sent_at: 1,
+        })
+        .unwrap();
+        assert_eq!(text, [0, 2, b'h', b'i', 1]);
+        let read = postcard::to_allocvec(&Payload::Read { ids: vec![[7; 16]] }).unwrap();
+        assert_eq!(read[..2], [1, 1]);
+        assert_eq!(read.len(), 18);
+    }
+}
