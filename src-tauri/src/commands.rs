@@ -73,7 +73,7 @@ pub struct Invite {
 #[specta::specta]
 pub async fn create_invite(state: State<'_, AppState>) -> Result<Invite> {
     let text = node(&state).await?.create_invite(None).await?;
-    let svg = ferry_core::qr::svg(&text)?;
+    let svg = ferry_core::qr::svg(&text).map_err(ferry_core::Error::from)?;
     Ok(Invite { text, svg })
 }
 
@@ -106,7 +106,7 @@ pub async fn read_invite_data(base64: String) -> Result<String> {
         let data = data_encoding::BASE64
             .decode(base64.trim().as_bytes())
             .map_err(|e| ferry_core::Error::InvalidInput(format!("not a picture: {e}")))?;
-        ferry_core::qr::read_invite_bytes(&data)
+        Ok(ferry_core::qr::read_invite_bytes(&data)?)
     })
     .await
 }

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-
 use anyhow::{ensure, Context, Result};
 use ferry_core::{ContactId, Direction, Event, MessageState, TransferState};
 use ferry_tests::{init_tracing, open, test_config, wait_for, WAIT};
@@ -76,7 +75,15 @@ fn expected(home: &str) -> Result<Expected> {
             .collect(),
         transfers: rows(&m["transfers"])
             .iter()
-            .map(|t| (s(&t[0]), s(&t[1]), s(&t[2]), s(&t[3]), t[4].as_u64().unwrap_or(0)))
+            .map(|t| {
+                (
+                    s(&t[0]),
+                    s(&t[1]),
+                    s(&t[2]),
+                    s(&t[3]),
+                    t[4].as_u64().unwrap_or(0),
+                )
+            })
             .collect(),
     })
 }
@@ -181,7 +188,9 @@ async fn homes_of_the_earlier_release_open_whole_and_keep_talking() -> Result<()
     ensure!(got == "after the upgrade");
     let reply = bob.send_text("Alice", "still here").await?;
     ensure!(bob.wait_outbox_drained(None, WAIT).await?);
-    ensure!(alice.message(&reply.id)?.is_some_and(|m| m.direction == Direction::Incoming));
+    ensure!(alice
+        .message(&reply.id)?
+        .is_some_and(|m| m.direction == Direction::Incoming));
     ensure!(alice.stored_contact(&bob_id)?.is_some());
 
     // The offer made before the upgrade can still be answered. (Its source file lived in the
@@ -191,7 +200,10 @@ async fn homes_of_the_earlier_release_open_whole_and_keep_talking() -> Result<()
 
     // Carol was offline when Alice wrote to her; she gets it now.
     let carol = open(&tmp.path().join("carol"), test_config()).await?;
-    ensure!(alice.wait_outbox_drained(None, WAIT).await?, "Alice's outbox drains");
+    ensure!(
+        alice.wait_outbox_drained(None, WAIT).await?,
+        "Alice's outbox drains"
+    );
     let page = carol.history("Alice", None, 10, false).await?;
     ensure!(
         page.iter()

@@ -170,5 +170,4 @@ mod tests {
         let third = create_unique_dir(dir.path(), "Photos").unwrap();
         assert_eq!(third, dir.path().join("Photos (3)"));
     }
-
 }

@@ -12,9 +12,9 @@ use iroh::protocol::{AcceptError, ProtocolHandler};
 use rand_core::RngCore;
 
 use crate::e2e::{self, AssociatedData, InitiatorHandshake};
-use crate::invite::{pair_binding, Invite, INVITE_VERSION};
 use crate::identity::verify_binding;
-use crate::model::{now_ms, Contact, ContactId, Event, MessageId};
+use crate::invite::{pair_binding, Invite, INVITE_VERSION};
+use crate::model::{now_ms, Contact, Event, MessageId};
 use crate::net::{self, current_addr, REQUEST_TIMEOUT};
 use crate::node::{clean_name, Engine};
 use crate::store::{InviteRecord, InviteRefusal};
@@ -43,7 +43,7 @@ pub(crate) async fn create_invite(engine: &Engine, ttl: Duration) -> Result<Stri
     )?;
     engine.store.flush().await?;
     let addr = current_addr(engine, Duration::from_secs(5)).await;
-    Invite {
+    Ok(Invite {
         version: INVITE_VERSION,
         id: engine.id(),
         addr,
@@ -52,7 +52,7 @@ pub(crate) async fn create_invite(engine: &Engine, ttl: Duration) -> Result<Stri
         secret,
         expires_at: expires_ms / 1000,
     }
-    .to_text()
+    .to_text()?)
 }
 
 async fn read<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> Result<PairFrame, Error> {

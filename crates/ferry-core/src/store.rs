@@ -20,18 +20,18 @@
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
 };
 
 use crate::e2e::Session;
-pub use ferry_proto::records::{InviteRecord, OutboxItem, OutboxKind};
 use crate::model::{
     Contact, ContactId, ConversationId, Direction, Message, MessageId, MessageState, Transfer,
     TransferId,
 };
 use crate::Error;
+pub use ferry_proto::records::{InviteRecord, OutboxItem, OutboxKind};
 
 /// The schema this code reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;

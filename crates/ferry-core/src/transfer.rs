@@ -34,12 +34,12 @@ use crate::model::{
     now_ms, Contact, ContactId, Direction, Event, Message, MessageId, MessageState, Transfer,
     TransferId, TransferState,
 };
-use crate::{files, naming};
 use crate::net::{endpoint_addr, DIAL_TIMEOUT};
 use crate::node::Engine;
 use crate::store::OutboxKind;
 use crate::wire::Payload;
 use crate::Error;
+use crate::{files, naming};
 
 /// The blob store's folder inside a home.
 pub const BLOBS_DIR: &str = "blobs";
@@ -1092,7 +1092,7 @@ async fn download(engine: &Arc<Engine>, mut t: Transfer) -> Result<(), Error> {
 /// the store moves its data file onto the reserved name (no copy on the same file system) and
 /// from then on only references it; a copy is made across file systems or for repeated hashes.
 async fn save_blob(engine: &Engine, hash: Hash, dir: &Path, name: &str) -> Result<PathBuf, Error> {
-    let (file, path) = naming::create_unique_file(dir, name)
+    let (file, path) = files::create_unique_file(dir, name)
         .map_err(Error::io(format!("creating a file in {}", dir.display())))?;
     drop(file);
     let exported = engine

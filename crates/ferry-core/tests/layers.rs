@@ -71,19 +71,30 @@ const CORE: &[(&str, Layer)] = &[
     ("control", Layer::Node),
 ];
 
+/// Items of a crate root (re-exports) and the module each comes from. A new one must be added
+/// here, so an import through the root cannot hide an arrow.
+const ROOT_ITEMS: &[(&str, &str)] = &[
+    ("ProtoError", "error"),
+    ("Error", "error"),
+    ("Node", "node"),
+    ("Config", "node"),
+    ("NetSettings", "node"),
+    ("RelayChoice", "node"),
+    ("default_home", "home"),
+];
+
 /// Imports that still break the rule (from, to). Shrinks as services take over from
 /// `node::Engine`; see ARCHITECTURE.md.
 const KNOWN_VIOLATIONS: &[(&str, &str)] = &[
-    ("chat", "net"),
     ("chat", "node"),
+    ("control", "node"),
+    ("node", "control"),
     ("chat", "transfer"),
     ("net", "chat"),
     ("net", "node"),
     ("net", "transfer"),
-    ("pairing", "net"),
     ("pairing", "node"),
     ("transfer", "chat"),
-    ("transfer", "net"),
     ("transfer", "node"),
 ];
 
@@ -177,7 +188,15 @@ fn imports(krate: &str) -> BTreeMap<String, BTreeSet<String>> {
             continue;
         };
         let code = std::fs::read_to_string(&file).unwrap_or_default();
-        let refs = crate_refs(&code);
+        let refs = crate_refs(&code).into_iter().map(|r| {
+            match ROOT_ITEMS.iter().find(|(item, _)| *item == r) {
+                Some((_, module)) => module.to_string(),
+                None if r.starts_with(char::is_uppercase) => {
+                    panic!("{}: crate::{r} is not in ROOT_ITEMS", file.display())
+                }
+                None => r,
+            }
+        });
         let entry = map.entry(module.clone()).or_default();
         entry.extend(refs.into_iter().filter(|r| *r != module));
     }
@@ -204,10 +223,7 @@ fn cycles(map: &BTreeMap<String, BTreeSet<String>>) -> BTreeSet<String> {
         }
         false
     };
-    map.keys()
-        .filter(|m| reaches(m, m))
-        .cloned()
-        .collect()
+    map.keys().filter(|m| reaches(m, m)).cloned().collect()
 }
 
 #[test]
@@ -228,7 +244,11 @@ fn protocol_modules_import_only_lower_levels() {
         }
     }
     assert!(wrong.is_empty(), "imports against the levels: {wrong:?}");
-    assert!(cycles(&map).is_empty(), "import circles: {:?}", cycles(&map));
+    assert!(
+        cycles(&map).is_empty(),
+        "import circles: {:?}",
+        cycles(&map)
+    );
 }
 
 #[test]
@@ -242,8 +262,7 @@ fn engine_modules_import_only_lower_layers() {
         };
         for r in refs {
             let Some(&theirs) = layer.get(r.as_str()) else {
-                // Items of the crate root (`crate::Error`, `crate::Node`) are re-exports.
-                continue;
+                panic!("`{module}` refers to crate::{r}, which the CORE table lacks");
             };
             let ok = theirs < mine || (theirs == mine && mine.peers_allowed());
             if !ok {
@@ -294,7 +313,10 @@ fn the_protocol_crate_depends_on_no_runtime_network_or_store() {
             .map(|d| d.split(' ').next().unwrap_or(d).to_string());
         deps.entry(name).or_default().extend(names);
     }
-    assert!(deps.contains_key("ferry-proto"), "ferry-proto not in Cargo.lock");
+    assert!(
+        deps.contains_key("ferry-proto"),
+        "ferry-proto not in Cargo.lock"
+    );
     let mut seen = BTreeSet::new();
     let mut stack = vec!["ferry-proto".to_string()];
     while let Some(p) = stack.pop() {
@@ -304,7 +326,10 @@ fn the_protocol_crate_depends_on_no_runtime_network_or_store() {
     }
     let bad: Vec<_> = IMPURE.iter().filter(|c| seen.contains(**c)).collect();
     assert!(bad.is_empty(), "ferry-proto pulls in {bad:?}");
-    assert!(seen.contains("chacha20poly1305"), "the walk found too little");
+    assert!(
+        seen.contains("chacha20poly1305"),
+        "the walk found too little"
+    );
 }
 
 #[test]

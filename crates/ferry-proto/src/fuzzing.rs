@@ -23,8 +23,11 @@ use crate::naming::{
 use crate::records::{InviteRecord, OutboxItem};
 use crate::wire::{decode_frame, encode_frame, ChatRequest, ChatResponse, PairFrame, Payload};
 
+/// One check: arbitrary bytes in, a panic only on a broken invariant.
+pub type Check = fn(&[u8]);
+
 /// The fuzz targets, by name: what `scripts/fuzz.sh` runs and the regression test replays.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("frame", frame),
     ("payload", payload),
     ("envelope", envelope),
@@ -120,7 +123,10 @@ pub fn invite_text(data: &[u8]) {
 /// A picture of a QR code (any encoded image): decoding never panics.
 pub fn invite_qr(data: &[u8]) {
     if let Ok(text) = crate::qr::read_invite_bytes(data) {
-        assert!(Invite::parse(&text).is_ok(), "read an invite that does not parse");
+        assert!(
+            Invite::parse(&text).is_ok(),
+            "read an invite that does not parse"
+        );
     }
 }
 
@@ -147,7 +153,10 @@ pub fn record(data: &[u8]) {
 pub fn name(data: &[u8]) {
     let remote = String::from_utf8_lossy(data);
     let clean = safe_name(&remote);
-    assert!(!clean.is_empty() && clean.len() <= MAX_NAME_BYTES, "{clean:?}");
+    assert!(
+        !clean.is_empty() && clean.len() <= MAX_NAME_BYTES,
+        "{clean:?}"
+    );
     assert!(clean != "." && clean != "..", "{clean:?}");
     assert!(!clean.contains(['/', '\\', '\0']), "{clean:?}");
     assert_eq!(safe_name(&clean), clean, "safe_name is not idempotent");

@@ -130,7 +130,10 @@ mod tests {
             &"ferry:a".repeat(2000),
         ] {
             let err = Invite::parse(bad).unwrap_err();
-            assert!(matches!(err, ProtoError::InvalidInvite(_)), "{bad:?}: {err}");
+            assert!(
+                matches!(err, ProtoError::InvalidInvite(_)),
+                "{bad:?}: {err}"
+            );
         }
         let mut truncated = sample().to_text().unwrap();
         truncated.truncate(truncated.len() - 10);
@@ -145,6 +148,9 @@ mod tests {
         let mut i = sample();
         i.name = "Al\u{202E}ice".into();
         let text = i.to_text().unwrap();
-        assert!(matches!(Invite::parse(&text), Err(ProtoError::InvalidInvite(_))));
+        assert!(matches!(
+            Invite::parse(&text),
+            Err(ProtoError::InvalidInvite(_))
+        ));
     }
 }

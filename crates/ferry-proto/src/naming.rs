@@ -23,10 +23,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::limits::MAX_NAME_BYTES;
 use crate::limits::MAX_NAME;
+pub use crate::limits::MAX_NAME_BYTES;
 use crate::ProtoError;
-
 
 /// Longest extension (without its dot) kept intact by truncation and numbering.
 const MAX_EXT_BYTES: usize = 16;
@@ -356,6 +355,7 @@ pub fn is_bidi_control(c: char) -> bool {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     const TABLE: &[(&str, &str)] = &[
         ("..\\..\\x", "x"),

@@ -11,7 +11,6 @@ use crate::invite::Invite;
 pub use crate::limits::{MAX_IMAGE_BYTES, MAX_IMAGE_SIDE};
 use crate::ProtoError;
 
-
 fn code(text: &str) -> Result<QrCode, ProtoError> {
     QrCode::with_error_correction_level(text.to_ascii_uppercase(), EcLevel::L)
         .map_err(|e| ProtoError::InvalidInput(format!("cannot make a QR code: {e}")))
@@ -36,7 +35,6 @@ pub fn terminal(text: &str) -> Result<String, ProtoError> {
         .build())
 }
 
-
 /// Reads a Ferry invite from an encoded picture in memory (PNG, JPEG, WebP, BMP or GIF): a
 /// screenshot pasted from the clipboard, or a camera frame.
 pub fn read_invite_bytes(data: &[u8]) -> Result<String, ProtoError> {
@@ -53,9 +51,9 @@ pub fn read_invite_bytes(data: &[u8]) -> Result<String, ProtoError> {
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
     reader.limits(limits);
-    let picture = reader
-        .decode()
-        .map_err(|e| ProtoError::InvalidInput(format!("this is not a picture Ferry can read: {e}")))?;
+    let picture = reader.decode().map_err(|e| {
+        ProtoError::InvalidInput(format!("this is not a picture Ferry can read: {e}"))
+    })?;
     read_invite(&picture.to_luma8())
 }
 
@@ -69,14 +67,11 @@ pub fn read_invite(picture: &image::GrayImage) -> Result<String, ProtoError> {
         ));
     }
     let mut last = None;
-    for grid in grids {
-        match grid.decode() {
-            Ok((_, text)) => match Invite::parse(text.trim()) {
-                Ok(_) => return Ok(text.trim().to_ascii_lowercase()),
-                Err(e) => last = Some(e),
-            },
-            // A grid that does not decode: try the next one.
-            Err(_) => {}
+    // A grid that does not decode is skipped: the next one may.
+    for (_, text) in grids.iter().filter_map(|g| g.decode().ok()) {
+        match Invite::parse(text.trim()) {
+            Ok(_) => return Ok(text.trim().to_ascii_lowercase()),
+            Err(e) => last = Some(e),
         }
     }
     Err(last.unwrap_or_else(|| {
@@ -139,7 +134,10 @@ mod tests {
     fn png(picture: &image::GrayImage) -> Vec<u8> {
         let mut bytes = Vec::new();
         picture
-            .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+            .write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )
             .unwrap();
         bytes
     }

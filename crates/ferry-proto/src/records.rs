@@ -39,4 +39,3 @@ pub struct InviteRecord {
     /// Whether someone already paired with it.
     pub used: bool,
 }
-

@@ -8,8 +8,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::e2e::Envelope;
-pub use crate::model::WireAddr;
 use crate::model::TransferState;
+pub use crate::model::WireAddr;
 
 /// ALPN of the chat protocol.
 pub const ALPN_CHAT: &[u8] = b"ferry/chat/1";
@@ -241,7 +241,11 @@ mod tests {
     #[test]
     fn short_or_long_frames_are_refused() {
         let frame = encode_frame(&ChatRequest::Ping).unwrap();
-        for bad in [&frame[..2], &frame[..frame.len() - 1], &[frame.clone(), vec![0]].concat()] {
+        for bad in [
+            &frame[..2],
+            &frame[..frame.len() - 1],
+            &[frame.clone(), vec![0]].concat(),
+        ] {
             let r: Result<ChatRequest, _> = decode_frame(bad);
             assert!(matches!(r, Err(FrameError::Truncated)), "{bad:?}");
         }

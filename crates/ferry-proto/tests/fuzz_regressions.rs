@@ -35,10 +35,8 @@ fn inputs(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 
 /// A PNG of `text`'s QR code, 3 pixels a module with a quiet zone.
 fn qr_png(text: &str) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
-    let code = qrcode::QrCode::with_error_correction_level(
-        text.to_ascii_uppercase(),
-        qrcode::EcLevel::L,
-    )?;
+    let code =
+        qrcode::QrCode::with_error_correction_level(text.to_ascii_uppercase(), qrcode::EcLevel::L)?;
     let width = code.width() as u32;
     let colors = code.to_colors();
     let side = (width + 8) * 3;
@@ -54,8 +52,11 @@ fn qr_png(text: &str) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
     Ok(png)
 }
 
+/// A seed: its target, its file name, its bytes.
+type Seed = (&'static str, &'static str, Vec<u8>);
+
 /// Real values of each kind, encoded as their decoder meets them.
-fn seeds() -> Result<Vec<(&'static str, &'static str, Vec<u8>)>, Box<dyn std::error::Error>> {
+fn seeds() -> Result<Vec<Seed>, Box<dyn std::error::Error>> {
     let alice = Identity::generate();
     let addr = WireAddr {
         relay: Some("https://relay.example./".into()),
@@ -131,7 +132,11 @@ fn seeds() -> Result<Vec<(&'static str, &'static str, Vec<u8>)>, Box<dyn std::er
         ("envelope", "sealed", postcard::to_allocvec(&envelope)?),
         ("invite_text", "invite", text.clone().into_bytes()),
         ("invite_qr", "png", qr_png(&text)?),
-        ("invite_qr", "svg_is_not_a_picture", ferry_proto::qr::svg(&text)?.into_bytes()),
+        (
+            "invite_qr",
+            "svg_is_not_a_picture",
+            ferry_proto::qr::svg(&text)?.into_bytes(),
+        ),
         ("record", "contact", postcard::to_allocvec(&contact)?),
         (
             "record",
