@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use ferry_core::control::{self, Call, Client};
+use ferry_core::control::{self, Answer, Call, Client, InviteText};
 use ferry_core::node::NetSettings;
-use ferry_core::{Config, ContactView, Event, Message, Node, RelayChoice, Transfer, TransferState};
-use serde_json::Value;
+use ferry_core::{
+    Config, ContactView, Event, Message, Node, Profile, RelayChoice, Transfer, TransferState,
+};
 
 mod demo;
 mod render;
@@ -269,7 +270,7 @@ enum Backend {
 }
 
 impl Backend {
-    async fn call(&mut self, call: Call) -> Result<Value> {
+    async fn call(&mut self, call: Call) -> Result<Answer> {
         Ok(match self {
             Backend::Remote(c) => c.call(call).await?,
             Backend::Local(n) => control::dispatch(n, call).await?,
@@ -356,16 +357,12 @@ async fn run(cli: Cli) -> Result<()> {
             let mut b = cli.backend().await?;
             let v = b.call(Call::Profile).await;
             b.close().await;
-            let v = v?;
+            let me: Profile = v?.try_into()?;
             if *json {
-                println!("{v}");
+                println!("{}", serde_json::to_string(&me)?);
             } else {
-                println!(
-                    "{} {}",
-                    v["name"].as_str().unwrap_or(""),
-                    v["id"].as_str().unwrap_or("")
-                );
-                println!("addresses: {}", v["addr"]);
+                println!("{} {}", me.name, me.id);
+                println!("addresses: {}", serde_json::to_string(&me.addr)?);
             }
         }
         Command::Invite { qr, ttl } => {
@@ -377,10 +374,10 @@ async fn run(cli: Cli) -> Result<()> {
                 })
                 .await;
             b.close().await;
-            let v = v?;
-            println!("{}", v["invite"].as_str().unwrap_or_default());
+            let v: InviteText = v?.try_into()?;
+            println!("{}", v.invite);
             if *qr {
-                eprintln!("{}", v["qr"].as_str().unwrap_or_default());
+                eprintln!("{}", v.qr);
             }
             if local {
                 eprintln!("Single use. Keep Ferry running (`ferry daemon` or the app) so the pairing can be answered.");
@@ -394,7 +391,7 @@ async fn run(cli: Cli) -> Result<()> {
                 })
                 .await;
             b.close().await;
-            let c: ContactView = serde_json::from_value(v?)?;
+            let c: ContactView = v?.try_into()?;
             println!("Paired with {} ({})", c.name, c.id);
             println!("Safety number: {}", c.safety_number);
             println!(
@@ -407,7 +404,7 @@ async fn run(cli: Cli) -> Result<()> {
             let refresh = matches!(b, Backend::Local(_));
             let v = b.call(Call::Contacts { refresh }).await;
             b.close().await;
-            let contacts: Vec<ContactView> = serde_json::from_value(v?)?;
+            let contacts: Vec<ContactView> = v?.try_into()?;
             if *json {
                 println!("{}", serde_json::to_string(&contacts)?);
             } else {
@@ -428,7 +425,7 @@ async fn run(cli: Cli) -> Result<()> {
                 })
                 .await;
             let m: Message = match v {
-                Ok(v) => serde_json::from_value(v)?,
+                Ok(v) => v.try_into()?,
                 Err(e) => {
                     b.close().await;
                     return Err(e);
@@ -475,7 +472,7 @@ async fn run(cli: Cli) -> Result<()> {
                 let _ = node.wait_outbox_drained(None, Duration::from_secs(3)).await;
             }
             b.close().await;
-            let page: Vec<Message> = serde_json::from_value(v?)?;
+            let page: Vec<Message> = v?.try_into()?;
             if *json {
                 println!("{}", serde_json::to_string(&page)?);
             } else {
@@ -491,7 +488,7 @@ async fn run(cli: Cli) -> Result<()> {
                 })
                 .await;
             b.close().await;
-            let c: ContactView = serde_json::from_value(v?)?;
+            let c: ContactView = v?.try_into()?;
             println!(
                 "{} is {}",
                 c.name,
@@ -517,7 +514,7 @@ async fn run(cli: Cli) -> Result<()> {
                 })
                 .await;
             b.close().await;
-            let t: Transfer = serde_json::from_value(v?)?;
+            let t: Transfer = v?.try_into()?;
             if *json {
                 println!("{}", serde_json::to_string(&t)?);
             } else {
@@ -538,7 +535,7 @@ async fn run(cli: Cli) -> Result<()> {
             let mut b = cli.backend().await?;
             let v = b.call(Call::Transfers).await;
             b.close().await;
-            let list: Vec<Transfer> = serde_json::from_value(v?)?;
+            let list: Vec<Transfer> = v?.try_into()?;
             if *json {
                 println!("{}", serde_json::to_string(&list)?);
             } else {
@@ -554,11 +551,11 @@ async fn run(cli: Cli) -> Result<()> {
                     return Err(e);
                 }
                 (Ok(v), Backend::Remote(_)) => {
-                    let t: Transfer = serde_json::from_value(v)?;
+                    let t: Transfer = v.try_into()?;
                     eprintln!("Accepted {}; the running Ferry process fetches it.", t.name);
                 }
                 (Ok(v), b @ Backend::Local(_)) => {
-                    let t: Transfer = serde_json::from_value(v)?;
+                    let t: Transfer = v.try_into()?;
                     let outcome = follow_transfer(&b, &t).await;
                     b.close().await;
                     outcome?;
@@ -572,7 +569,7 @@ async fn run(cli: Cli) -> Result<()> {
                 let _ = node.wait_outbox_drained(None, Duration::from_secs(5)).await;
             }
             b.close().await;
-            let t: Transfer = serde_json::from_value(v?)?;
+            let t: Transfer = v?.try_into()?;
             eprintln!("Declined {}.", t.name);
         }
         Command::Cancel { id } => {
@@ -582,7 +579,7 @@ async fn run(cli: Cli) -> Result<()> {
                 let _ = node.wait_outbox_drained(None, Duration::from_secs(5)).await;
             }
             b.close().await;
-            let t: Transfer = serde_json::from_value(v?)?;
+            let t: Transfer = v?.try_into()?;
             eprintln!("Cancelled {}.", t.name);
         }
         Command::AutoAccept { contact, size } => {

@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use crate::home::CONTROL_SOCKET;
-use crate::model::ContactId;
+use crate::model::{ContactId, ContactView, Event, Message, Profile, Transfer};
 use crate::{Error, Node};
 
 /// The control protocol version.
@@ -116,70 +116,195 @@ pub enum Call {
     Subscribe,
 }
 
+/// A new invite: its text and the same as a terminal QR code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteText {
+    /// The `ferry:…` text.
+    pub invite: String,
+    /// Its QR code in block characters.
+    pub qr: String,
+}
+
+/// How many payloads wait in the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Queued {
+    /// Their number.
+    pub queued: usize,
+}
+
+/// A contact's automatic-accept cap, as just set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoAccept {
+    /// The contact.
+    pub contact: ContactId,
+    /// Largest size accepted automatically; `None` is off.
+    pub max_bytes: Option<u64>,
+}
+
+/// The download folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Downloads {
+    /// Where received files are saved.
+    pub dir: PathBuf,
+}
+
+/// What a [`Call`] answers, typed. On the control socket it crosses as the inner value's
+/// JSON (untagged: the same shape version 1 of the control protocol always had); the reader
+/// knows which call it made, so [`Answer::from_json`] picks the type back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+#[non_exhaustive]
+pub enum Answer {
+    /// [`Call::Profile`].
+    Profile(Profile),
+    /// [`Call::Invite`].
+    Invite(InviteText),
+    /// [`Call::Pair`], [`Call::Verify`].
+    Contact(ContactView),
+    /// [`Call::Contacts`].
+    Contacts(Vec<ContactView>),
+    /// [`Call::Send`].
+    Message(Message),
+    /// [`Call::History`].
+    History(Vec<Message>),
+    /// [`Call::Outbox`].
+    Queued(Queued),
+    /// [`Call::SendFile`], [`Call::Accept`], [`Call::Decline`], [`Call::Cancel`].
+    Transfer(Transfer),
+    /// [`Call::Transfers`].
+    Transfers(Vec<Transfer>),
+    /// [`Call::AutoAccept`].
+    AutoAccept(AutoAccept),
+    /// [`Call::Downloads`].
+    Downloads(Downloads),
+    /// [`Call::Subscribe`]: events follow on the connection.
+    Subscribed,
+}
+
+impl Answer {
+    /// Reads the JSON answer to `call` back into its type.
+    pub fn from_json(call: &Call, value: Value) -> Result<Answer, Error> {
+        fn de<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, Error> {
+            serde_json::from_value(v).map_err(|e| Error::Protocol(format!("control answer: {e}")))
+        }
+        Ok(match call {
+            Call::Profile => Answer::Profile(de(value)?),
+            Call::Invite { .. } => Answer::Invite(de(value)?),
+            Call::Pair { .. } | Call::Verify { .. } => Answer::Contact(de(value)?),
+            Call::Contacts { .. } => Answer::Contacts(de(value)?),
+            Call::Send { .. } => Answer::Message(de(value)?),
+            Call::History { .. } => Answer::History(de(value)?),
+            Call::Outbox { .. } => Answer::Queued(de(value)?),
+            Call::SendFile { .. }
+            | Call::Accept { .. }
+            | Call::Decline { .. }
+            | Call::Cancel { .. } => Answer::Transfer(de(value)?),
+            Call::Transfers => Answer::Transfers(de(value)?),
+            Call::AutoAccept { .. } => Answer::AutoAccept(de(value)?),
+            Call::Downloads { .. } => Answer::Downloads(de(value)?),
+            Call::Subscribe => Answer::Subscribed,
+        })
+    }
+}
+
+/// Unwraps an [`Answer`] of the kind a call gives: `let list: Vec<Transfer> =
+/// answer.try_into()?`.
+macro_rules! answer_into {
+    ($($variant:ident => $ty:ty),* $(,)?) => {$(
+        impl TryFrom<Answer> for $ty {
+            type Error = Error;
+            fn try_from(a: Answer) -> Result<$ty, Error> {
+                match a {
+                    Answer::$variant(v) => Ok(v),
+                    other => Err(Error::Protocol(format!(
+                        "expected {} in the answer, got {other:?}",
+                        stringify!($variant)
+                    ))),
+                }
+            }
+        }
+    )*};
+}
+
+answer_into!(
+    Profile => Profile,
+    Invite => InviteText,
+    Contact => ContactView,
+    Contacts => Vec<ContactView>,
+    Message => Message,
+    History => Vec<Message>,
+    Queued => Queued,
+    Transfer => Transfer,
+    Transfers => Vec<Transfer>,
+    AutoAccept => AutoAccept,
+    Downloads => Downloads,
+);
+
 /// Runs a call against a node. Every front end goes through here.
-pub async fn dispatch(node: &Node, call: Call) -> Result<Value, Error> {
-    let v = |x: &dyn erased::Ser| x.to_value();
-    match call {
-        Call::Profile => Ok(v(&node.profile().await?)),
+pub async fn dispatch(node: &Node, call: Call) -> Result<Answer, Error> {
+    Ok(match call {
+        Call::Profile => Answer::Profile(node.profile().await?),
         Call::Invite { ttl_secs } => {
-            let text = node
+            let invite = node
                 .create_invite(ttl_secs.map(Duration::from_secs))
                 .await?;
-            let qr = crate::qr::terminal(&text)?;
-            Ok(json!({ "invite": text, "qr": qr }))
+            let qr = crate::qr::terminal(&invite)?;
+            Answer::Invite(InviteText { invite, qr })
         }
-        Call::Pair { invite } => Ok(v(&node.pair(&invite).await?)),
+        Call::Pair { invite } => Answer::Contact(node.pair(&invite).await?),
         Call::Contacts { refresh } => {
             if refresh {
                 node.refresh_presence(Duration::from_secs(3)).await;
             }
-            Ok(v(&node.contacts()?))
+            Answer::Contacts(node.contacts()?)
         }
-        Call::Send { contact, text } => Ok(v(&node.send_text(&contact, &text).await?)),
+        Call::Send { contact, text } => Answer::Message(node.send_text(&contact, &text).await?),
         Call::History {
             contact,
             before,
             limit,
             mark_read,
-        } => Ok(v(&node.history(&contact, before, limit, mark_read).await?)),
-        Call::Verify { contact, verified } => Ok(v(&node.set_verified(&contact, verified).await?)),
+        } => Answer::History(node.history(&contact, before, limit, mark_read).await?),
+        Call::Verify { contact, verified } => {
+            Answer::Contact(node.set_verified(&contact, verified).await?)
+        }
         Call::Outbox { contact } => {
             let id: Option<ContactId> = match contact {
                 Some(c) => Some(node.contact(&c)?.id),
                 None => None,
             };
-            Ok(json!({ "queued": node.outbox_len(id.as_ref())? }))
+            Answer::Queued(Queued {
+                queued: node.outbox_len(id.as_ref())?,
+            })
         }
-        Call::SendFile { contact, path } => Ok(v(&node.send_file(&contact, &path).await?)),
-        Call::Transfers => Ok(v(&node.transfers()?)),
-        Call::Accept { id } => Ok(v(&node.accept_transfer(&id).await?)),
-        Call::Decline { id } => Ok(v(&node.decline_transfer(&id).await?)),
-        Call::Cancel { id } => Ok(v(&node.cancel_transfer(&id).await?)),
+        Call::SendFile { contact, path } => {
+            Answer::Transfer(node.send_file(&contact, &path).await?)
+        }
+        Call::Transfers => Answer::Transfers(node.transfers()?),
+        Call::Accept { id } => Answer::Transfer(node.accept_transfer(&id).await?),
+        Call::Decline { id } => Answer::Transfer(node.decline_transfer(&id).await?),
+        Call::Cancel { id } => Answer::Transfer(node.cancel_transfer(&id).await?),
         Call::AutoAccept { contact, max_bytes } => {
             node.set_auto_accept(&contact, max_bytes).await?;
-            Ok(json!({ "contact": node.contact(&contact)?.id, "max_bytes": max_bytes }))
+            Answer::AutoAccept(AutoAccept {
+                contact: node.contact(&contact)?.id,
+                max_bytes,
+            })
         }
         Call::Downloads { dir } => {
             if let Some(dir) = dir {
                 node.set_downloads_dir(&dir).await?;
             }
-            Ok(json!({ "dir": node.downloads_dir()? }))
+            Answer::Downloads(Downloads {
+                dir: node.downloads_dir()?,
+            })
         }
-        Call::Subscribe => Err(Error::InvalidInput(
-            "subscribe works only over the control socket".into(),
-        )),
-    }
-}
-
-mod erased {
-    pub(super) trait Ser {
-        fn to_value(&self) -> serde_json::Value;
-    }
-    impl<T: serde::Serialize> Ser for T {
-        fn to_value(&self) -> serde_json::Value {
-            serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+        Call::Subscribe => {
+            return Err(Error::InvalidInput(
+                "subscribe works only over the control socket".into(),
+            ))
         }
-    }
+    })
 }
 
 #[derive(Serialize, Deserialize)]
@@ -498,9 +623,15 @@ impl Client {
         serde_json::from_str(&line).map_err(|e| Error::Protocol(format!("control answer: {e}")))
     }
 
-    /// Makes one call and returns its result.
-    pub async fn call(&mut self, call: Call) -> Result<Value, Error> {
-        let id = self.send(&call).await?;
+    /// Makes one call and returns its typed answer.
+    pub async fn call(&mut self, call: Call) -> Result<Answer, Error> {
+        let value = self.call_json(&call).await?;
+        Answer::from_json(&call, value)
+    }
+
+    /// Makes one call and returns the answer's JSON as it crossed.
+    async fn call_json(&mut self, call: &Call) -> Result<Value, Error> {
+        let id = self.send(call).await?;
         let answer = self.read().await?;
         if answer["id"].as_u64() != Some(id) {
             return Err(Error::Protocol("control answer for another request".into()));
@@ -514,14 +645,68 @@ impl Client {
         Ok(answer.get("ok").cloned().unwrap_or(Value::Null))
     }
 
-    /// Subscribes and yields events until the holder goes away.
-    pub async fn events(mut self) -> Result<impl futures_lite::Stream<Item = Value>, Error> {
+    /// Subscribes and yields events until the holder goes away. An event this version does
+    /// not know (from a newer holder) is skipped.
+    pub async fn events(mut self) -> Result<impl futures_lite::Stream<Item = Event>, Error> {
         self.call(Call::Subscribe).await?;
         Ok(futures_lite::stream::unfold(self, |mut c| async move {
-            match c.read().await {
-                Ok(v) => Some((v["event"].clone(), c)),
-                Err(_) => None,
+            loop {
+                match c.read().await {
+                    Ok(mut v) => match serde_json::from_value::<Event>(v["event"].take()) {
+                        Ok(ev) => return Some((ev, c)),
+                        Err(e) => tracing::debug!("skipped an unknown event: {e}"),
+                    },
+                    Err(_) => return None,
+                }
             }
         }))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The JSON of an answer is what version 1 of the control protocol sent, so a CLI and a
+    /// holder of different releases still understand each other.
+    #[test]
+    fn answers_cross_in_the_version_1_shape_and_come_back_typed() {
+        let cases = [
+            (
+                Call::Outbox { contact: None },
+                Answer::Queued(Queued { queued: 3 }),
+                json!({ "queued": 3 }),
+            ),
+            (
+                Call::Invite { ttl_secs: None },
+                Answer::Invite(InviteText {
+                    invite: "ferry:x".into(),
+                    qr: "▀".into(),
+                }),
+                json!({ "invite": "ferry:x", "qr": "▀" }),
+            ),
+            (
+                Call::Downloads { dir: None },
+                Answer::Downloads(Downloads {
+                    dir: PathBuf::from("/d"),
+                }),
+                json!({ "dir": "/d" }),
+            ),
+            (Call::Transfers, Answer::Transfers(Vec::new()), json!([])),
+            (Call::Subscribe, Answer::Subscribed, Value::Null),
+        ];
+        for (call, answer, wire) in cases {
+            assert_eq!(serde_json::to_value(&answer).unwrap(), wire);
+            assert_eq!(Answer::from_json(&call, wire).unwrap(), answer);
+        }
+    }
+
+    #[test]
+    fn an_answer_of_the_wrong_kind_is_a_protocol_error() {
+        let e = Answer::from_json(&Call::Profile, json!({ "queued": 1 })).unwrap_err();
+        assert_eq!(e.code(), "protocol");
+        let e = Vec::<Transfer>::try_from(Answer::Queued(Queued { queued: 1 })).unwrap_err();
+        assert_eq!(e.code(), "protocol");
     }
 }
