@@ -5,57 +5,25 @@
 //! sides of a link serve requests, so whoever dialled, either can deliver.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use iroh::endpoint::Connection;
 use iroh::protocol::{AcceptError, ProtocolHandler};
 
-use crate::e2e::{AssociatedData, E2eError, Envelope, Session};
+use crate::e2e::{AssociatedData, Session};
+use crate::inbox::{BoxFuture, Handled, Incoming, Outcome, PayloadHandler, PayloadKind};
 use crate::model::{
     now_ms, Contact, ContactId, Direction, Event, Message, MessageId, MessageState,
 };
 use crate::net::{self, REQUEST_TIMEOUT};
 use crate::node::Engine;
-use crate::store::{OutboxItem, OutboxKind, Stored};
+use crate::store::{Changes, OutboxItem, OutboxKind};
 use crate::wire::{self, ChatRequest, ChatResponse, Payload, MAX_TEXT};
 use crate::Error;
 
-/// Incoming deliveries allowed per contact per second, sustained.
-pub const RATE_PER_SEC: f64 = 20.0;
-/// Incoming deliveries allowed per contact in a burst.
-pub const RATE_BURST: f64 = 100.0;
 /// The longest wait between two delivery attempts to an unreachable contact.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
-
-/// A token bucket limiting what one contact can make us store.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct TokenBucket {
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn new() -> Self {
-        TokenBucket {
-            tokens: RATE_BURST,
-            last: Instant::now(),
-        }
-    }
-
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let refill = now.duration_since(self.last).as_secs_f64() * RATE_PER_SEC;
-        self.tokens = (self.tokens + refill).min(RATE_BURST);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
 
 /// When to try an unreachable contact again.
 #[derive(Debug, Clone, Copy)]
@@ -194,150 +162,112 @@ async fn handle(engine: &Arc<Engine>, from: ContactId, req: ChatRequest) -> Chat
         ChatRequest::Deliver {
             message_id,
             envelope,
-        } => {
-            let allowed = engine
-                .limits
-                .lock()
-                .map(|mut l| l.entry(from).or_insert_with(TokenBucket::new).take())
-                .unwrap_or(false);
-            if !allowed {
+        } => match engine
+            .inbox
+            .deliver(from, MessageId(message_id), &envelope)
+            .await
+        {
+            Outcome::Taken => ChatResponse::Ack,
+            Outcome::RateLimited => {
                 tracing::warn!(peer = %from.fmt_short(), "rate limited");
-                return reject("rate limited", true);
+                reject("rate limited", true)
             }
-            match receive(engine, from, MessageId(message_id), &envelope).await {
-                Ok(()) => ChatResponse::Ack,
-                // A store or disk failure here is ours, not the sender's: let it try again.
-                Err(e) if e.is_transient() => {
-                    tracing::warn!(peer = %from.fmt_short(), "could not take a delivery now: {e}");
-                    reject(e.to_string(), true)
-                }
-                Err(e) => {
-                    tracing::warn!(peer = %from.fmt_short(), "dropped a delivery: {e}");
-                    reject(e.to_string(), false)
-                }
+            // A store or disk failure here is ours, not the sender's: let it try again.
+            Outcome::Refused(e) if e.is_transient() => {
+                tracing::warn!(peer = %from.fmt_short(), "could not take a delivery now: {e}");
+                reject(e.to_string(), true)
             }
-        }
+            Outcome::Refused(e) => {
+                tracing::warn!(peer = %from.fmt_short(), "dropped a delivery: {e}");
+                reject(e.to_string(), false)
+            }
+        },
     }
 }
 
-/// Opens, stores and flushes one delivery. Ok means "acknowledge".
-async fn receive(
-    engine: &Arc<Engine>,
-    from: ContactId,
-    id: MessageId,
-    envelope: &Envelope,
-) -> Result<(), Error> {
-    if engine.store.has_message(&id)? {
-        return Ok(()); // a retry after our acknowledgement was lost
+/// Messaging's part of the inbox: texts, read receipts and pairing's key confirmation.
+struct Messaging(Weak<Engine>);
+
+impl PayloadHandler for Messaging {
+    fn handle(&self, incoming: Incoming) -> BoxFuture<'_, Result<Handled, Error>> {
+        Box::pin(async move {
+            let engine = self.0.upgrade().ok_or(Error::Closed)?;
+            let Incoming { from, id, payload } = incoming;
+            match payload {
+                Payload::Text { body, sent_at } => {
+                    if body.len() > MAX_TEXT {
+                        return Err(Error::TooLong {
+                            what: "message",
+                            len: body.len(),
+                            max: MAX_TEXT,
+                        });
+                    }
+                    let message = Message {
+                        id,
+                        conversation: engine.conversation_with(&from.id),
+                        contact: from.id,
+                        seq: engine.store.next_seq()?,
+                        direction: Direction::Incoming,
+                        body,
+                        sent_at,
+                        stored_at: now_ms(),
+                        state: MessageState::Received,
+                        transfer: None,
+                    };
+                    let shown = message.clone();
+                    Ok(Handled {
+                        changes: Changes {
+                            message: Some(message),
+                            ..Changes::default()
+                        },
+                        after: Some(Box::new(move |_| {
+                            Box::pin(async move {
+                                engine.emit(Event::MessageReceived {
+                                    message: shown,
+                                    from: from.name,
+                                });
+                            })
+                        })),
+                    })
+                }
+                Payload::Read { ids } => {
+                    let ids: Vec<MessageId> = ids.into_iter().map(MessageId).collect();
+                    Ok(Handled {
+                        changes: Changes {
+                            read_receipt: Some((from.id, ids)),
+                            ..Changes::default()
+                        },
+                        after: Some(Box::new(move |applied| {
+                            Box::pin(async move {
+                                for id in applied.read {
+                                    engine.emit(Event::DeliveryChanged {
+                                        id,
+                                        contact: from.id,
+                                        state: MessageState::Read,
+                                    });
+                                }
+                            })
+                        })),
+                    })
+                }
+                // Key confirmation: the advanced session is all there is to keep.
+                Payload::PairConfirm => Ok(Handled::nothing()),
+                other => Err(Error::Protocol(format!(
+                    "messaging cannot take {other:?}"
+                ))),
+            }
+        })
     }
-    let _guard = engine.sessions.lock(&from).await;
-    let contact = engine
-        .store
-        .contact(&from)?
-        .ok_or_else(|| Error::UnknownContact(from.to_string()))?;
-    let mut session = engine
-        .store
-        .session(&from)?
-        .ok_or_else(|| Error::Protocol("no session".into()))?;
-    let ad = AssociatedData {
-        sender: *from.as_bytes(),
-        recipient: *engine.id().as_bytes(),
-        message_id: id.0,
-    };
-    let plain = match session.open(envelope, &ad) {
-        Ok(p) => p,
-        // The key is gone because we opened this exact message before: acknowledge again.
-        Err(E2eError::Replay) => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    let payload: Payload = postcard::from_bytes(&plain)
-        .map_err(|e| Error::Protocol(format!("undecodable payload: {e}")))?;
-    match payload {
-        Payload::Text { body, sent_at } => {
-            if body.len() > MAX_TEXT {
-                return Err(Error::TooLong {
-                    what: "message",
-                    len: body.len(),
-                    max: MAX_TEXT,
-                });
-            }
-            let message = Message {
-                id,
-                conversation: engine.conversation_with(&from),
-                contact: from,
-                seq: engine.store.next_seq()?,
-                direction: Direction::Incoming,
-                body,
-                sent_at,
-                stored_at: now_ms(),
-                state: MessageState::Received,
-                transfer: None,
-            };
-            let stored = engine.store.store_incoming(&session, &message, None)?;
-            engine.store.flush().await?;
-            if stored == Stored::New {
-                engine.emit(Event::MessageReceived {
-                    message,
-                    from: contact.name,
-                });
-            }
-        }
-        Payload::Read { ids } => {
-            let ids: Vec<MessageId> = ids.into_iter().map(MessageId).collect();
-            let changed = engine.store.apply_read_receipt(&from, &session, &ids)?;
-            engine.store.flush().await?;
-            for id in changed {
-                engine.emit(Event::DeliveryChanged {
-                    id,
-                    contact: from,
-                    state: MessageState::Read,
-                });
-            }
-        }
-        Payload::PairConfirm => {
-            engine.store.put_session(&from, &session)?;
-            engine.store.flush().await?;
-        }
-        Payload::FileOffer {
-            transfer,
-            hash,
-            folder,
-            name,
-            size,
-            files,
-        } => {
-            crate::transfer::on_offer(
-                engine,
-                &contact,
-                id,
-                &session,
-                crate::model::TransferId(transfer),
-                hash,
-                folder,
-                &name,
-                size,
-                files,
-                now_ms(),
-            )
-            .await?;
-        }
-        Payload::TransferUpdate {
-            transfer,
-            state,
-            reason,
-        } => {
-            crate::transfer::on_update(
-                engine,
-                &from,
-                &session,
-                crate::model::TransferId(transfer),
-                state,
-                reason,
-            )
-            .await?;
-        }
-    }
-    Ok(())
+}
+
+/// The payload kinds messaging takes, for the inbox's table.
+pub(crate) fn handlers(engine: &Arc<Engine>) -> Vec<(PayloadKind, Arc<dyn PayloadHandler>)> {
+    let h: Arc<dyn PayloadHandler> = Arc::new(Messaging(Arc::downgrade(engine)));
+    vec![
+        (PayloadKind::Text, h.clone()),
+        (PayloadKind::Read, h.clone()),
+        (PayloadKind::PairConfirm, h),
+    ]
 }
 
 /// Seals `payload` with the next key of the session with `contact`. The caller holds that

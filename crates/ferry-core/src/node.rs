@@ -22,6 +22,7 @@ use crate::model::{
     StorageUsage,
 };
 use crate::model::{Transfer, TransferId};
+use crate::inbox::Inbox;
 use crate::sessions::SessionLocks;
 use crate::store::Store;
 use crate::wire::{WireAddr, ALPN_CHAT, ALPN_PAIR};
@@ -148,9 +149,10 @@ pub(crate) struct Engine {
     pub(crate) outbox_wake: Notify,
     /// Signalled after each outbox pass.
     pub(crate) outbox_drained: Notify,
-    /// One lock per contact's ratchet session.
-    pub(crate) sessions: SessionLocks,
-    pub(crate) limits: Mutex<HashMap<ContactId, chat::TokenBucket>>,
+    /// One lock per contact's ratchet session (shared with the inbox).
+    pub(crate) sessions: Arc<SessionLocks>,
+    /// Where every sealed delivery from a contact comes in.
+    pub(crate) inbox: Inbox,
     pub(crate) backoff: Mutex<HashMap<ContactId, chat::Backoff>>,
     pub(crate) cancel: CancellationToken,
     pub(crate) ping_interval: Duration,
@@ -312,6 +314,8 @@ impl Node {
         let endpoint = net::bind_endpoint(&identity, &store, &net, config.direct).await?;
         let blobs = transfer::Blobs::open(home, config.accept_files).await?;
         let (events, _) = broadcast::channel(1024);
+        let sessions = Arc::new(SessionLocks::default());
+        let inbox = Inbox::new(identity.id(), store.clone(), sessions.clone());
         let engine = Arc::new(Engine {
             home: home.to_path_buf(),
             identity,
@@ -322,14 +326,21 @@ impl Node {
             presence: Mutex::default(),
             outbox_wake: Notify::new(),
             outbox_drained: Notify::new(),
-            sessions: SessionLocks::default(),
-            limits: Mutex::default(),
+            sessions: sessions.clone(),
+            inbox,
             backoff: Mutex::default(),
             cancel: CancellationToken::new(),
             ping_interval: config.ping_interval,
             net,
             blobs,
         });
+        // Each feature takes its payload kinds; none of them calls another.
+        engine.inbox.register(
+            chat::handlers(&engine)
+                .into_iter()
+                .chain(transfer::handlers(&engine))
+                .collect(),
+        );
         let blobs_protocol = iroh_blobs::BlobsProtocol::new(
             &engine.blobs.store,
             Some(transfer::Blobs::events(Arc::downgrade(&engine))),

@@ -13,6 +13,7 @@
 //! | `outbox` | seq (u64) | [`OutboxItem`] |
 //! | `invites` | secret (16) | [`InviteRecord`] |
 //! | `transfers` | transfer id (16) | [`Transfer`] |
+//! | `received` | message id (16) | empty: every payload the inbox took (added with no schema change: an empty tree means none known) |
 //!
 //! Every logical change is one multi-tree transaction; callers [`Store::flush`] before
 //! acknowledging anything to a peer or a user.
@@ -47,13 +48,30 @@ pub enum InviteRefusal {
     Expired,
 }
 
-/// The result of storing an incoming message.
+/// What one received payload changes, applied by [`Store::apply`] in one transaction.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// The advanced ratchet session that opened the payload.
+    pub session: Option<(ContactId, Session)>,
+    /// The payload's id, remembered so a retry of it is acknowledged, not opened again.
+    pub received: Option<MessageId>,
+    /// A new incoming message (a duplicate id makes the whole change a no-op).
+    pub message: Option<Message>,
+    /// A transfer first offered by this payload (kept as it is if already known).
+    pub new_transfer: Option<Transfer>,
+    /// Transfer records replaced by this payload.
+    pub transfers: Vec<Transfer>,
+    /// A read receipt from a contact: its outgoing messages among the ids become read.
+    pub read_receipt: Option<(ContactId, Vec<MessageId>)>,
+}
+
+/// What [`Store::apply`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Stored {
-    /// New; stored.
-    New,
-    /// Already had it (a retry after a lost acknowledgement).
-    Duplicate,
+pub struct Applied {
+    /// The message was already stored: nothing was written.
+    pub duplicate: bool,
+    /// The messages a read receipt turned read.
+    pub read: Vec<MessageId>,
 }
 
 /// The store of one home.
@@ -69,6 +87,7 @@ pub struct Store {
     outbox: sled::Tree,
     invites: sled::Tree,
     transfers: sled::Tree,
+    received: sled::Tree,
 }
 
 fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, Error> {
@@ -131,6 +150,7 @@ impl Store {
             outbox: db.open_tree("outbox")?,
             invites: db.open_tree("invites")?,
             transfers: db.open_tree("transfers")?,
+            received: db.open_tree("received")?,
             db,
         };
         match store.meta.get("schema")? {
@@ -359,89 +379,80 @@ impl Store {
         Ok(self.message_ids.contains_key(id.0)?)
     }
 
-    /// Stores an incoming message with the advanced session, unless it is a duplicate.
-    pub fn store_incoming(
-        &self,
-        session: &Session,
-        message: &Message,
-        transfer: Option<&Transfer>,
-    ) -> Result<Stored, Error> {
-        let s = enc(session)?;
-        let t = transfer.map(enc).transpose()?;
+    /// Whether a payload with this id was already taken: a message, a receipt, an update.
+    pub fn was_received(&self, id: &MessageId) -> Result<bool, Error> {
+        Ok(self.message_ids.contains_key(id.0)? || self.received.contains_key(id.0)?)
+    }
+
+    /// Applies one received payload's changes in one transaction: the advanced session with
+    /// whatever the payload's handler decided. A message whose id is already stored makes the
+    /// whole change a duplicate (nothing is written: a retry after a lost acknowledgement).
+    pub fn apply(&self, changes: &Changes) -> Result<Applied, Error> {
+        let session = changes
+            .session
+            .as_ref()
+            .map(|(id, s)| Ok::<_, Error>((*id, enc(s)?)))
+            .transpose()?;
+        let new_transfer = changes.new_transfer.as_ref().map(enc).transpose()?;
+        let transfers = changes
+            .transfers
+            .iter()
+            .map(|t| Ok((t.id, enc(t)?)))
+            .collect::<Result<Vec<_>, Error>>()?;
         tx_result(
             (
                 &self.sessions,
                 &self.messages,
                 &self.message_ids,
                 &self.transfers,
+                &self.received,
             )
-                .transaction(|(ses, msgs, ids, trs)| {
-                    if ids.get(message.id.0)?.is_some() {
-                        return Ok(Stored::Duplicate);
+                .transaction(|(ses, msgs, ids, trs, rec)| {
+                    if let Some(m) = &changes.message {
+                        if ids.get(m.id.0)?.is_some() {
+                            return Ok(Applied {
+                                duplicate: true,
+                                read: Vec::new(),
+                            });
+                        }
+                        put_message(msgs, ids, m)?;
                     }
-                    ses.insert(message.contact.as_bytes(), s.clone())?;
-                    put_message(msgs, ids, message)?;
-                    if let (Some(tr), Some(bytes)) = (transfer, &t) {
-                        if trs.get(tr.id.0)?.is_none() {
-                            trs.insert(&tr.id.0[..], bytes.clone())?;
+                    if let Some((id, bytes)) = &session {
+                        ses.insert(id.as_bytes(), bytes.clone())?;
+                    }
+                    if let Some(id) = &changes.received {
+                        rec.insert(&id.0[..], &[][..])?;
+                    }
+                    if let (Some(t), Some(bytes)) = (&changes.new_transfer, &new_transfer) {
+                        if trs.get(t.id.0)?.is_none() {
+                            trs.insert(&t.id.0[..], bytes.clone())?;
                         }
                     }
-                    Ok(Stored::New)
-                }),
-        )
-    }
-
-    /// Stores an advanced session together with the transfer change its payload caused.
-    pub fn put_session_and_transfer(
-        &self,
-        id: &ContactId,
-        session: &Session,
-        transfer: &Transfer,
-    ) -> Result<(), Error> {
-        let s = enc(session)?;
-        let t = enc(transfer)?;
-        tx_result((&self.sessions, &self.transfers).transaction(|(ses, trs)| {
-            ses.insert(id.as_bytes(), s.clone())?;
-            trs.insert(&transfer.id.0[..], t.clone())?;
-            Ok(())
-        }))
-    }
-
-    /// Stores an advanced session alone (a payload that changes no message, e.g. key confirmation).
-    pub fn put_session(&self, id: &ContactId, session: &Session) -> Result<(), Error> {
-        self.sessions.insert(id.as_bytes(), enc(session)?)?;
-        Ok(())
-    }
-
-    /// Applies a read receipt from `contact`: its outgoing messages among `ids` become `Read`.
-    /// Returns the ids that changed.
-    pub fn apply_read_receipt(
-        &self,
-        contact: &ContactId,
-        session: &Session,
-        ids: &[MessageId],
-    ) -> Result<Vec<MessageId>, Error> {
-        let s = enc(session)?;
-        tx_result(
-            (&self.sessions, &self.messages, &self.message_ids).transaction(|(ses, msgs, idx)| {
-                ses.insert(contact.as_bytes(), s.clone())?;
-                let mut changed = Vec::new();
-                for id in ids {
-                    let Some(key) = idx.get(id.0)? else { continue };
-                    let Some(v) = msgs.get(&key)? else { continue };
-                    let mut m: Message = tx_dec(&v)?;
-                    if m.contact != *contact
-                        || m.direction != Direction::Outgoing
-                        || m.state == MessageState::Read
-                    {
-                        continue;
+                    for (id, bytes) in &transfers {
+                        trs.insert(&id.0[..], bytes.clone())?;
                     }
-                    m.state = MessageState::Read;
-                    msgs.insert(key, tx_enc(&m)?)?;
-                    changed.push(*id);
-                }
-                Ok(changed)
-            }),
+                    let mut read = Vec::new();
+                    if let Some((contact, list)) = &changes.read_receipt {
+                        for id in list {
+                            let Some(key) = ids.get(id.0)? else { continue };
+                            let Some(v) = msgs.get(&key)? else { continue };
+                            let mut m: Message = tx_dec(&v)?;
+                            if m.contact != *contact
+                                || m.direction != Direction::Outgoing
+                                || m.state == MessageState::Read
+                            {
+                                continue;
+                            }
+                            m.state = MessageState::Read;
+                            msgs.insert(key, tx_enc(&m)?)?;
+                            read.push(*id);
+                        }
+                    }
+                    Ok(Applied {
+                        duplicate: false,
+                        read,
+                    })
+                }),
         )
     }
 
@@ -596,5 +607,101 @@ mod tests {
         let older = store.history(&conv, Some(3), 10).unwrap();
         assert_eq!(older.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1]);
         assert_eq!(store.unread(&conv).unwrap().len(), 3);
+    }
+
+    fn message(id: u8, contact: ContactId, direction: Direction, state: MessageState) -> Message {
+        Message {
+            id: MessageId([id; 16]),
+            conversation: ConversationId([9; 16]),
+            contact,
+            seq: u64::from(id),
+            direction,
+            body: format!("m{id}"),
+            sent_at: 1,
+            stored_at: 1,
+            state,
+            transfer: None,
+        }
+    }
+
+    fn session() -> Session {
+        use crate::identity::Identity;
+        let (a, b) = (Identity::generate(), Identity::generate());
+        let (hs, eph) = crate::e2e::InitiatorHandshake::start();
+        let (_, b_eph) =
+            crate::e2e::respond(b.x25519_secret(), &a.x25519_public(), &eph, b"t").unwrap();
+        hs.complete(a.x25519_secret(), &b.x25519_public(), &b_eph, b"t")
+            .unwrap()
+    }
+
+    #[test]
+    fn a_change_lands_whole_with_its_session_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let bob = iroh::SecretKey::from_bytes(&[1; 32]).public();
+        let incoming = message(1, bob, Direction::Incoming, MessageState::Received);
+        let applied = store
+            .apply(&Changes {
+                session: Some((bob, session())),
+                message: Some(incoming.clone()),
+                ..Changes::default()
+            })
+            .unwrap();
+        assert!(!applied.duplicate);
+        assert_eq!(store.message(&incoming.id).unwrap(), Some(incoming.clone()));
+        let kept = postcard::to_allocvec(&store.session(&bob).unwrap().unwrap()).unwrap();
+
+        // The same message again: a duplicate, and not even the session is written.
+        let again = store
+            .apply(&Changes {
+                session: Some((bob, session())),
+                message: Some(incoming),
+                ..Changes::default()
+            })
+            .unwrap();
+        assert!(again.duplicate);
+        let now = postcard::to_allocvec(&store.session(&bob).unwrap().unwrap()).unwrap();
+        assert_eq!(kept, now);
+    }
+
+    #[test]
+    fn a_read_receipt_reads_only_the_readers_own_messages_from_us() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let bob = iroh::SecretKey::from_bytes(&[1; 32]).public();
+        let carol = iroh::SecretKey::from_bytes(&[2; 32]).public();
+        let to_bob = message(1, bob, Direction::Outgoing, MessageState::Delivered);
+        let to_carol = message(2, carol, Direction::Outgoing, MessageState::Delivered);
+        let from_bob = message(3, bob, Direction::Incoming, MessageState::Received);
+        for m in [&to_bob, &to_carol, &from_bob] {
+            store
+                .messages
+                .insert(message_key(&m.conversation, m.seq), enc(m).unwrap())
+                .unwrap();
+            store
+                .message_ids
+                .insert(m.id.0, &message_key(&m.conversation, m.seq)[..])
+                .unwrap();
+        }
+        let ids = vec![to_bob.id, to_carol.id, from_bob.id, MessageId([7; 16])];
+        let applied = store
+            .apply(&Changes {
+                read_receipt: Some((bob, ids.clone())),
+                ..Changes::default()
+            })
+            .unwrap();
+        assert_eq!(applied.read, vec![to_bob.id]);
+        let state = |id| store.message(id).unwrap().unwrap().state;
+        assert_eq!(state(&to_bob.id), MessageState::Read);
+        assert_eq!(state(&to_carol.id), MessageState::Delivered);
+        assert_eq!(state(&from_bob.id), MessageState::Received);
+        // Read twice: nothing changes the second time.
+        let twice = store
+            .apply(&Changes {
+                read_receipt: Some((bob, ids)),
+                ..Changes::default()
+            })
+            .unwrap();
+        assert!(twice.read.is_empty());
     }
 }

@@ -36,7 +36,8 @@ use crate::model::{
 };
 use crate::net::{endpoint_addr, DIAL_TIMEOUT};
 use crate::node::Engine;
-use crate::store::OutboxKind;
+use crate::inbox::{BoxFuture, Handled, Incoming, PayloadHandler, PayloadKind};
+use crate::store::{Changes, OutboxKind};
 use crate::wire::Payload;
 use crate::Error;
 use crate::{files, naming};
@@ -550,33 +551,79 @@ fn walk(root: &Path) -> Result<Vec<(String, PathBuf, u64)>, Error> {
 
 // ---- receiving ----
 
-/// Stores an incoming offer with its message and the advanced session; may accept it at once.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn on_offer(
-    engine: &Arc<Engine>,
-    contact: &Contact,
-    message_id: MessageId,
-    session: &crate::e2e::Session,
+/// The transfer feature's part of the inbox: offers and the other side's updates.
+struct Offers(Weak<Engine>);
+
+impl PayloadHandler for Offers {
+    fn handle(&self, incoming: Incoming) -> BoxFuture<'_, Result<Handled, Error>> {
+        Box::pin(async move {
+            let engine = self.0.upgrade().ok_or(Error::Closed)?;
+            let Incoming { from, id, payload } = incoming;
+            match payload {
+                Payload::FileOffer {
+                    transfer,
+                    hash,
+                    folder,
+                    name,
+                    size,
+                    files,
+                } => {
+                    let offer = Offer {
+                        id: TransferId(transfer),
+                        hash,
+                        folder,
+                        remote_name: name,
+                        size,
+                        files,
+                    };
+                    on_offer(&engine, from, id, offer)
+                }
+                Payload::TransferUpdate {
+                    transfer,
+                    state,
+                    reason,
+                } => on_update(&engine, &from.id, TransferId(transfer), state, reason),
+                other => Err(Error::Protocol(format!("transfers cannot take {other:?}"))),
+            }
+        })
+    }
+}
+
+/// The payload kinds the transfer feature takes, for the inbox's table.
+pub(crate) fn handlers(engine: &Arc<Engine>) -> Vec<(PayloadKind, Arc<dyn PayloadHandler>)> {
+    let h: Arc<dyn PayloadHandler> = Arc::new(Offers(Arc::downgrade(engine)));
+    vec![(PayloadKind::FileOffer, h.clone()), (PayloadKind::TransferUpdate, h)]
+}
+
+/// What a sender's offer says (all of it chosen by the sender, so cleaned before use).
+struct Offer {
     id: TransferId,
     hash: [u8; 32],
     folder: bool,
-    remote_name: &str,
+    remote_name: String,
     size: u64,
     files: u32,
-    sent_at: u64,
-) -> Result<(), Error> {
-    let name = naming::safe_name(remote_name);
+}
+
+/// An incoming offer: its message and transfer record; once stored, it may be accepted at once.
+fn on_offer(
+    engine: &Arc<Engine>,
+    contact: Contact,
+    message_id: MessageId,
+    offer: Offer,
+) -> Result<Handled, Error> {
+    let name = naming::safe_name(&offer.remote_name);
     let t = Transfer {
-        size,
-        hash: Hash::from_bytes(hash).to_hex().to_string(),
-        files,
+        size: offer.size,
+        hash: Hash::from_bytes(offer.hash).to_hex().to_string(),
+        files: offer.files,
         ..offered(
-            id,
+            offer.id,
             contact.id,
             Direction::Incoming,
             name.clone(),
-            folder,
-            naming::classify_remote(remote_name),
+            offer.folder,
+            naming::classify_remote(&offer.remote_name),
         )
     };
     let now = t.created_at;
@@ -587,53 +634,53 @@ pub(crate) async fn on_offer(
         seq: engine.store.next_seq()?,
         direction: Direction::Incoming,
         body: name,
-        sent_at,
+        sent_at: now,
         stored_at: now,
         state: MessageState::Received,
-        transfer: Some(id),
+        transfer: Some(offer.id),
     };
-    let stored = engine.store.store_incoming(session, &message, Some(&t))?;
-    engine.store.flush().await?;
-    if stored == crate::store::Stored::Duplicate {
-        return Ok(());
-    }
-    engine.emit(Event::MessageReceived {
-        message,
-        from: contact.name.clone(),
-    });
-    engine.emit(Event::TransferOffered {
-        transfer: t.clone(),
-    });
     let cap = auto_accept_limit(engine, &contact.id)?;
-    if engine.blobs.accept_all || cap.is_some_and(|cap| size <= cap) {
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            if let Err(e) = accept(&engine, &id).await {
-                tracing::warn!(transfer = %id, "automatic accept failed: {e}");
-            }
-        });
-    }
-    Ok(())
+    let accept_now = engine.blobs.accept_all || cap.is_some_and(|cap| offer.size <= cap);
+    let (shown, engine) = (message.clone(), engine.clone());
+    Ok(Handled {
+        changes: Changes {
+            message: Some(message),
+            new_transfer: Some(t.clone()),
+            ..Changes::default()
+        },
+        after: Some(Box::new(move |_| {
+            Box::pin(async move {
+                engine.emit(Event::MessageReceived {
+                    message: shown,
+                    from: contact.name.clone(),
+                });
+                engine.emit(Event::TransferOffered { transfer: t });
+                if accept_now {
+                    let id = offer.id;
+                    tokio::spawn(async move {
+                        if let Err(e) = accept(&engine, &id).await {
+                            tracing::warn!(transfer = %id, "automatic accept failed: {e}");
+                        }
+                    });
+                }
+            })
+        })),
+    })
 }
 
-/// Applies the other side's update to a transfer, with the session that opened it.
-pub(crate) async fn on_update(
+/// The other side's update to a transfer.
+fn on_update(
     engine: &Arc<Engine>,
     from: &ContactId,
-    session: &crate::e2e::Session,
     id: TransferId,
     state: TransferState,
     reason: Option<String>,
-) -> Result<(), Error> {
+) -> Result<Handled, Error> {
     let Some(mut t) = engine.store.transfer(&id)? else {
-        engine.store.put_session(from, session)?;
-        engine.store.flush().await?;
-        return Ok(());
+        return Ok(Handled::nothing());
     };
     if t.contact != *from || t.state.is_final() {
-        engine.store.put_session(from, session)?;
-        engine.store.flush().await?;
-        return Ok(());
+        return Ok(Handled::nothing());
     }
     // The sender learns every outcome; the receiver only hears that the sender cancelled.
     let allowed = match t.direction {
@@ -649,9 +696,7 @@ pub(crate) async fn on_update(
     };
     if !allowed {
         tracing::warn!(transfer = %id, ?state, "ignored an update that does not fit the transfer");
-        engine.store.put_session(from, session)?;
-        engine.store.flush().await?;
-        return Ok(());
+        return Ok(Handled::nothing());
     }
     t.state = state;
     t.error = reason;
@@ -659,13 +704,21 @@ pub(crate) async fn on_update(
     if state == TransferState::Done {
         t.bytes_done = t.size;
     }
-    engine.store.put_session_and_transfer(from, session, &t)?;
-    engine.store.flush().await?;
-    if state.is_final() {
-        finish_locally(engine, &t).await;
-    }
-    engine.emit(Event::TransferChanged { transfer: t });
-    Ok(())
+    let engine = engine.clone();
+    Ok(Handled {
+        changes: Changes {
+            transfers: vec![t.clone()],
+            ..Changes::default()
+        },
+        after: Some(Box::new(move |_| {
+            Box::pin(async move {
+                if state.is_final() {
+                    finish_locally(&engine, &t).await;
+                }
+                engine.emit(Event::TransferChanged { transfer: t });
+            })
+        })),
+    })
 }
 
 /// Stops serving or fetching a transfer that reached a final state, and drops its blobs' tag.
