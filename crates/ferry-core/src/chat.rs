@@ -252,9 +252,7 @@ impl PayloadHandler for Messaging {
                 }
                 // Key confirmation: the advanced session is all there is to keep.
                 Payload::PairConfirm => Ok(Handled::nothing()),
-                other => Err(Error::Protocol(format!(
-                    "messaging cannot take {other:?}"
-                ))),
+                other => Err(Error::Protocol(format!("messaging cannot take {other:?}"))),
             }
         })
     }

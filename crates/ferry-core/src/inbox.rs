@@ -169,7 +169,12 @@ impl Inbox {
     }
 
     /// Takes one delivery from `from`.
-    pub(crate) async fn deliver(&self, from: ContactId, id: MessageId, envelope: &Envelope) -> Outcome {
+    pub(crate) async fn deliver(
+        &self,
+        from: ContactId,
+        id: MessageId,
+        envelope: &Envelope,
+    ) -> Outcome {
         if !self.allowed(&from) {
             return Outcome::RateLimited;
         }
@@ -179,7 +184,12 @@ impl Inbox {
         }
     }
 
-    async fn receive(&self, from: ContactId, id: MessageId, envelope: &Envelope) -> Result<(), Error> {
+    async fn receive(
+        &self,
+        from: ContactId,
+        id: MessageId,
+        envelope: &Envelope,
+    ) -> Result<(), Error> {
         if self.store.was_received(&id)? {
             return Ok(()); // a retry after our acknowledgement was lost
         }
@@ -287,7 +297,13 @@ mod tests {
         (inbox, count, me.id(), them.id(), theirs)
     }
 
-    fn seal(s: &mut Session, from: ContactId, to: ContactId, id: MessageId, p: &Payload) -> Envelope {
+    fn seal(
+        s: &mut Session,
+        from: ContactId,
+        to: ContactId,
+        id: MessageId,
+        p: &Payload,
+    ) -> Envelope {
         let ad = AssociatedData {
             sender: *from.as_bytes(),
             recipient: *to.as_bytes(),
@@ -306,9 +322,15 @@ mod tests {
         };
         let id = MessageId([1; 16]);
         let envelope = seal(&mut sender, them, me, id, &text);
-        assert!(matches!(inbox.deliver(them, id, &envelope).await, Outcome::Taken));
+        assert!(matches!(
+            inbox.deliver(them, id, &envelope).await,
+            Outcome::Taken
+        ));
         // The acknowledgement was lost and the sender tries again: taken, not handled twice.
-        assert!(matches!(inbox.deliver(them, id, &envelope).await, Outcome::Taken));
+        assert!(matches!(
+            inbox.deliver(them, id, &envelope).await,
+            Outcome::Taken
+        ));
         assert_eq!(count.0.lock().unwrap().len(), 1);
         // The same ciphertext under an id we never took: its key is gone, so it fails.
         let other = MessageId([2; 16]);
@@ -321,7 +343,10 @@ mod tests {
         let read = Payload::Read { ids: vec![id.0] };
         let envelope = seal(&mut sender, them, me, receipt, &read);
         for _ in 0..2 {
-            assert!(matches!(inbox.deliver(them, receipt, &envelope).await, Outcome::Taken));
+            assert!(matches!(
+                inbox.deliver(them, receipt, &envelope).await,
+                Outcome::Taken
+            ));
         }
         assert_eq!(count.0.lock().unwrap().len(), 2);
     }

@@ -23,7 +23,7 @@ mod error;
 pub mod files;
 pub mod home;
 pub mod identity;
-mod inbox;
+pub mod inbox;
 mod net;
 pub mod node;
 pub mod pairing;

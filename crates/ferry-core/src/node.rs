@@ -17,12 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::home::{HomeLock, STORE_DIR};
 use crate::identity::{self, safety_number, Identity};
+use crate::inbox::Inbox;
 use crate::model::{
     Contact, ContactId, ContactView, ConversationId, Event, Message, MessageId, Presence, Profile,
     StorageUsage,
 };
 use crate::model::{Transfer, TransferId};
-use crate::inbox::Inbox;
 use crate::sessions::SessionLocks;
 use crate::store::Store;
 use crate::wire::{WireAddr, ALPN_CHAT, ALPN_PAIR};

@@ -30,13 +30,13 @@ use iroh_blobs::store::GcConfig;
 use iroh_blobs::{BlobFormat, Hash, HashAndFormat};
 
 use crate::chat::{outgoing_message, seal_and_queue};
+use crate::inbox::{BoxFuture, Handled, Incoming, PayloadHandler, PayloadKind};
 use crate::model::{
     now_ms, Contact, ContactId, Direction, Event, Message, MessageId, MessageState, Transfer,
     TransferId, TransferState,
 };
 use crate::net::{endpoint_addr, DIAL_TIMEOUT};
 use crate::node::Engine;
-use crate::inbox::{BoxFuture, Handled, Incoming, PayloadHandler, PayloadKind};
 use crate::store::{Changes, OutboxKind};
 use crate::wire::Payload;
 use crate::Error;
@@ -592,7 +592,10 @@ impl PayloadHandler for Offers {
 /// The payload kinds the transfer feature takes, for the inbox's table.
 pub(crate) fn handlers(engine: &Arc<Engine>) -> Vec<(PayloadKind, Arc<dyn PayloadHandler>)> {
     let h: Arc<dyn PayloadHandler> = Arc::new(Offers(Arc::downgrade(engine)));
-    vec![(PayloadKind::FileOffer, h.clone()), (PayloadKind::TransferUpdate, h)]
+    vec![
+        (PayloadKind::FileOffer, h.clone()),
+        (PayloadKind::TransferUpdate, h),
+    ]
 }
 
 /// What a sender's offer says (all of it chosen by the sender, so cleaned before use).
