@@ -697,11 +697,16 @@ fn on_update(
         ),
         Direction::Incoming => state == TransferState::Cancelled,
     };
-    if !allowed {
+    let next = if allowed {
+        t.state.next(state).ok()
+    } else {
+        None
+    };
+    let Some(next) = next else {
         tracing::warn!(transfer = %id, ?state, "ignored an update that does not fit the transfer");
         return Ok(Handled::nothing());
-    }
-    t.state = state;
+    };
+    t.state = next;
     t.error = reason;
     t.updated_at = now_ms();
     if state == TransferState::Done {
@@ -748,7 +753,7 @@ async fn set_state(
     state: TransferState,
     error: Option<String>,
 ) -> Result<(), Error> {
-    t.state = state;
+    t.state = t.state.next(state)?;
     t.error = error;
     t.updated_at = now_ms();
     engine.store.put_transfer(t)?;

@@ -326,6 +326,30 @@ impl TransferState {
     }
 }
 
+impl TransferState {
+    /// The state a transfer in `self` moves to on `to`, or why it cannot: the one place the
+    /// transfer's life is decided. Final states never change; only an offer can be accepted
+    /// or declined; bytes move (or pause, or finish) only once accepted; either side may
+    /// cancel, and anything may fail, until the transfer is final.
+    pub fn next(self, to: TransferState) -> Result<TransferState, ProtoError> {
+        use TransferState::*;
+        let allowed = match (self, to) {
+            (from, _) if from.is_final() => false,
+            (_, Cancelled | Failed) => true,
+            (Offered, Accepted | Declined) => true,
+            (Accepted | Transferring | Paused, Transferring | Paused | Done) => true,
+            _ => false,
+        };
+        if allowed {
+            Ok(to)
+        } else {
+            Err(ProtoError::InvalidInput(format!(
+                "a transfer that is {self:?} cannot become {to:?}"
+            )))
+        }
+    }
+}
+
 /// A file or folder sent or received, as stored and shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "specta", derive(specta::Type))]
@@ -473,4 +497,62 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use TransferState::*;
+
+    const ALL: [TransferState; 8] = [
+        Offered,
+        Accepted,
+        Transferring,
+        Paused,
+        Done,
+        Failed,
+        Declined,
+        Cancelled,
+    ];
+
+    /// Every transition a transfer may take; everything else is refused.
+    const ALLOWED: &[(TransferState, TransferState)] = &[
+        (Offered, Accepted),
+        (Offered, Declined),
+        (Offered, Cancelled),
+        (Offered, Failed),
+        (Accepted, Transferring),
+        (Accepted, Paused),
+        (Accepted, Done),
+        (Accepted, Failed),
+        (Accepted, Cancelled),
+        (Transferring, Transferring),
+        (Transferring, Paused),
+        (Transferring, Done),
+        (Transferring, Failed),
+        (Transferring, Cancelled),
+        (Paused, Transferring),
+        (Paused, Paused),
+        (Paused, Done),
+        (Paused, Failed),
+        (Paused, Cancelled),
+    ];
+
+    #[test]
+    fn every_transfer_transition_is_allowed_or_refused_as_the_table_says() {
+        for from in ALL {
+            for to in ALL {
+                let want = ALLOWED.contains(&(from, to));
+                let got = from.next(to);
+                assert_eq!(got.is_ok(), want, "{from:?} -> {to:?}: {got:?}");
+                if let Ok(state) = got {
+                    assert_eq!(state, to);
+                }
+            }
+        }
+        for state in [Done, Failed, Declined, Cancelled] {
+            assert!(state.is_final());
+            assert!(ALL.iter().all(|to| state.next(*to).is_err()));
+        }
+    }
 }
