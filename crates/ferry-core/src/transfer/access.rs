@@ -1,0 +1,180 @@
+//! Who may fetch what: the blobs provider's events, intercepted, allow a hash only to the
+//! contact it was offered to (get, get-many, observe; push disabled), and show the sender's
+//! progress.
+
+use super::*;
+
+/// Which hashes each contact may fetch, and who is behind each provider connection.
+#[derive(Debug, Default)]
+pub(crate) struct Access {
+    conns: Mutex<HashMap<u64, ContactId>>,
+    /// contact → hash → whether the hash is a folder's root (children may be requested with it).
+    allowed: Mutex<HashMap<ContactId, HashMap<Hash, bool>>>,
+}
+
+impl Access {
+    pub(super) fn allow(&self, contact: ContactId, hashes: impl IntoIterator<Item = (Hash, bool)>) {
+        if let Ok(mut a) = self.allowed.lock() {
+            a.entry(contact).or_default().extend(hashes);
+        }
+    }
+
+    pub(super) fn revoke(&self, contact: &ContactId, hashes: &[Hash]) {
+        if let Ok(mut a) = self.allowed.lock() {
+            if let Some(set) = a.get_mut(contact) {
+                for h in hashes {
+                    set.remove(h);
+                }
+            }
+        }
+    }
+
+    pub(super) fn peer(&self, connection_id: u64) -> Option<ContactId> {
+        self.conns.lock().ok()?.get(&connection_id).copied()
+    }
+
+    /// Whether `peer` may get `hash` with these ranges (`children` = asks for more than the root blob).
+    pub(super) fn may_get(&self, peer: &ContactId, hash: &Hash, children: bool) -> bool {
+        let Ok(a) = self.allowed.lock() else {
+            return false;
+        };
+        match a.get(peer).and_then(|s| s.get(hash)) {
+            Some(is_folder_root) => !children || *is_folder_root,
+            None => false,
+        }
+    }
+}
+
+/// A debug-build-only fault injection: limits what the provider sends, so tests can interrupt
+/// a transfer midway. Read from `FERRY_DEBUG_THROTTLE_BPS`; always off in release builds.
+pub(super) fn throttle_bps() -> Option<u64> {
+    #[cfg(debug_assertions)]
+    {
+        std::env::var("FERRY_DEBUG_THROTTLE_BPS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|v| *v > 0)
+    }
+    #[cfg(not(debug_assertions))]
+    None
+}
+
+pub(super) async fn provider_events(
+    engine: Weak<Engine>,
+    mut rx: tokio::sync::mpsc::Receiver<ProviderMessage>,
+) {
+    let deny = Err(AbortReason::Permission);
+    while let Some(msg) = rx.recv().await {
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        let access = engine.blobs.access.clone();
+        match msg {
+            ProviderMessage::ClientConnected(msg) => {
+                let contact = msg
+                    .endpoint_id
+                    .filter(|id| matches!(engine.store.contact(id), Ok(Some(_))));
+                let res = match contact {
+                    Some(id) => {
+                        if let Ok(mut c) = access.conns.lock() {
+                            c.insert(msg.connection_id, id);
+                        }
+                        Ok(())
+                    }
+                    None => {
+                        tracing::info!(peer = ?msg.endpoint_id, "refused blobs connection from a stranger");
+                        deny
+                    }
+                };
+                msg.tx.send(res).await.ok();
+            }
+            ProviderMessage::ConnectionClosed(msg) => {
+                if let Ok(mut c) = access.conns.lock() {
+                    c.remove(&msg.connection_id);
+                }
+            }
+            ProviderMessage::GetRequestReceived(mut msg) => {
+                let peer = access.peer(msg.connection_id);
+                let ok = peer.is_some_and(|p| {
+                    access.may_get(&p, &msg.request.hash, !msg.request.ranges.is_blob())
+                });
+                if !ok {
+                    tracing::warn!(?peer, hash = %msg.request.hash, "refused a get");
+                    msg.tx.send(deny).await.ok();
+                    continue;
+                }
+                let root = msg.request.hash;
+                msg.tx.send(Ok(())).await.ok();
+                let Some(peer) = peer else {
+                    continue;
+                };
+                // Follow the request to show the sender's progress.
+                let engine = Arc::downgrade(&engine);
+                tokio::spawn(async move {
+                    let mut done_before = 0u64;
+                    let mut current = 0u64;
+                    while let Ok(Some(update)) = msg.rx.recv().await {
+                        let Some(engine) = engine.upgrade() else {
+                            return;
+                        };
+                        match update {
+                            RequestUpdate::Started(_) => {
+                                done_before += current;
+                                current = 0;
+                            }
+                            RequestUpdate::Progress(p) => {
+                                current = p.end_offset;
+                                outgoing_progress(&engine, &peer, &root, done_before + current);
+                            }
+                            RequestUpdate::Completed(_) | RequestUpdate::Aborted(_) => break,
+                        }
+                    }
+                });
+            }
+            ProviderMessage::GetManyRequestReceived(msg) => {
+                let peer = access.peer(msg.connection_id);
+                let ok = peer.is_some_and(|p| {
+                    msg.request
+                        .hashes
+                        .iter()
+                        .all(|h| access.may_get(&p, h, false))
+                });
+                msg.tx.send(if ok { Ok(()) } else { deny }).await.ok();
+            }
+            ProviderMessage::ObserveRequestReceived(msg) => {
+                let peer = access.peer(msg.connection_id);
+                let ok = peer.is_some_and(|p| access.may_get(&p, &msg.request.hash, false));
+                msg.tx.send(if ok { Ok(()) } else { deny }).await.ok();
+            }
+            ProviderMessage::PushRequestReceived(msg) => {
+                msg.tx.send(deny).await.ok();
+            }
+            ProviderMessage::Throttle(msg) => {
+                let delay = throttle_bps()
+                    .map(|bps| Duration::from_secs_f64(msg.size as f64 / bps as f64))
+                    .unwrap_or_default();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    msg.tx.send(Ok(())).await.ok();
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+pub(super) fn outgoing_progress(engine: &Arc<Engine>, peer: &ContactId, root: &Hash, bytes: u64) {
+    let hex = root.to_hex().to_string();
+    let Ok(all) = engine.store.transfers() else {
+        return;
+    };
+    let Some(t) = all.into_iter().rev().find(|t| {
+        t.direction == Direction::Outgoing
+            && t.contact == *peer
+            && t.hash == hex
+            && !t.state.is_final()
+    }) else {
+        return;
+    };
+    emit_progress(engine, &t, bytes.min(t.size));
+}

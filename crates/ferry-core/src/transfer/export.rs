@@ -1,0 +1,80 @@
+//! Saving a verified download into the download folder, never overwriting anything.
+
+use super::*;
+
+/// Saves a verified blob under a name reserved exclusively (never overwriting anything else):
+/// the store moves its data file onto the reserved name (no copy on the same file system) and
+/// from then on only references it; a copy is made across file systems or for repeated hashes.
+pub(super) async fn save_blob(
+    engine: &Engine,
+    hash: Hash,
+    dir: &Path,
+    name: &str,
+) -> Result<PathBuf, Error> {
+    let (file, path) = files::create_unique_file(dir, name)
+        .map_err(Error::io(format!("creating a file in {}", dir.display())))?;
+    drop(file);
+    let exported = engine
+        .blobs
+        .store
+        .blobs()
+        .export_with_opts(ExportOptions {
+            hash,
+            mode: ExportMode::TryReference,
+            target: path.clone(),
+        })
+        .finish()
+        .await;
+    if let Err(e) = exported {
+        let _ = tokio::fs::remove_file(&path).await;
+        return Err(Error::Io {
+            context: format!("writing {}", path.display()),
+            source: std::io::Error::other(e.to_string()),
+        });
+    }
+    // Received files are never executable, whatever mode the store's file had.
+    crate::home::restrict(&path, 0o644)?;
+    Ok(path)
+}
+
+/// Saves a completed transfer into the download folder; never overwrites anything.
+pub(super) async fn save(engine: &Engine, t: &Transfer) -> Result<PathBuf, Error> {
+    let downloads = downloads_dir(engine)?;
+    std::fs::create_dir_all(&downloads)
+        .map_err(Error::io(format!("creating {}", downloads.display())))?;
+    let root = hash_of(t)?;
+    if !t.folder {
+        return save_blob(engine, root, &downloads, &t.name).await;
+    }
+    let collection = Collection::load(root, &*engine.blobs.store)
+        .await
+        .map_err(blob_err)?;
+    let top = files::create_unique_dir(&downloads, &t.name).map_err(Error::io(format!(
+        "creating a folder in {}",
+        downloads.display()
+    )))?;
+    let mut seen_dirs: HashSet<PathBuf> = HashSet::new();
+    for (remote_path, hash) in collection.iter() {
+        let Some(rel) = naming::safe_relative_path(remote_path) else {
+            tracing::warn!(name = %remote_path, "skipped a folder entry with no usable name");
+            continue;
+        };
+        let (parent, file) = match (rel.parent(), rel.file_name()) {
+            (Some(p), Some(f)) => (top.join(p), f.to_string_lossy().into_owned()),
+            _ => continue,
+        };
+        if seen_dirs.insert(parent.clone()) {
+            // Every component was cleaned and we created `top` just now, so this stays inside it.
+            if let Err(e) = std::fs::create_dir_all(&parent) {
+                // e.g. the offer has both a file `a` and `a/b`: keep the rest of the folder.
+                tracing::warn!(path = %parent.display(), "skipped a folder entry: {e}");
+                continue;
+            }
+        }
+        if !parent.is_dir() {
+            continue;
+        }
+        save_blob(engine, *hash, &parent, &file).await?;
+    }
+    Ok(top)
+}

@@ -1,0 +1,454 @@
+//! Files and folders over iroh-blobs: offers carried as end-to-end encrypted chat messages,
+//! BLAKE3-verified resumable fetches, per-contact access control on the blobs protocol, and
+//! safe export into the download folder.
+//!
+//! Sending imports the file by reference (no copy) and tags it `ferry/out/<id>`; the offer goes
+//! through the outbox. Receiving pulls: the receiver fetches what its blob store lacks (so an
+//! interrupted fetch resumes where it stopped, also after a crash), then moves the verified data
+//! onto a name it reserved exclusively in the download folder (a copy only across file
+//! systems), and drops its tag so the store's GC forgets the entry.
+//!
+//! Access control: the provider serves a hash only to the contact it was offered to, for get,
+//! get-many and observe; push is disabled. Connection ids from connect events map requests
+//! to endpoint ids.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use futures_lite::StreamExt;
+use iroh_blobs::api::blobs::{AddPathOptions, ExportMode, ExportOptions, ImportMode};
+use iroh_blobs::api::remote::GetProgressItem;
+use iroh_blobs::format::collection::Collection;
+use iroh_blobs::provider::events::{
+    AbortReason, ConnectMode, EventMask, EventSender, ObserveMode, ProviderMessage, RequestMode,
+    RequestUpdate, ThrottleMode,
+};
+use iroh_blobs::store::fs::FsStore;
+use iroh_blobs::store::GcConfig;
+use iroh_blobs::{BlobFormat, Hash, HashAndFormat};
+
+use crate::chat::{outgoing_message, seal_and_queue};
+use crate::inbox::{BoxFuture, Handled, Incoming, PayloadHandler, PayloadKind};
+use crate::model::{
+    now_ms, Contact, ContactId, Direction, Event, Message, MessageId, MessageState, Transfer,
+    TransferId, TransferState,
+};
+use crate::net::{endpoint_addr, DIAL_TIMEOUT};
+use crate::node::Engine;
+use crate::store::{Changes, OutboxKind};
+use crate::wire::Payload;
+use crate::Error;
+use crate::{files, naming};
+
+mod access;
+mod export;
+mod fetch;
+mod offer;
+mod send;
+
+pub(crate) use access::*;
+use export::*;
+pub(crate) use fetch::*;
+pub(crate) use offer::*;
+pub(crate) use send::*;
+
+/// The blob store's folder inside a home.
+pub const BLOBS_DIR: &str = "blobs";
+/// How often the blob store collects blobs no tag protects.
+pub const GC_INTERVAL: Duration = Duration::from_secs(30);
+/// The most files one folder offer may hold.
+pub const MAX_FOLDER_FILES: usize = 100_000;
+/// Progress events at most this often per transfer.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+const SETTING_DOWNLOADS: &str = "downloads";
+const AUTO_ACCEPT_PREFIX: &str = "auto_accept/";
+
+/// The blob side of a node.
+pub(crate) struct Blobs {
+    pub(crate) store: FsStore,
+    pub(crate) access: Arc<Access>,
+    running: Mutex<HashMap<TransferId, tokio::task::AbortHandle>>,
+    /// Downloads past fetching, writing into the download folder: never aborted.
+    saving: Mutex<HashSet<TransferId>>,
+    last_progress: Mutex<HashMap<TransferId, (Instant, u64)>>,
+    pub(crate) accept_all: bool,
+}
+
+impl std::fmt::Debug for Blobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Blobs").finish_non_exhaustive()
+    }
+}
+
+impl Blobs {
+    /// Opens the blob store of a home, with garbage collection of untagged blobs.
+    pub(crate) async fn open(home: &Path, accept_all: bool) -> Result<Blobs, Error> {
+        let dir = home.join(BLOBS_DIR);
+        std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+        let mut options = iroh_blobs::store::fs::options::Options::new(&dir);
+        options.gc = Some(GcConfig {
+            interval: GC_INTERVAL,
+            add_protected: None,
+        });
+        let store = FsStore::load_with_opts(dir.join("blobs.db"), options)
+            .await
+            .map_err(|e| Error::Corrupt(format!("blob store: {e}")))?;
+        Ok(Blobs {
+            store,
+            access: Arc::default(),
+            running: Mutex::default(),
+            saving: Mutex::default(),
+            last_progress: Mutex::default(),
+            accept_all,
+        })
+    }
+
+    /// The event sender for the blobs protocol: intercepts connects and every request kind.
+    pub(crate) fn events(engine: Weak<Engine>) -> EventSender {
+        let mask = EventMask {
+            connected: ConnectMode::Intercept,
+            get: RequestMode::InterceptLog,
+            get_many: RequestMode::Intercept,
+            push: RequestMode::Disabled,
+            observe: ObserveMode::Intercept,
+            throttle: if throttle_bps().is_some() {
+                ThrottleMode::Intercept
+            } else {
+                ThrottleMode::None
+            },
+        };
+        let (tx, rx) = EventSender::channel(64, mask);
+        tokio::spawn(provider_events(engine, rx));
+        tx
+    }
+}
+
+fn emit_progress(engine: &Engine, t: &Transfer, bytes: u64) {
+    let now = Instant::now();
+    let rate = {
+        let Ok(mut last) = engine.blobs.last_progress.lock() else {
+            return;
+        };
+        let entry = last.entry(t.id).or_insert((now, bytes));
+        let elapsed = now.duration_since(entry.0);
+        if elapsed < PROGRESS_EVERY && bytes < t.size {
+            return;
+        }
+        let rate = if elapsed.is_zero() {
+            0
+        } else {
+            (bytes.saturating_sub(entry.1) as f64 / elapsed.as_secs_f64()) as u64
+        };
+        *entry = (now, bytes);
+        rate
+    };
+    engine.emit(Event::TransferProgress {
+        id: t.id,
+        bytes_done: bytes,
+        total: t.size,
+        rate,
+    });
+}
+
+/// A transfer just offered, in either direction; the caller fills in size, hash, files, path.
+fn offered(
+    id: TransferId,
+    contact: ContactId,
+    direction: Direction,
+    name: String,
+    folder: bool,
+    kind: naming::FileKind,
+) -> Transfer {
+    let now = now_ms();
+    Transfer {
+        id,
+        contact,
+        direction,
+        name,
+        size: 0,
+        hash: String::new(),
+        folder,
+        files: 0,
+        media_type: if folder {
+            "inode/directory".into()
+        } else {
+            kind.media_type
+        },
+        dangerous: kind.dangerous,
+        state: TransferState::Offered,
+        bytes_done: 0,
+        resumed_from: 0,
+        path: None,
+        error: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn hash_of(t: &Transfer) -> Result<Hash, Error> {
+    t.hash
+        .parse()
+        .map_err(|_| Error::Corrupt(format!("transfer {} has a bad hash", t.id)))
+}
+
+fn content(t: &Transfer) -> Result<HashAndFormat, Error> {
+    let hash = hash_of(t)?;
+    Ok(if t.folder {
+        HashAndFormat::hash_seq(hash)
+    } else {
+        HashAndFormat::raw(hash)
+    })
+}
+
+fn tag_name(t: &Transfer) -> String {
+    let side = match t.direction {
+        Direction::Outgoing => "out",
+        Direction::Incoming => "in",
+    };
+    format!("ferry/{side}/{}", t.id)
+}
+
+fn blob_err(e: impl std::fmt::Display) -> Error {
+    Error::Corrupt(format!("blob store: {e}"))
+}
+
+/// The hashes a contact may fetch for an outgoing transfer: the root, and a folder's children.
+async fn offered_hashes(engine: &Engine, t: &Transfer) -> Result<Vec<(Hash, bool)>, Error> {
+    let root = hash_of(t)?;
+    if !t.folder {
+        return Ok(vec![(root, false)]);
+    }
+    let collection = Collection::load(root, &*engine.blobs.store)
+        .await
+        .map_err(blob_err)?;
+    let mut v = vec![(root, true)];
+    v.extend(collection.iter().map(|(_, h)| (*h, false)));
+    Ok(v)
+}
+
+/// Stops serving or fetching a transfer that reached a final state, and drops its blobs' tag.
+async fn finish_locally(engine: &Arc<Engine>, t: &Transfer) {
+    if let Ok(mut running) = engine.blobs.running.lock() {
+        if let Some(h) = running.remove(&t.id) {
+            h.abort();
+        }
+    }
+    if t.direction == Direction::Outgoing {
+        if let Ok(hashes) = offered_hashes(engine, t).await {
+            let hashes: Vec<Hash> = hashes.into_iter().map(|(h, _)| h).collect();
+            engine.blobs.access.revoke(&t.contact, &hashes);
+        }
+    }
+    if let Err(e) = engine.blobs.store.tags().delete(tag_name(t)).await {
+        tracing::warn!(transfer = %t.id, "dropping the tag: {e}");
+    }
+}
+
+async fn set_state(
+    engine: &Arc<Engine>,
+    t: &mut Transfer,
+    state: TransferState,
+    error: Option<String>,
+) -> Result<(), Error> {
+    t.state = t.state.next(state)?;
+    t.error = error;
+    t.updated_at = now_ms();
+    engine.store.put_transfer(t)?;
+    engine.store.flush().await?;
+    engine.emit(Event::TransferChanged {
+        transfer: t.clone(),
+    });
+    Ok(())
+}
+
+async fn tell(
+    engine: &Arc<Engine>,
+    t: &Transfer,
+    state: TransferState,
+    reason: Option<String>,
+) -> Result<(), Error> {
+    seal_and_queue(
+        engine,
+        &t.contact,
+        MessageId::random(),
+        &Payload::TransferUpdate {
+            transfer: t.id.0,
+            state,
+            reason,
+        },
+        OutboxKind::Control,
+        None,
+        None,
+    )
+    .await
+}
+
+/// Finds a transfer by id or id prefix.
+pub(crate) fn resolve(engine: &Engine, query: &str) -> Result<Transfer, Error> {
+    let q = query.trim().to_ascii_lowercase();
+    if q.len() < 4 {
+        return Err(Error::InvalidInput(
+            "give at least 4 characters of the transfer id".into(),
+        ));
+    }
+    let found: Vec<Transfer> = engine
+        .store
+        .transfers()?
+        .into_iter()
+        .filter(|t| t.id.to_string().starts_with(&q))
+        .collect();
+    match found.len() {
+        1 => found
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::InvalidInput(query.into())),
+        0 => Err(Error::InvalidInput(format!("no transfer {query:?}"))),
+        _ => Err(Error::InvalidInput(format!(
+            "{query:?} matches several transfers"
+        ))),
+    }
+}
+
+/// Where received files go: the stored setting, else the platform's Downloads folder.
+pub(crate) fn downloads_dir(engine: &Engine) -> Result<PathBuf, Error> {
+    if let Some(p) = engine.store.setting::<PathBuf>(SETTING_DOWNLOADS)? {
+        return Ok(p);
+    }
+    Ok(dirs::download_dir().unwrap_or_else(|| engine.home.join("downloads")))
+}
+
+/// Sets where received files go.
+pub(crate) async fn set_downloads_dir(engine: &Engine, dir: &Path) -> Result<(), Error> {
+    let dir = std::path::absolute(dir).map_err(Error::io(format!("{}", dir.display())))?;
+    engine.store.set_setting(SETTING_DOWNLOADS, &dir)?;
+    engine.store.flush().await
+}
+
+/// The automatic-accept size cap for a contact, if set.
+pub(crate) fn auto_accept_limit(engine: &Engine, id: &ContactId) -> Result<Option<u64>, Error> {
+    engine
+        .store
+        .setting::<u64>(&format!("{AUTO_ACCEPT_PREFIX}{id}"))
+}
+
+/// Sets (or clears) the automatic-accept size cap for a contact.
+pub(crate) async fn set_auto_accept(
+    engine: &Engine,
+    id: &ContactId,
+    max: Option<u64>,
+) -> Result<(), Error> {
+    let key = format!("{AUTO_ACCEPT_PREFIX}{id}");
+    match max {
+        Some(m) => engine.store.set_setting(&key, &m)?,
+        None => engine.store.remove_setting(&key)?,
+    }
+    engine.store.flush().await
+}
+
+fn load(engine: &Engine, id: &TransferId) -> Result<Transfer, Error> {
+    engine
+        .store
+        .transfer(id)?
+        .ok_or_else(|| Error::InvalidInput(format!("no transfer {id}")))
+}
+
+/// Accepts an offered transfer and starts fetching it.
+pub(crate) async fn accept(engine: &Arc<Engine>, id: &TransferId) -> Result<Transfer, Error> {
+    let mut t = load(engine, id)?;
+    if t.direction != Direction::Incoming {
+        return Err(Error::InvalidInput(
+            "only the receiver accepts a transfer".into(),
+        ));
+    }
+    if t.state != TransferState::Offered {
+        return Err(Error::InvalidInput(format!(
+            "the transfer is {:?}, not waiting for an answer",
+            t.state
+        )));
+    }
+    let downloads = downloads_dir(engine)?;
+    std::fs::create_dir_all(&downloads)
+        .map_err(Error::io(format!("creating {}", downloads.display())))?;
+    let have = engine
+        .blobs
+        .store
+        .remote()
+        .local(content(&t)?)
+        .await
+        .map(|l| l.local_bytes())
+        .unwrap_or(0);
+    check_space(engine, &t, have, &downloads)?;
+    // Protect what arrives from garbage collection until it is saved.
+    engine
+        .blobs
+        .store
+        .tags()
+        .set(tag_name(&t), content(&t)?)
+        .await
+        .map_err(blob_err)?;
+    set_state(engine, &mut t, TransferState::Accepted, None).await?;
+    tell(engine, &t, TransferState::Accepted, None).await?;
+    start_download(engine, t.clone());
+    Ok(t)
+}
+
+/// Declines an offered transfer.
+pub(crate) async fn decline(engine: &Arc<Engine>, id: &TransferId) -> Result<Transfer, Error> {
+    let mut t = load(engine, id)?;
+    if t.direction != Direction::Incoming || t.state != TransferState::Offered {
+        return Err(Error::InvalidInput(
+            "only an offer waiting for an answer can be declined".into(),
+        ));
+    }
+    set_state(engine, &mut t, TransferState::Declined, None).await?;
+    tell(engine, &t, TransferState::Declined, None).await?;
+    finish_locally(engine, &t).await;
+    Ok(t)
+}
+
+/// Cancels a transfer from either side.
+pub(crate) async fn cancel(engine: &Arc<Engine>, id: &TransferId) -> Result<Transfer, Error> {
+    let mut t = load(engine, id)?;
+    if t.state.is_final() {
+        return Err(Error::InvalidInput(format!(
+            "the transfer is already {:?}",
+            t.state
+        )));
+    }
+    set_state(engine, &mut t, TransferState::Cancelled, None).await?;
+    finish_locally(engine, &t).await;
+    tell(engine, &t, TransferState::Cancelled, None).await?;
+    Ok(t)
+}
+
+/// Drops the blob-store tags that no live transfer needs: those of transfers in a final state
+/// (normally dropped already; this covers a crash in between) and those with no record at all.
+/// The store's garbage collection then frees their data within [`GC_INTERVAL`]. Returns how many
+/// tags were dropped.
+pub(crate) async fn clean(engine: &Arc<Engine>) -> Result<u32, Error> {
+    let tags = engine.blobs.store.tags();
+    let mut stale = Vec::new();
+    let mut list = tags.list_prefix("ferry/").await.map_err(blob_err)?;
+    while let Some(info) = list.next().await {
+        let info = info.map_err(blob_err)?;
+        let name = String::from_utf8_lossy(info.name.as_ref()).into_owned();
+        let live = name
+            .rsplit('/')
+            .next()
+            .and_then(|id| id.parse::<TransferId>().ok())
+            .map(|id| engine.store.transfer(&id))
+            .transpose()?
+            .flatten()
+            .is_some_and(|t| !t.state.is_final());
+        if !live {
+            stale.push(info.name);
+        }
+    }
+    for name in &stale {
+        tags.delete(name).await.map_err(blob_err)?;
+    }
+    Ok(stale.len() as u32)
+}
