@@ -17,6 +17,7 @@
 
 pub use ferry_proto::{e2e, invite, limits, model, naming};
 
+mod bus;
 pub mod chat;
 pub mod control;
 mod error;
