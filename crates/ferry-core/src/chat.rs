@@ -81,6 +81,26 @@ impl ProtocolHandler for ChatProtocol {
     }
 }
 
+/// Sends one request on a new stream and waits for the answer.
+pub(crate) async fn request(conn: &Connection, req: &ChatRequest) -> Result<ChatResponse, Error> {
+    let run = async {
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| Error::Network(e.to_string()))?;
+        wire::write_frame(&mut send, req)
+            .await
+            .map_err(|e| Error::Network(e.to_string()))?;
+        send.finish().map_err(|e| Error::Network(e.to_string()))?;
+        wire::read_frame::<_, ChatResponse>(&mut recv)
+            .await
+            .map_err(|e| Error::Protocol(e.to_string()))
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, run)
+        .await
+        .map_err(|_| Error::Network("no answer in time".into()))?
+}
+
 /// Serves requests on a link until it closes.
 pub(crate) async fn serve_link(engine: &Arc<Engine>, from: ContactId, conn: &Connection) {
     loop {
@@ -422,7 +442,7 @@ async fn deliver_contact(engine: Arc<Engine>, id: ContactId, items: Vec<(u64, Ou
             message_id: item.message_id.0,
             envelope: item.envelope.clone(),
         };
-        match net::request(&conn, &req).await {
+        match request(&conn, &req).await {
             Ok(ChatResponse::Ack) => {
                 let changed = match engine.store.complete_delivery(seq, &item) {
                     Ok(c) => c,

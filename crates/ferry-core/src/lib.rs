@@ -17,7 +17,6 @@
 
 pub use ferry_proto::{e2e, invite, limits, model, naming};
 
-mod bus;
 pub mod chat;
 pub mod control;
 mod error;

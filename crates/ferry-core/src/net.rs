@@ -7,13 +7,11 @@ use std::time::Duration;
 use iroh::endpoint::{presets, BindOpts, Connection, PortmapperConfig};
 use iroh::{Endpoint, EndpointAddr, RelayMode, RelayUrl, TransportAddr, Watcher};
 
-use crate::bus::Signal;
 use crate::chat;
 use crate::identity::Identity;
 use crate::model::{Contact, ContactId, Event, PathKind, Presence};
 use crate::node::{wire_addr, Engine, NetSettings, RelayChoice, SETTING_PORT};
 use crate::store::Store;
-use crate::wire;
 use crate::wire::{ChatRequest, ChatResponse, WireAddr, ALPN_CHAT, ALPN_PAIR};
 use crate::Error;
 
@@ -110,26 +108,6 @@ async fn try_bind(
     b.bind().await.map_err(|e| err(&e))
 }
 
-/// Sends one request on a new stream and waits for the answer.
-pub(crate) async fn request(conn: &Connection, req: &ChatRequest) -> Result<ChatResponse, Error> {
-    let run = async {
-        let (mut send, mut recv) = conn
-            .open_bi()
-            .await
-            .map_err(|e| Error::Network(e.to_string()))?;
-        wire::write_frame(&mut send, req)
-            .await
-            .map_err(|e| Error::Network(e.to_string()))?;
-        send.finish().map_err(|e| Error::Network(e.to_string()))?;
-        wire::read_frame::<_, ChatResponse>(&mut recv)
-            .await
-            .map_err(|e| Error::Protocol(e.to_string()))
-    };
-    tokio::time::timeout(REQUEST_TIMEOUT, run)
-        .await
-        .map_err(|_| Error::Network("no answer in time".into()))?
-}
-
 /// Our current address, waiting up to `wait` for at least one way in.
 pub(crate) async fn current_addr(engine: &Engine, wait: Duration) -> WireAddr {
     let mut watcher = engine.endpoint.watch_addr();
@@ -182,7 +160,7 @@ pub(crate) async fn link(engine: &Arc<Engine>, contact: &Contact) -> Result<Conn
     register_link(engine, contact.id, conn.clone());
     // Tell them where we are now, so they can reach us later even if our port changed.
     let me = current_addr(engine, Duration::ZERO).await;
-    if let Err(e) = request(&conn, &ChatRequest::Announce(me)).await {
+    if let Err(e) = chat::request(&conn, &ChatRequest::Announce(me)).await {
         tracing::debug!(contact = %contact.id.fmt_short(), "announce failed: {e}");
     }
     Ok(conn)
@@ -205,7 +183,8 @@ pub(crate) fn register_link(engine: &Arc<Engine>, id: ContactId, conn: Connectio
     chat::clear_backoff(engine, &id);
     engine.outbox_wake.notify_one();
     update_presence(engine, &id);
-    engine.bus.send(Signal::LinkUp(id));
+    let resume = engine.clone();
+    tokio::spawn(async move { crate::transfer::resume(&resume, Some(&id)).await });
     let engine = engine.clone();
     tokio::spawn(async move {
         chat::serve_link(&engine, id, &conn).await;
@@ -285,7 +264,7 @@ pub(crate) fn update_presence(engine: &Engine, id: &ContactId) {
 /// Pings a contact's live link, or dials it. Returns whether it is reachable.
 async fn check(engine: &Arc<Engine>, contact: &Contact) -> bool {
     let ok = match live_link(engine, &contact.id) {
-        Some(conn) => match request(&conn, &ChatRequest::Ping).await {
+        Some(conn) => match chat::request(&conn, &ChatRequest::Ping).await {
             Ok(ChatResponse::Pong) => true,
             other => {
                 tracing::debug!(contact = %contact.id.fmt_short(), "ping failed: {other:?}");
@@ -332,7 +311,7 @@ pub(crate) async fn run_presence(engine: Arc<Engine>) {
             _ = async {
                 tick.tick().await;
                 refresh_all(&engine, DIAL_TIMEOUT + REQUEST_TIMEOUT).await;
-                engine.bus.send(Signal::Tick);
+                crate::transfer::retry_paused(&engine);
             } => {}
         }
     }

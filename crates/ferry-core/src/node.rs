@@ -15,7 +15,6 @@ use tokio::sync::{broadcast, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::Bus;
 use crate::home::{HomeLock, STORE_DIR};
 use crate::identity::{self, safety_number, Identity};
 use crate::inbox::Inbox;
@@ -154,8 +153,6 @@ pub(crate) struct Engine {
     pub(crate) sessions: Arc<SessionLocks>,
     /// Where every sealed delivery from a contact comes in.
     pub(crate) inbox: Inbox,
-    /// What services noticed, for features to react to.
-    pub(crate) bus: Bus,
     pub(crate) backoff: Mutex<HashMap<ContactId, chat::Backoff>>,
     pub(crate) cancel: CancellationToken,
     pub(crate) ping_interval: Duration,
@@ -331,15 +328,12 @@ impl Node {
             outbox_drained: Notify::new(),
             sessions: sessions.clone(),
             inbox,
-            bus: Bus::new(),
             backoff: Mutex::default(),
             cancel: CancellationToken::new(),
             ping_interval: config.ping_interval,
             net,
             blobs,
         });
-        // Listening before the router runs, so no link that comes up is missed.
-        let transfer_signals = engine.bus.subscribe();
         // Each feature takes its payload kinds; none of them calls another.
         engine.inbox.register(
             chat::handlers(&engine)
@@ -360,7 +354,6 @@ impl Node {
         let mut tasks = vec![
             tokio::spawn(chat::run_outbox(engine.clone())),
             tokio::spawn(net::run_presence(engine.clone())),
-            tokio::spawn(transfer::follow_bus(engine.clone(), transfer_signals)),
         ];
         // The control server learns the node once it exists; it only holds a weak reference.
         let node_slot = Arc::new(tokio::sync::OnceCell::new());

@@ -29,7 +29,6 @@ use iroh_blobs::store::fs::FsStore;
 use iroh_blobs::store::GcConfig;
 use iroh_blobs::{BlobFormat, Hash, HashAndFormat};
 
-use crate::bus::Signal;
 use crate::chat::{outgoing_message, seal_and_queue};
 use crate::inbox::{BoxFuture, Handled, Incoming, PayloadHandler, PayloadKind};
 use crate::model::{
@@ -452,29 +451,4 @@ pub(crate) async fn clean(engine: &Arc<Engine>) -> Result<u32, Error> {
         tags.delete(name).await.map_err(blob_err)?;
     }
     Ok(stale.len() as u32)
-}
-
-/// Reacts to the bus: a contact's downloads restart on its new link, and paused downloads are
-/// retried on every presence round. Runs until the node stops.
-pub(crate) async fn follow_bus(
-    engine: Arc<Engine>,
-    mut signals: tokio::sync::broadcast::Receiver<Signal>,
-) {
-    loop {
-        let signal = tokio::select! {
-            _ = engine.cancel.cancelled() => return,
-            s = signals.recv() => s,
-        };
-        match signal {
-            Ok(Signal::LinkUp(id)) => {
-                let engine = engine.clone();
-                tokio::spawn(async move { resume(&engine, Some(&id)).await });
-            }
-            Ok(Signal::Tick) => retry_paused(&engine),
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                tracing::debug!("transfers missed {n} bus signals; the next tick catches up");
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        }
-    }
 }
