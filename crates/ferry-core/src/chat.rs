@@ -251,7 +251,7 @@ impl PayloadHandler for Messaging {
                     })
                 }
                 // Key confirmation: the advanced session is all there is to keep.
-                Payload::PairConfirm => Ok(Handled::nothing()),
+                Payload::PairConfirm => Ok(Handled::default()),
                 other => Err(Error::Protocol(format!("messaging cannot take {other:?}"))),
             }
         })

@@ -64,20 +64,14 @@ pub(crate) struct Incoming {
     pub(crate) payload: Payload,
 }
 
-/// A handler's decision: what to store, and what to do once it is stored.
+/// A handler's decision: what to store, and what to do once it is stored. The default stores
+/// nothing but the session.
 #[derive(Default)]
 pub(crate) struct Handled {
     /// Committed with the advanced session in one transaction.
     pub(crate) changes: Changes,
     /// Run after the flush, unless the store found the message to be a duplicate.
     pub(crate) after: Option<After>,
-}
-
-impl Handled {
-    /// Nothing to store but the session.
-    pub(crate) fn nothing() -> Handled {
-        Handled::default()
-    }
 }
 
 /// Takes one kind of payload. Runs while the sender's session lock is held, so it must not
@@ -262,7 +256,7 @@ mod tests {
             if let Ok(mut seen) = self.0.lock() {
                 seen.push(incoming.id);
             }
-            Box::pin(async { Ok(Handled::nothing()) })
+            Box::pin(async { Ok(Handled::default()) })
         }
     }
 

@@ -23,6 +23,7 @@ use crate::model::{
     StorageUsage,
 };
 use crate::model::{Transfer, TransferId};
+use crate::naming::clean_display_name;
 use crate::sessions::SessionLocks;
 use crate::store::Store;
 use crate::wire::{WireAddr, ALPN_CHAT, ALPN_PAIR};
@@ -248,11 +249,6 @@ impl Engine {
     }
 }
 
-/// Checks and normalises a display name.
-pub(crate) fn clean_name(name: &str) -> Result<String, Error> {
-    Ok(crate::naming::clean_display_name(name)?)
-}
-
 /// A running peer on one home.
 pub struct Node {
     engine: Arc<Engine>,
@@ -277,7 +273,7 @@ impl Node {
 
     /// Creates a new home with explicit network settings.
     pub fn init_with(home: &Path, name: &str, net: &NetSettings) -> Result<ContactId, Error> {
-        let name = clean_name(name)?;
+        let name = clean_display_name(name)?;
         let lock = HomeLock::acquire(home)?;
         if identity::load(home)?.is_some() {
             return Err(Error::AlreadyInitialized(home.to_path_buf()));
@@ -404,7 +400,7 @@ impl Node {
 
     /// Changes the display name (contacts learn it at the next pairing; later issues sync it).
     pub async fn set_name(&self, name: &str) -> Result<(), Error> {
-        let name = clean_name(name)?;
+        let name = clean_display_name(name)?;
         self.engine.store.set_setting(SETTING_NAME, &name)?;
         self.engine.store.flush().await
     }

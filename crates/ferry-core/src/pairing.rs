@@ -15,8 +15,9 @@ use crate::e2e::{self, AssociatedData, InitiatorHandshake};
 use crate::identity::verify_binding;
 use crate::invite::{pair_binding, Invite, INVITE_VERSION};
 use crate::model::{now_ms, Contact, Event, MessageId};
+use crate::naming::clean_display_name;
 use crate::net::{self, current_addr, REQUEST_TIMEOUT};
-use crate::node::{clean_name, Engine};
+use crate::node::Engine;
 use crate::store::{InviteRecord, InviteRefusal};
 use crate::wire::{self, PairFrame, PairIdentity, Payload, ALPN_PAIR};
 use crate::Error;
@@ -139,7 +140,7 @@ async fn join_on(
             "the other side's keys do not match the invite".into(),
         ));
     }
-    let name = clean_name(&theirs.name).unwrap_or_else(|_| invite.name.clone());
+    let name = clean_display_name(&theirs.name).unwrap_or_else(|_| invite.name.clone());
     let mut session = handshake.complete(
         engine.identity.x25519_secret(),
         &theirs.x25519,
@@ -239,7 +240,7 @@ async fn answer(engine: &Arc<Engine>, conn: &Connection) -> Result<Contact, Erro
     let verdict = verdict.or_else(|| {
         if !verify_binding(&remote, &theirs.x25519, &theirs.signature) {
             Some("your identity key is not signed by your endpoint key")
-        } else if clean_name(&theirs.name).is_err() {
+        } else if clean_display_name(&theirs.name).is_err() {
             Some("your display name is not acceptable")
         } else if matches!(engine.store.contact(&remote), Ok(Some(_))) {
             Some("you are already paired")
@@ -286,7 +287,7 @@ async fn answer(engine: &Arc<Engine>, conn: &Connection) -> Result<Contact, Erro
     }
     let contact = Contact {
         id: remote,
-        name: clean_name(&theirs.name)?,
+        name: clean_display_name(&theirs.name)?,
         x25519: theirs.x25519,
         addr: theirs.addr,
         paired_at: now_ms(),

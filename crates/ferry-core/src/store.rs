@@ -374,11 +374,6 @@ impl Store {
         Ok(())
     }
 
-    /// Whether a message id is already stored.
-    pub fn has_message(&self, id: &MessageId) -> Result<bool, Error> {
-        Ok(self.message_ids.contains_key(id.0)?)
-    }
-
     /// Whether a payload with this id was already taken: a message, a receipt, an update.
     pub fn was_received(&self, id: &MessageId) -> Result<bool, Error> {
         Ok(self.message_ids.contains_key(id.0)? || self.received.contains_key(id.0)?)

@@ -203,27 +203,24 @@ fn imports(krate: &str) -> BTreeMap<String, BTreeSet<String>> {
     map
 }
 
+/// Everything reachable from `from` in one or more steps.
+fn reachable(graph: &BTreeMap<String, BTreeSet<String>>, from: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut stack: Vec<&String> = graph.get(from).into_iter().flatten().collect();
+    while let Some(next) = stack.pop() {
+        if seen.insert(next.clone()) {
+            stack.extend(graph.get(next).into_iter().flatten());
+        }
+    }
+    seen
+}
+
 /// The modules of `map` that take part in an import circle.
 fn cycles(map: &BTreeMap<String, BTreeSet<String>>) -> BTreeSet<String> {
-    let reaches = |from: &str, to: &str| -> bool {
-        let mut seen = BTreeSet::new();
-        let mut stack: Vec<&str> = map
-            .get(from)
-            .map(|s| s.iter().map(String::as_str).collect())
-            .unwrap_or_default();
-        while let Some(m) = stack.pop() {
-            if m == to {
-                return true;
-            }
-            if seen.insert(m.to_string()) {
-                if let Some(next) = map.get(m) {
-                    stack.extend(next.iter().map(String::as_str));
-                }
-            }
-        }
-        false
-    };
-    map.keys().filter(|m| reaches(m, m)).cloned().collect()
+    map.keys()
+        .filter(|m| reachable(map, m).contains(*m))
+        .cloned()
+        .collect()
 }
 
 #[test]
@@ -295,7 +292,7 @@ fn the_protocol_crate_depends_on_no_runtime_network_or_store() {
     let lock_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.lock");
     let lock = std::fs::read_to_string(&lock_path).unwrap_or_default();
     // Cargo.lock: `[[package]]` blocks with `name = "…"` and a `dependencies = [ "a", "b 1.0" ]`.
-    let mut deps: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut deps: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for block in lock.split("[[package]]").skip(1) {
         let name = block
             .lines()
@@ -317,13 +314,7 @@ fn the_protocol_crate_depends_on_no_runtime_network_or_store() {
         deps.contains_key("ferry-proto"),
         "ferry-proto not in Cargo.lock"
     );
-    let mut seen = BTreeSet::new();
-    let mut stack = vec!["ferry-proto".to_string()];
-    while let Some(p) = stack.pop() {
-        if seen.insert(p.clone()) {
-            stack.extend(deps.get(&p).cloned().unwrap_or_default());
-        }
-    }
+    let seen = reachable(&deps, "ferry-proto");
     let bad: Vec<_> = IMPURE.iter().filter(|c| seen.contains(**c)).collect();
     assert!(bad.is_empty(), "ferry-proto pulls in {bad:?}");
     assert!(

@@ -132,10 +132,10 @@ fn on_update(
     reason: Option<String>,
 ) -> Result<Handled, Error> {
     let Some(mut t) = engine.store.transfer(&id)? else {
-        return Ok(Handled::nothing());
+        return Ok(Handled::default());
     };
     if t.contact != *from || t.state.is_final() {
-        return Ok(Handled::nothing());
+        return Ok(Handled::default());
     }
     // The sender learns every outcome; the receiver only hears that the sender cancelled.
     let allowed = match t.direction {
@@ -156,7 +156,7 @@ fn on_update(
     };
     let Some(next) = next else {
         tracing::warn!(transfer = %id, ?state, "ignored an update that does not fit the transfer");
-        return Ok(Handled::nothing());
+        return Ok(Handled::default());
     };
     t.state = next;
     t.error = reason;
