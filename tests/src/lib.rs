@@ -132,6 +132,14 @@ pub fn app_bin() -> Result<PathBuf> {
     .map_err(anyhow::Error::msg)
 }
 
+/// This package's folder, as cargo says when it runs the test (the compile-time value can name
+/// another checkout when several share one target folder).
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 fn build_bin(package: &str, bin: &str) -> Result<PathBuf, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Command::new(cargo)
@@ -143,7 +151,7 @@ fn build_bin(package: &str, bin: &str) -> Result<PathBuf, String> {
             bin,
             "--message-format=json",
         ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(manifest_dir())
         .stderr(Stdio::inherit())
         .output()
         .map_err(|e| format!("running cargo: {e}"))?;

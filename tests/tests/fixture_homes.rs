@@ -10,7 +10,7 @@ use ferry_core::{ContactId, Direction, Event, MessageState, TransferState};
 use ferry_tests::{init_tracing, open, test_config, wait_for, WAIT};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/schema1")
+    ferry_tests::manifest_dir().join("fixtures/schema1")
 }
 
 /// A copy of the fixture homes (opening one writes to it) in a temporary folder.

@@ -15,8 +15,16 @@ use ferry_proto::model::{Contact, WireAddr};
 use ferry_proto::records::InviteRecord;
 use ferry_proto::wire::{encode_frame, ChatRequest, ChatResponse, PairFrame, Payload};
 
+/// This package's folder, as cargo says when it runs the test (the compile-time value can name
+/// another checkout when several share one target folder).
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
+    manifest_dir().join("../../fuzz")
 }
 
 fn inputs(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
