@@ -177,6 +177,7 @@ mod tests {
             stored_at: 0,
             state: ferry_core::MessageState::Received,
             transfer,
+            author: contact,
         }
     }
 

@@ -108,7 +108,7 @@ pub async fn open(app: AppHandle) {
         Ok(home) if !Node::is_initialized(home) => Status::NeedsName,
         Ok(home) => match config_from_env() {
             Err(e) => Status::Failed { error: e },
-            Ok(config) => match Node::open(home, config).await {
+            Ok(config) => match ferry_core::control::open_serving(home, config).await {
                 Ok(node) => {
                     forward_events(&app, &node);
                     crate::desktop::refresh_unread(&app, &node);

@@ -36,11 +36,10 @@ pub fn loopback() -> NetSettings {
     }
 }
 
-/// A run config for tests: fast pings, no control socket unless asked.
+/// A run config for tests: fast pings (and, as with every `Node::open`, no control socket).
 pub fn test_config() -> Config {
     Config {
         ping_interval: Duration::from_millis(500),
-        control_socket: false,
         ..Config::default()
     }
 }

@@ -127,6 +127,36 @@ async fn homes_of_the_earlier_release_open_whole_and_keep_talking() -> Result<()
             })
             .collect::<Result<_>>()?;
         ensure!(&got == msgs, "history with {name}: {got:?}");
+        // Schema 2 gave each message its author: Alice for hers, the contact for theirs.
+        let theirs: ContactId = want
+            .contacts
+            .iter()
+            .find(|c| &c.0 == name)
+            .context("the contact of a conversation")?
+            .1
+            .parse()?;
+        for m in &page {
+            let author = match m.direction {
+                Direction::Outgoing => alice.id(),
+                Direction::Incoming => theirs,
+            };
+            ensure!(m.author == author, "author of {:?}: {}", m.body, m.author);
+        }
+    }
+    // And each contact's conversation a record of its own, with both as members.
+    let conversations = alice.conversations()?;
+    ensure!(
+        conversations.len() == want.contacts.len(),
+        "conversations: {conversations:?}"
+    );
+    for (_, id, _) in &want.contacts {
+        let id: ContactId = id.parse()?;
+        let c = conversations
+            .iter()
+            .find(|c| c.id == ferry_core::ConversationId::direct(&alice.id(), &id))
+            .context("a contact's conversation")?;
+        ensure!(c.kind == ferry_core::ConversationKind::Direct);
+        ensure!(c.members.contains(&id) && c.members.contains(&alice.id()));
     }
     let mut transfers: Vec<_> = alice
         .transfers()?

@@ -358,6 +358,11 @@ export type Message_Deserialize = {
 	state: MessageState,
 	/**  The file or folder this message offers, if it is a file card. */
 	transfer?: TransferId | null,
+	/**
+	 *  Who wrote it: this home's own id for an outgoing message, the sender's for an incoming
+	 *  one (in a direct conversation the same as `contact`; in a group, one of its members).
+	 */
+	author: string,
 };
 
 /**  A message as stored and shown. */
@@ -382,6 +387,11 @@ export type Message_Serialize = {
 	state: MessageState,
 	/**  The file or folder this message offers, if it is a file card. */
 	transfer: TransferId | null,
+	/**
+	 *  Who wrote it: this home's own id for an outgoing message, the sender's for an incoming
+	 *  one (in a direct conversation the same as `contact`; in a group, one of its members).
+	 */
+	author: string,
 };
 
 /**  Network settings stored in a home by `init`. */

@@ -18,10 +18,7 @@ pub(crate) async fn run() -> Result<()> {
     let (alice_home, bob_home) = (dir.path().join("alice"), dir.path().join("bob"));
     Node::init_with(&alice_home, "Alice", &settings)?;
     Node::init_with(&bob_home, "Bob", &settings)?;
-    let config = Config {
-        control_socket: false,
-        ..Config::default()
-    };
+    let config = Config::default();
     let alice = Node::open(&alice_home, config.clone()).await?;
     let bob = Node::open(&bob_home, config).await?;
     println!("Two homes in {}", dir.path().display());

@@ -303,7 +303,7 @@ impl Cli {
 
     async fn open_local(&self) -> Result<Arc<Node>> {
         let home = self.home()?;
-        Ok(Node::open(&home, self.config()).await?)
+        Ok(ferry_core::control::open_serving(&home, self.config()).await?)
     }
 
     async fn backend(&self) -> Result<Backend> {
@@ -625,7 +625,7 @@ async fn daemon(
         accept_files,
         ..cli.config()
     };
-    let node = match Node::open(&home, config).await {
+    let node = match ferry_core::control::open_serving(&home, config).await {
         Ok(n) => n,
         Err(e @ ferry_core::Error::HomeBusy { .. }) => bail!("{e}"),
         Err(e) => return Err(e).context("starting the daemon"),

@@ -342,6 +342,33 @@ pub fn socket_path(home: &Path) -> PathBuf {
     }
 }
 
+/// Serves the control socket of `node`'s home until the node shuts down, so that other
+/// processes on this home (the CLI next to the app, scripts) reach it; then removes the socket.
+/// Call it right after [`Node::open`], which holds the home's lock.
+pub async fn serve(node: &Arc<Node>) -> Result<(), Error> {
+    let server = Server::bind(node.home()).await?;
+    let home = node.home().to_path_buf();
+    let cancel = node.shutdown_token();
+    let weak = Arc::downgrade(node);
+    node.spawn_task(async move {
+        server.run(weak, cancel).await;
+        Server::remove_socket(&home);
+    });
+    Ok(())
+}
+
+/// Opens a node and serves its control socket: what a front end that holds a home does (the
+/// app, the daemon, a one-off CLI command). Fails, with the node shut down again, if the
+/// socket cannot be bound.
+pub async fn open_serving(home: &Path, config: crate::Config) -> Result<Arc<Node>, Error> {
+    let node = Node::open(home, config).await?;
+    if let Err(e) = serve(&node).await {
+        node.shutdown().await;
+        return Err(e);
+    }
+    Ok(node)
+}
+
 /// The holder's side of the control socket.
 #[derive(Debug)]
 pub struct Server {
@@ -379,11 +406,7 @@ impl Server {
     }
 
     /// Serves connections until cancelled.
-    pub(crate) async fn run(
-        self,
-        node: Arc<tokio::sync::OnceCell<Weak<Node>>>,
-        cancel: CancellationToken,
-    ) {
+    pub(crate) async fn run(self, node: Weak<Node>, cancel: CancellationToken) {
         #[cfg(unix)]
         loop {
             let accepted = tokio::select! {
@@ -396,7 +419,7 @@ impl Server {
                     let cancel = cancel.clone();
                     tokio::spawn(async move {
                         let (r, w) = stream.into_split();
-                        serve(node, r, w, cancel).await;
+                        serve_connection(node, r, w, cancel).await;
                     });
                 }
                 Err(e) => tracing::warn!("control socket: {e}"),
@@ -426,7 +449,7 @@ impl Server {
                 let cancel = cancel.clone();
                 tokio::spawn(async move {
                     let (r, w) = tokio::io::split(server);
-                    serve(node, r, w, cancel).await;
+                    serve_connection(node, r, w, cancel).await;
                 });
             }
         }
@@ -444,12 +467,8 @@ fn error_value(id: u64, e: &Error) -> Value {
     json!({ "v": CONTROL_VERSION, "id": id, "error": { "code": e.code(), "message": e.to_string() } })
 }
 
-async fn serve<R, W>(
-    node: Arc<tokio::sync::OnceCell<Weak<Node>>>,
-    r: R,
-    mut w: W,
-    cancel: CancellationToken,
-) where
+async fn serve_connection<R, W>(node: Weak<Node>, r: R, mut w: W, cancel: CancellationToken)
+where
     R: tokio::io::AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
@@ -484,7 +503,7 @@ async fn serve<R, W>(
                 continue;
             }
         };
-        let Some(node) = node.get().and_then(Weak::upgrade) else {
+        let Some(node) = node.upgrade() else {
             let _ = write_line(&mut w, &error_value(req.id, &Error::Closed)).await;
             return;
         };
@@ -531,11 +550,45 @@ async fn serve<R, W>(
     }
 }
 
+/// Gives the messages in `value` (one message, a list, or an event carrying one) their author
+/// if the holder did not send one, as a holder of a release before store schema 2 does: the
+/// sender of an incoming message, this home (`me`, asked at most once) for an outgoing one.
+fn fill_authors(value: &mut Value, me: impl FnOnce() -> Option<String>) {
+    let mut me = Some(me);
+    let mut mine: Option<Option<String>> = None;
+    let mut fill = |m: &mut Value| {
+        let Some(obj) = m.as_object_mut() else { return };
+        if obj.contains_key("author") {
+            return;
+        }
+        let author = if obj.get("direction").and_then(Value::as_str) == Some("incoming") {
+            obj.get("contact").cloned()
+        } else {
+            mine.get_or_insert_with(|| me.take().and_then(|f| f()))
+                .clone()
+                .map(Value::String)
+        };
+        if let Some(author) = author {
+            obj.insert("author".into(), author);
+        }
+    };
+    if let Some(list) = value.as_array_mut() {
+        list.iter_mut().for_each(&mut fill);
+    } else if value.get("direction").is_some() {
+        fill(value);
+    } else if let Some(m) = value.get_mut("message") {
+        fill(m); // an event's message
+    }
+}
+
 /// A connection to the holder of a home.
 pub struct Client {
     reader: BufReader<Box<dyn tokio::io::AsyncRead + Unpin + Send>>,
     writer: Box<dyn AsyncWrite + Unpin + Send>,
     next_id: u64,
+    /// The home's own id, read only when a holder of an earlier release sends a message
+    /// without its author.
+    home: PathBuf,
 }
 
 impl std::fmt::Debug for Client {
@@ -556,7 +609,7 @@ impl Client {
             if !crate::home::HomeLock::is_held(home) {
                 return Ok(None);
             }
-            match Self::try_connect(&path).await {
+            match Self::try_connect(&path, home).await {
                 Ok(c) => return Ok(Some(c)),
                 Err(e) if tokio::time::Instant::now() >= deadline => {
                     return Err(Error::Io {
@@ -572,7 +625,7 @@ impl Client {
         }
     }
 
-    async fn try_connect(path: &Path) -> std::io::Result<Client> {
+    async fn try_connect(path: &Path, home: &Path) -> std::io::Result<Client> {
         #[cfg(unix)]
         {
             let s = tokio::net::UnixStream::connect(path).await?;
@@ -581,6 +634,7 @@ impl Client {
                 reader: BufReader::new(Box::new(r)),
                 writer: Box::new(w),
                 next_id: 1,
+                home: home.to_path_buf(),
             })
         }
         #[cfg(windows)]
@@ -591,6 +645,7 @@ impl Client {
                 reader: BufReader::new(Box::new(r)),
                 writer: Box::new(w),
                 next_id: 1,
+                home: home.to_path_buf(),
             })
         }
     }
@@ -625,8 +680,22 @@ impl Client {
 
     /// Makes one call and returns its typed answer.
     pub async fn call(&mut self, call: Call) -> Result<Answer, Error> {
-        let value = self.call_json(&call).await?;
+        let mut value = self.call_json(&call).await?;
+        if matches!(call, Call::Send { .. } | Call::History { .. }) {
+            self.fill_authors(&mut value);
+        }
         Answer::from_json(&call, value)
+    }
+
+    /// Gives the messages in `value` their author where the holder sent none.
+    fn fill_authors(&self, value: &mut Value) {
+        let home = self.home.clone();
+        fill_authors(value, move || {
+            crate::identity::load(&home)
+                .ok()
+                .flatten()
+                .map(|i| i.id().to_string())
+        });
     }
 
     /// Makes one call and returns the answer's JSON as it crossed.
@@ -652,7 +721,11 @@ impl Client {
         Ok(futures_lite::stream::unfold(self, |mut c| async move {
             loop {
                 match c.read().await {
-                    Ok(mut v) => match serde_json::from_value::<Event>(v["event"].take()) {
+                    Ok(mut v) => match serde_json::from_value::<Event>({
+                        let mut event = v["event"].take();
+                        c.fill_authors(&mut event);
+                        event
+                    }) {
                         Ok(ev) => return Some((ev, c)),
                         Err(e) => tracing::debug!("skipped an unknown event: {e}"),
                     },
@@ -667,6 +740,61 @@ impl Client {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// A holder of the release before schema 2 sends messages without `author`; the client
+    /// fills it in, so a newer CLI still reads an older daemon's history and events.
+    #[test]
+    fn messages_from_an_earlier_holder_get_their_author() {
+        let me = iroh::SecretKey::from_bytes(&[1; 32]).public();
+        let them = iroh::SecretKey::from_bytes(&[2; 32]).public();
+        let old = |direction: &str, n: u8| {
+            json!({
+                "id": serde_json::to_value(crate::model::MessageId([n; 16])).unwrap(),
+                "conversation": serde_json::to_value(crate::model::ConversationId::direct(&me, &them)).unwrap(),
+                "contact": them.to_string(),
+                "seq": n,
+                "direction": direction,
+                "body": "hi",
+                "sent_at": 1,
+                "stored_at": 2,
+                "state": if direction == "incoming" { "received" } else { "delivered" },
+                "transfer": null,
+            })
+        };
+        let mut asked = 0;
+        let mut history = json!([old("incoming", 1), old("outgoing", 2), old("outgoing", 3)]);
+        fill_authors(&mut history, || {
+            asked += 1;
+            Some(me.to_string())
+        });
+        assert_eq!(asked, 1, "the home's id is read once");
+        let Answer::History(page) = Answer::from_json(
+            &Call::History {
+                contact: "x".into(),
+                before: None,
+                limit: 10,
+                mark_read: false,
+            },
+            history,
+        )
+        .unwrap() else {
+            panic!("not a history")
+        };
+        let authors: Vec<_> = page.iter().map(|m| m.author).collect();
+        assert_eq!(authors, vec![them, me, me]);
+        // An event: the message inside it; a message that has an author keeps it.
+        let mut event =
+            json!({ "type": "message_received", "message": old("incoming", 4), "from": "Bob" });
+        fill_authors(&mut event, || None);
+        assert!(matches!(
+            serde_json::from_value::<Event>(event).unwrap(),
+            Event::MessageReceived { message, .. } if message.author == them
+        ));
+        let mut new = old("outgoing", 5);
+        new["author"] = json!(them.to_string());
+        fill_authors(&mut new, || panic!("not needed"));
+        assert_eq!(new["author"], json!(them.to_string()));
+    }
 
     /// The JSON of an answer is what version 1 of the control protocol sent, so a CLI and a
     /// holder of different releases still understand each other.

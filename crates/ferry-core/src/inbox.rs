@@ -14,7 +14,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use crate::e2e::{AssociatedData, E2eError, Envelope};
-use crate::model::{Contact, ContactId, MessageId};
+use crate::model::{
+    now_ms, Contact, ContactId, ConversationId, Direction, Message, MessageId, MessageState,
+    TransferId,
+};
 use crate::sessions::SessionLocks;
 use crate::store::{Applied, Changes, Store};
 use crate::wire::Payload;
@@ -60,8 +63,35 @@ pub(crate) struct Incoming {
     pub(crate) from: Contact,
     /// Its message id (bound into the envelope's associated data).
     pub(crate) id: MessageId,
+    /// The conversation it belongs to.
+    pub(crate) conversation: ConversationId,
     /// What it says.
     pub(crate) payload: Payload,
+}
+
+/// A received message as it is stored, for handlers that show a payload in the conversation.
+pub(crate) fn received_message(
+    conversation: ConversationId,
+    from: &Contact,
+    id: MessageId,
+    seq: u64,
+    body: String,
+    sent_at: u64,
+    transfer: Option<TransferId>,
+) -> Message {
+    Message {
+        id,
+        conversation,
+        contact: from.id,
+        seq,
+        direction: Direction::Incoming,
+        body,
+        sent_at,
+        stored_at: now_ms(),
+        state: MessageState::Received,
+        transfer,
+        author: from.id,
+    }
 }
 
 /// A handler's decision: what to store, and what to do once it is stored. The default stores
@@ -222,6 +252,7 @@ impl Inbox {
             .handle(Incoming {
                 from: contact,
                 id,
+                conversation: ConversationId::direct(&self.me, &from),
                 payload,
             })
             .await?;
@@ -263,7 +294,7 @@ mod tests {
     /// A receiving inbox paired with a sender whose session is returned.
     fn paired(dir: &std::path::Path) -> (Inbox, Arc<Count>, ContactId, ContactId, Session) {
         let (me, them) = (Identity::generate(), Identity::generate());
-        let store = Store::open(dir).unwrap();
+        let store = Store::open(dir, &me.id()).unwrap();
         let (hs, eph) = InitiatorHandshake::start();
         let (mine, their_eph) =
             respond(me.x25519_secret(), &them.x25519_public(), &eph, b"t").unwrap();

@@ -17,7 +17,9 @@
 
 pub use ferry_proto::{e2e, invite, limits, model, naming};
 
+mod bus;
 pub mod chat;
+mod contacts;
 pub mod control;
 mod error;
 pub mod files;
@@ -26,6 +28,7 @@ pub mod identity;
 pub mod inbox;
 mod net;
 pub mod node;
+mod outbox;
 pub mod pairing;
 pub mod qr;
 mod sessions;

@@ -1,19 +1,95 @@
-//! The network side of the node: the iroh endpoint, live links to contacts, presence.
+//! Links and presence, a service: the iroh endpoint, one live link per contact, presence, and
+//! the transport of `ferry/chat/1` (requests on bidirectional streams of a link; a delivery goes
+//! to the [`Inbox`]).
+//!
+//! It knows no feature. When a link comes up it says so on the [`Bus`], and every presence
+//! round ends with a tick there; the outbox and transfers subscribe.
 
+use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use iroh::endpoint::{presets, BindOpts, Connection, PortmapperConfig};
+use iroh::protocol::{AcceptError, ProtocolHandler};
 use iroh::{Endpoint, EndpointAddr, RelayMode, RelayUrl, TransportAddr, Watcher};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
-use crate::chat;
+use crate::bus::{Bus, Events, Signal};
 use crate::identity::Identity;
-use crate::model::{Contact, ContactId, Event, PathKind, Presence};
-use crate::node::{wire_addr, Engine, NetSettings, RelayChoice, SETTING_PORT};
+use crate::inbox::{Inbox, Outcome};
+use crate::model::{Contact, ContactId, Event, MessageId, PathKind, Presence};
 use crate::store::Store;
-use crate::wire::{ChatRequest, ChatResponse, WireAddr, ALPN_CHAT, ALPN_PAIR};
+use crate::wire::{self, ChatRequest, ChatResponse, WireAddr, ALPN_CHAT, ALPN_PAIR};
 use crate::Error;
+
+/// Which relay servers to use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "snake_case")]
+pub enum RelayChoice {
+    /// iroh's public relays and address lookup.
+    Default,
+    /// One self-hosted relay (e.g. `iroh-relay`), by URL.
+    Custom(String),
+    /// No relay, no DNS lookup, no port mapping: direct addresses only.
+    Disabled,
+}
+
+impl std::str::FromStr for RelayChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "default" => Ok(RelayChoice::Default),
+            "disabled" | "none" | "off" => Ok(RelayChoice::Disabled),
+            url if url.starts_with("http://") || url.starts_with("https://") => {
+                url.parse::<iroh::RelayUrl>()
+                    .map_err(|e| Error::InvalidInput(format!("relay URL {url:?}: {e}")))?;
+                Ok(RelayChoice::Custom(url.to_string()))
+            }
+            other => Err(Error::InvalidInput(format!(
+                "relay must be `default`, `disabled` or an http(s) URL, not {other:?}"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for RelayChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RelayChoice::Default => f.write_str("default"),
+            RelayChoice::Custom(url) => f.write_str(url),
+            RelayChoice::Disabled => f.write_str("disabled"),
+        }
+    }
+}
+
+/// Network settings stored in a home by `init`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct NetSettings {
+    /// Relay servers.
+    pub relay: RelayChoice,
+    /// Socket address to bind; port 0 means "this home's stable port".
+    #[cfg_attr(feature = "specta", specta(type = Option<String>))]
+    pub bind: Option<SocketAddr>,
+    /// Local-network discovery (mDNS).
+    pub local_discovery: bool,
+}
+
+impl Default for NetSettings {
+    fn default() -> Self {
+        NetSettings {
+            relay: RelayChoice::Default,
+            bind: None,
+            local_discovery: true,
+        }
+    }
+}
+
+/// The setting that keeps this home's UDP port stable across runs.
+pub(crate) const SETTING_PORT: &str = "port";
 
 /// How long a dial may take before the contact counts as unreachable.
 pub(crate) const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -108,27 +184,11 @@ async fn try_bind(
     b.bind().await.map_err(|e| err(&e))
 }
 
-/// Our current address, waiting up to `wait` for at least one way in.
-pub(crate) async fn current_addr(engine: &Engine, wait: Duration) -> WireAddr {
-    let mut watcher = engine.endpoint.watch_addr();
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let addr = watcher.get();
-        let usable = addr.ip_addrs().next().is_some()
-            && (addr.relay_urls().next().is_some()
-                || !matches!(
-                    engine.net.relay,
-                    RelayChoice::Default | RelayChoice::Custom(_)
-                ));
-        if usable || tokio::time::Instant::now() >= deadline {
-            return wire_addr(&addr);
-        }
-        if tokio::time::timeout_at(deadline, watcher.updated())
-            .await
-            .is_err()
-        {
-            return wire_addr(&watcher.get());
-        }
+/// What an address looks like for the outside: used in invites and announcements.
+pub(crate) fn wire_addr(addr: &EndpointAddr) -> WireAddr {
+    WireAddr {
+        relay: addr.relay_urls().next().map(|u| u.to_string()),
+        direct: addr.ip_addrs().copied().collect(),
     }
 }
 
@@ -147,69 +207,138 @@ pub(crate) fn endpoint_addr(id: ContactId, addr: &WireAddr) -> EndpointAddr {
     )
 }
 
-/// The live link to a contact, dialling if there is none.
-pub(crate) async fn link(engine: &Arc<Engine>, contact: &Contact) -> Result<Connection, Error> {
-    if let Some(conn) = live_link(engine, &contact.id) {
-        return Ok(conn);
-    }
-    let addr = endpoint_addr(contact.id, &contact.addr);
-    let conn = tokio::time::timeout(DIAL_TIMEOUT, engine.endpoint.connect(addr, ALPN_CHAT))
-        .await
-        .map_err(|_| Error::Network(format!("{} did not answer", contact.name)))?
-        .map_err(|e| Error::Network(format!("dialling {}: {e}", contact.name)))?;
-    register_link(engine, contact.id, conn.clone());
-    // Tell them where we are now, so they can reach us later even if our port changed.
-    let me = current_addr(engine, Duration::ZERO).await;
-    if let Err(e) = chat::request(&conn, &ChatRequest::Announce(me)).await {
-        tracing::debug!(contact = %contact.id.fmt_short(), "announce failed: {e}");
-    }
-    Ok(conn)
+/// The links service: a cheap handle, cloned into every feature that needs the network.
+#[derive(Debug, Clone)]
+pub(crate) struct Links(Arc<LinksInner>);
+
+#[derive(Debug)]
+struct LinksInner {
+    endpoint: Endpoint,
+    store: Store,
+    events: Events,
+    bus: Bus,
+    inbox: Arc<Inbox>,
+    relay: RelayChoice,
+    ping_interval: Duration,
+    cancel: CancellationToken,
+    /// Live chat connections, one per contact (the newest wins).
+    live: Mutex<HashMap<ContactId, Connection>>,
+    /// Last presence reported per contact (to emit changes only).
+    presence: Mutex<HashMap<ContactId, Presence>>,
 }
 
-fn live_link(engine: &Engine, id: &ContactId) -> Option<Connection> {
-    let links = engine.links.lock().ok()?;
-    links
-        .get(id)
-        .filter(|c| c.close_reason().is_none())
-        .cloned()
-}
-
-/// Records a new live connection (dialled or accepted), serves requests on it, and tracks it
-/// until it closes.
-pub(crate) fn register_link(engine: &Arc<Engine>, id: ContactId, conn: Connection) {
-    if let Ok(mut links) = engine.links.lock() {
-        links.insert(id, conn.clone());
+impl Links {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        endpoint: Endpoint,
+        store: Store,
+        events: Events,
+        bus: Bus,
+        inbox: Arc<Inbox>,
+        relay: RelayChoice,
+        ping_interval: Duration,
+        cancel: CancellationToken,
+    ) -> Links {
+        Links(Arc::new(LinksInner {
+            endpoint,
+            store,
+            events,
+            bus,
+            inbox,
+            relay,
+            ping_interval,
+            cancel,
+            live: Mutex::default(),
+            presence: Mutex::default(),
+        }))
     }
-    chat::clear_backoff(engine, &id);
-    engine.outbox_wake.notify_one();
-    update_presence(engine, &id);
-    let resume = engine.clone();
-    tokio::spawn(async move { crate::transfer::resume(&resume, Some(&id)).await });
-    let engine = engine.clone();
-    tokio::spawn(async move {
-        chat::serve_link(&engine, id, &conn).await;
-        let same = {
-            let Ok(mut links) = engine.links.lock() else {
-                return;
-            };
-            let same = links
-                .get(&id)
-                .is_some_and(|c| c.stable_id() == conn.stable_id());
-            if same {
-                links.remove(&id);
+
+    /// The iroh endpoint.
+    pub(crate) fn endpoint(&self) -> &Endpoint {
+        &self.0.endpoint
+    }
+
+    /// Our current address, waiting up to `wait` for at least one way in.
+    pub(crate) async fn current_addr(&self, wait: Duration) -> WireAddr {
+        let mut watcher = self.0.endpoint.watch_addr();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let addr = watcher.get();
+            let usable = addr.ip_addrs().next().is_some()
+                && (addr.relay_urls().next().is_some()
+                    || !matches!(self.0.relay, RelayChoice::Default | RelayChoice::Custom(_)));
+            if usable || tokio::time::Instant::now() >= deadline {
+                return wire_addr(&addr);
             }
-            same
-        };
-        if same {
-            update_presence(&engine, &id);
+            if tokio::time::timeout_at(deadline, watcher.updated())
+                .await
+                .is_err()
+            {
+                return wire_addr(&watcher.get());
+            }
         }
-    });
-}
+    }
 
-impl Engine {
+    /// The live link to a contact, dialling if there is none.
+    pub(crate) async fn link(&self, contact: &Contact) -> Result<Connection, Error> {
+        if let Some(conn) = self.live_link(&contact.id) {
+            return Ok(conn);
+        }
+        let addr = endpoint_addr(contact.id, &contact.addr);
+        let conn = tokio::time::timeout(DIAL_TIMEOUT, self.0.endpoint.connect(addr, ALPN_CHAT))
+            .await
+            .map_err(|_| Error::Network(format!("{} did not answer", contact.name)))?
+            .map_err(|e| Error::Network(format!("dialling {}: {e}", contact.name)))?;
+        self.register(contact.id, conn.clone());
+        // Tell them where we are now, so they can reach us later even if our port changed.
+        let me = self.current_addr(Duration::ZERO).await;
+        if let Err(e) = request(&conn, &ChatRequest::Announce(me)).await {
+            tracing::debug!(contact = %contact.id.fmt_short(), "announce failed: {e}");
+        }
+        Ok(conn)
+    }
+
+    fn live_link(&self, id: &ContactId) -> Option<Connection> {
+        let links = self.0.live.lock().ok()?;
+        links
+            .get(id)
+            .filter(|c| c.close_reason().is_none())
+            .cloned()
+    }
+
+    /// Records a new live connection (dialled or accepted), says so on the bus, serves requests
+    /// on it, and tracks it until it closes.
+    fn register(&self, id: ContactId, conn: Connection) {
+        if let Ok(mut links) = self.0.live.lock() {
+            links.insert(id, conn.clone());
+        }
+        self.update_presence(&id);
+        self.0.bus.emit(Signal::LinkUp(id));
+        let links = self.clone();
+        tokio::spawn(async move {
+            links.serve(id, &conn).await;
+            let same = {
+                let Ok(mut live) = links.0.live.lock() else {
+                    return;
+                };
+                let same = live
+                    .get(&id)
+                    .is_some_and(|c| c.stable_id() == conn.stable_id());
+                if same {
+                    live.remove(&id);
+                }
+                same
+            };
+            if same {
+                links.update_presence(&id);
+                links.0.bus.emit(Signal::LinkDown(id));
+            }
+        });
+    }
+
     /// Presence from the live link, if any.
     pub(crate) fn presence_of(&self, id: &ContactId) -> Presence {
-        let Some(conn) = live_link(self, id) else {
+        let Some(conn) = self.live_link(id) else {
             return Presence::Offline;
         };
         let paths = conn.paths();
@@ -229,90 +358,225 @@ impl Engine {
             },
         }
     }
-}
 
-/// Emits a presence event if the contact's reachability (or path) changed.
-pub(crate) fn update_presence(engine: &Engine, id: &ContactId) {
-    let now = engine.presence_of(id);
-    let changed = {
-        let Ok(mut last) = engine.presence.lock() else {
+    /// Emits a presence event if the contact's reachability (or path) changed.
+    pub(crate) fn update_presence(&self, id: &ContactId) {
+        let now = self.presence_of(id);
+        let changed = {
+            let Ok(mut last) = self.0.presence.lock() else {
+                return;
+            };
+            let before = last.insert(*id, now);
+            let kind = |p: &Option<Presence>| match p {
+                Some(Presence::Online { path, .. }) => Some(*path),
+                _ => None,
+            };
+            kind(&before) != kind(&Some(now))
+        };
+        if changed {
+            let name = self
+                .0
+                .store
+                .contact(id)
+                .ok()
+                .flatten()
+                .map(|c| c.name)
+                .unwrap_or_default();
+            self.0.events.emit(Event::PresenceChanged {
+                contact: *id,
+                name,
+                presence: now,
+            });
+        }
+    }
+
+    /// Pings a contact's live link, or dials it. Returns whether it is reachable.
+    async fn check(&self, contact: &Contact) -> bool {
+        let ok = match self.live_link(&contact.id) {
+            Some(conn) => match request(&conn, &ChatRequest::Ping).await {
+                Ok(ChatResponse::Pong) => true,
+                other => {
+                    tracing::debug!(contact = %contact.id.fmt_short(), "ping failed: {other:?}");
+                    conn.close(0u32.into(), b"ping failed");
+                    false
+                }
+            },
+            None => self.link(contact).await.is_ok(),
+        };
+        self.update_presence(&contact.id);
+        ok
+    }
+
+    /// Checks every contact concurrently, bounded by `timeout`.
+    pub(crate) async fn refresh_all(&self, timeout: Duration) {
+        let Ok(contacts) = self.0.store.contacts() else {
             return;
         };
-        let before = last.insert(*id, now);
-        let kind = |p: &Option<Presence>| match p {
-            Some(Presence::Online { path, .. }) => Some(*path),
-            _ => None,
-        };
-        kind(&before) != kind(&Some(now))
-    };
-    if changed {
-        let name = engine
-            .store
-            .contact(id)
-            .ok()
-            .flatten()
-            .map(|c| c.name)
-            .unwrap_or_default();
-        engine.emit(Event::PresenceChanged {
-            contact: *id,
-            name,
-            presence: now,
+        let mut set = tokio::task::JoinSet::new();
+        for c in contacts {
+            let links = self.clone();
+            set.spawn(async move { links.check(&c).await });
+        }
+        let _ =
+            tokio::time::timeout(timeout, async { while set.join_next().await.is_some() {} }).await;
+    }
+
+    /// Dials a contact in the background (after pairing, so presence shows at once).
+    pub(crate) fn dial_soon(&self, id: ContactId) {
+        let links = self.clone();
+        tokio::spawn(async move {
+            if let Ok(Some(c)) = links.0.store.contact(&id) {
+                links.check(&c).await;
+            }
         });
     }
-}
 
-/// Pings a contact's live link, or dials it. Returns whether it is reachable.
-async fn check(engine: &Arc<Engine>, contact: &Contact) -> bool {
-    let ok = match live_link(engine, &contact.id) {
-        Some(conn) => match chat::request(&conn, &ChatRequest::Ping).await {
-            Ok(ChatResponse::Pong) => true,
-            other => {
-                tracing::debug!(contact = %contact.id.fmt_short(), "ping failed: {other:?}");
-                conn.close(0u32.into(), b"ping failed");
-                false
+    /// Announces this node to every contact at start, then pings links and re-dials absent
+    /// contacts; each round ends with [`Signal::Tick`].
+    pub(crate) async fn run_presence(self) {
+        let mut tick = tokio::time::interval(self.0.ping_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.0.cancel.cancelled() => return,
+                _ = async {
+                    tick.tick().await;
+                    self.refresh_all(DIAL_TIMEOUT + REQUEST_TIMEOUT).await;
+                    self.0.bus.emit(Signal::Tick);
+                } => {}
             }
-        },
-        None => link(engine, contact).await.is_ok(),
-    };
-    update_presence(engine, &contact.id);
-    ok
-}
-
-/// Checks every contact concurrently, bounded by `timeout`.
-pub(crate) async fn refresh_all(engine: &Arc<Engine>, timeout: Duration) {
-    let Ok(contacts) = engine.store.contacts() else {
-        return;
-    };
-    let mut set = tokio::task::JoinSet::new();
-    for c in contacts {
-        let engine = engine.clone();
-        set.spawn(async move { check(&engine, &c).await });
+        }
     }
-    let _ = tokio::time::timeout(timeout, async { while set.join_next().await.is_some() {} }).await;
+
+    /// Serves requests on a link until it closes.
+    async fn serve(&self, from: ContactId, conn: &Connection) {
+        loop {
+            let (mut send, mut recv) = tokio::select! {
+                _ = self.0.cancel.cancelled() => return,
+                s = conn.accept_bi() => match s {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!(peer = %from.fmt_short(), "link closed: {e}");
+                        return;
+                    }
+                },
+            };
+            let links = self.clone();
+            tokio::spawn(async move {
+                let req = match tokio::time::timeout(
+                    REQUEST_TIMEOUT,
+                    wire::read_frame::<_, ChatRequest>(&mut recv),
+                )
+                .await
+                {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => {
+                        tracing::warn!(peer = %from.fmt_short(), "dropped a bad request: {e}");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let resp = links.handle(from, req).await;
+                if let Err(e) = wire::write_frame(&mut send, &resp).await {
+                    tracing::debug!("answer not sent: {e}");
+                }
+                let _ = send.finish();
+            });
+        }
+    }
+
+    async fn handle(&self, from: ContactId, req: ChatRequest) -> ChatResponse {
+        match req {
+            ChatRequest::Ping => ChatResponse::Pong,
+            ChatRequest::Announce(addr) => {
+                if let Ok(Some(mut c)) = self.0.store.contact(&from) {
+                    if c.addr != addr && (!addr.direct.is_empty() || addr.relay.is_some()) {
+                        c.addr = addr;
+                        if let Err(e) = self.0.store.put_contact(&c) {
+                            tracing::warn!("storing addresses: {e}");
+                        }
+                    }
+                }
+                ChatResponse::Ack
+            }
+            ChatRequest::Deliver {
+                message_id,
+                envelope,
+            } => match self
+                .0
+                .inbox
+                .deliver(from, MessageId(message_id), &envelope)
+                .await
+            {
+                Outcome::Taken => ChatResponse::Ack,
+                Outcome::RateLimited => {
+                    tracing::warn!(peer = %from.fmt_short(), "rate limited");
+                    reject("rate limited", true)
+                }
+                // A store or disk failure here is ours, not the sender's: let it try again.
+                Outcome::Refused(e) if e.is_transient() => {
+                    tracing::warn!(peer = %from.fmt_short(), "could not take a delivery now: {e}");
+                    reject(e.to_string(), true)
+                }
+                Outcome::Refused(e) => {
+                    tracing::warn!(peer = %from.fmt_short(), "dropped a delivery: {e}");
+                    reject(e.to_string(), false)
+                }
+            },
+        }
+    }
 }
 
-/// Dials a contact in the background (after pairing, so presence shows at once).
-pub(crate) fn dial_soon(engine: &Arc<Engine>, id: ContactId) {
-    let engine = engine.clone();
-    tokio::spawn(async move {
-        if let Ok(Some(c)) = engine.store.contact(&id) {
-            check(&engine, &c).await;
-        }
-    });
+fn reject(reason: impl Into<String>, retry: bool) -> ChatResponse {
+    ChatResponse::Reject {
+        reason: reason.into(),
+        retry,
+    }
 }
 
-/// Announces this node to every contact at start, then pings links and re-dials absent contacts.
-pub(crate) async fn run_presence(engine: Arc<Engine>) {
-    let mut tick = tokio::time::interval(engine.ping_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = engine.cancel.cancelled() => return,
-            _ = async {
-                tick.tick().await;
-                refresh_all(&engine, DIAL_TIMEOUT + REQUEST_TIMEOUT).await;
-                crate::transfer::retry_paused(&engine);
-            } => {}
+/// Sends one request on a new stream and waits for the answer.
+pub(crate) async fn request(conn: &Connection, req: &ChatRequest) -> Result<ChatResponse, Error> {
+    let run = async {
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| Error::Network(e.to_string()))?;
+        wire::write_frame(&mut send, req)
+            .await
+            .map_err(|e| Error::Network(e.to_string()))?;
+        send.finish().map_err(|e| Error::Network(e.to_string()))?;
+        wire::read_frame::<_, ChatResponse>(&mut recv)
+            .await
+            .map_err(|e| Error::Protocol(e.to_string()))
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, run)
+        .await
+        .map_err(|_| Error::Network("no answer in time".into()))?
+}
+
+/// The `ferry/chat/1` handler: refuses strangers, then serves the link.
+#[derive(Debug, Clone)]
+pub(crate) struct ChatProtocol(pub(crate) Links);
+
+impl ProtocolHandler for ChatProtocol {
+    async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
+        let remote = conn.remote_id();
+        match self.0 .0.store.contact(&remote) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                tracing::info!(peer = %remote.fmt_short(), "refused chat from a stranger");
+                conn.close(403u32.into(), b"not a contact");
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::error!("store: {e}");
+                conn.close(500u32.into(), b"internal error");
+                return Ok(());
+            }
         }
+        self.0.register(remote, conn.clone());
+        // Keep the handler alive as long as the link, so the router shuts it down gracefully.
+        conn.closed().await;
+        Ok(())
     }
 }

@@ -11,45 +11,87 @@ use iroh::endpoint::Connection;
 use iroh::protocol::{AcceptError, ProtocolHandler};
 use rand_core::RngCore;
 
+use crate::bus::Events;
+use crate::contacts::Roster;
 use crate::e2e::{self, AssociatedData, InitiatorHandshake};
-use crate::identity::verify_binding;
+use crate::identity::{verify_binding, Identity};
 use crate::invite::{pair_binding, Invite, INVITE_VERSION};
-use crate::model::{now_ms, Contact, Event, MessageId};
+use crate::model::{now_ms, Contact, ContactId, Event, MessageId};
 use crate::naming::clean_display_name;
-use crate::net::{self, current_addr, REQUEST_TIMEOUT};
-use crate::node::Engine;
-use crate::store::{InviteRecord, InviteRefusal};
+use crate::net::{self, Links, REQUEST_TIMEOUT};
+use crate::store::{InviteRecord, InviteRefusal, Store};
 use crate::wire::{self, PairFrame, PairIdentity, Payload, ALPN_PAIR};
 use crate::Error;
 
-async fn my_identity(engine: &Engine) -> Result<PairIdentity, Error> {
+/// The pairing feature: what it uses, and nothing else.
+#[derive(Debug)]
+pub(crate) struct Pairing {
+    identity: Identity,
+    store: Store,
+    links: Links,
+    roster: Roster,
+    events: Events,
+}
+
+impl Pairing {
+    pub(crate) fn new(
+        identity: Identity,
+        store: Store,
+        links: Links,
+        roster: Roster,
+        events: Events,
+    ) -> Arc<Pairing> {
+        Arc::new(Pairing {
+            identity,
+            store,
+            links,
+            roster,
+            events,
+        })
+    }
+
+    fn id(&self) -> ContactId {
+        self.identity.id()
+    }
+
+    fn completed(&self, contact: &Contact) {
+        match self.roster.view(contact) {
+            Ok(view) => self.events.emit(Event::PairingCompleted { contact: view }),
+            Err(e) => tracing::warn!("{e}"),
+        }
+        // Dial at once, so presence shows without waiting for the next round.
+        self.links.dial_soon(contact.id);
+    }
+}
+
+async fn my_identity(ctx: &Pairing) -> Result<PairIdentity, Error> {
     Ok(PairIdentity {
-        name: engine.name()?,
-        x25519: engine.identity.x25519_public(),
-        signature: engine.identity.binding_signature(),
-        addr: current_addr(engine, Duration::from_secs(1)).await,
+        name: ctx.store.my_name()?,
+        x25519: ctx.identity.x25519_public(),
+        signature: ctx.identity.binding_signature(),
+        addr: ctx.links.current_addr(Duration::from_secs(1)).await,
     })
 }
 
-pub(crate) async fn create_invite(engine: &Engine, ttl: Duration) -> Result<String, Error> {
+pub(crate) async fn create_invite(ctx: &Pairing, ttl: Duration) -> Result<String, Error> {
     let mut secret = [0u8; 16];
     rand_core::OsRng.fill_bytes(&mut secret);
     let expires_ms = now_ms().saturating_add(ttl.as_millis() as u64);
-    engine.store.put_invite(
+    ctx.store.put_invite(
         secret,
         InviteRecord {
             expires_at: expires_ms,
             used: false,
         },
     )?;
-    engine.store.flush().await?;
-    let addr = current_addr(engine, Duration::from_secs(5)).await;
+    ctx.store.flush().await?;
+    let addr = ctx.links.current_addr(Duration::from_secs(5)).await;
     Ok(Invite {
         version: INVITE_VERSION,
-        id: engine.id(),
+        id: ctx.id(),
         addr,
-        x25519: engine.identity.x25519_public(),
-        name: engine.name()?,
+        x25519: ctx.identity.x25519_public(),
+        name: ctx.store.my_name()?,
         secret,
         expires_at: expires_ms / 1000,
     }
@@ -70,15 +112,15 @@ async fn write<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, f: &PairFrame) -> Re
 }
 
 /// The joiner's side: dials the inviter and pairs. Stores the contact on success.
-pub(crate) async fn join(engine: &Arc<Engine>, text: &str) -> Result<Contact, Error> {
+pub(crate) async fn join(ctx: &Arc<Pairing>, text: &str) -> Result<Contact, Error> {
     let invite = Invite::parse(text)?;
     if invite.is_expired() {
         return Err(Error::InviteExpired);
     }
-    if invite.id == engine.id() {
+    if invite.id == ctx.id() {
         return Err(Error::InvalidInvite("this is your own invite".into()));
     }
-    if let Some(c) = engine.store.contact(&invite.id)? {
+    if let Some(c) = ctx.store.contact(&invite.id)? {
         return Err(Error::InvalidInput(format!(
             "already paired with {}",
             c.name
@@ -87,7 +129,7 @@ pub(crate) async fn join(engine: &Arc<Engine>, text: &str) -> Result<Contact, Er
     let addr = net::endpoint_addr(invite.id, &invite.addr);
     let conn = tokio::time::timeout(
         Duration::from_secs(15),
-        engine.endpoint.connect(addr, ALPN_PAIR),
+        ctx.links.endpoint().connect(addr, ALPN_PAIR),
     )
     .await
     .map_err(|_| {
@@ -97,20 +139,14 @@ pub(crate) async fn join(engine: &Arc<Engine>, text: &str) -> Result<Contact, Er
         ))
     })?
     .map_err(|e| Error::Network(format!("dialling {}: {e}", invite.name)))?;
-    let result = join_on(engine, &conn, &invite).await;
+    let result = join_on(ctx, &conn, &invite).await;
     conn.close(0u32.into(), b"done");
     let contact = result?;
-    engine.emit(Event::PairingCompleted {
-        contact: engine.contact_view(&contact)?,
-    });
+    ctx.completed(&contact);
     Ok(contact)
 }
 
-async fn join_on(
-    engine: &Arc<Engine>,
-    conn: &Connection,
-    invite: &Invite,
-) -> Result<Contact, Error> {
+async fn join_on(ctx: &Arc<Pairing>, conn: &Connection, invite: &Invite) -> Result<Contact, Error> {
     let (mut send, mut recv) = conn
         .open_bi()
         .await
@@ -120,7 +156,7 @@ async fn join_on(
         &mut send,
         &PairFrame::Hello {
             secret: invite.secret,
-            identity: my_identity(engine).await?,
+            identity: my_identity(ctx).await?,
             ephemeral,
         },
     )
@@ -142,17 +178,17 @@ async fn join_on(
     }
     let name = clean_display_name(&theirs.name).unwrap_or_else(|_| invite.name.clone());
     let mut session = handshake.complete(
-        engine.identity.x25519_secret(),
+        ctx.identity.x25519_secret(),
         &theirs.x25519,
         &their_ephemeral,
-        &pair_binding(&invite.id, &engine.id(), &invite.secret),
+        &pair_binding(&invite.id, &ctx.id(), &invite.secret),
     )?;
     let message_id = MessageId::random();
     let confirm = postcard::to_allocvec(&Payload::PairConfirm)?;
     let envelope = session.seal(
         &confirm,
         &AssociatedData {
-            sender: *engine.id().as_bytes(),
+            sender: *ctx.id().as_bytes(),
             recipient: *invite.id.as_bytes(),
             message_id: message_id.0,
         },
@@ -183,16 +219,15 @@ async fn join_on(
         paired_at: now_ms(),
         verified: false,
     };
-    engine
-        .store
+    ctx.store
         .store_pairing(&contact, &session, None, now_ms())?;
-    engine.store.flush().await?;
+    ctx.store.flush().await?;
     Ok(contact)
 }
 
 /// The `ferry/pair/1` handler: answers pairings for invites this home issued.
 #[derive(Debug, Clone)]
-pub(crate) struct PairProtocol(pub(crate) Arc<Engine>);
+pub(crate) struct PairProtocol(pub(crate) Arc<Pairing>);
 
 impl ProtocolHandler for PairProtocol {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
@@ -200,11 +235,7 @@ impl ProtocolHandler for PairProtocol {
         match answer(&self.0, &conn).await {
             Ok(contact) => {
                 tracing::info!(peer = %remote.fmt_short(), name = %contact.name, "paired");
-                match self.0.contact_view(&contact) {
-                    Ok(view) => self.0.emit(Event::PairingCompleted { contact: view }),
-                    Err(e) => tracing::warn!("{e}"),
-                }
-                net::dial_soon(&self.0, contact.id);
+                self.0.completed(&contact);
             }
             Err(e) => tracing::info!(peer = %remote.fmt_short(), "pairing not completed: {e}"),
         }
@@ -214,7 +245,7 @@ impl ProtocolHandler for PairProtocol {
     }
 }
 
-async fn answer(engine: &Arc<Engine>, conn: &Connection) -> Result<Contact, Error> {
+async fn answer(ctx: &Arc<Pairing>, conn: &Connection) -> Result<Contact, Error> {
     let remote = conn.remote_id();
     let (mut send, mut recv) = tokio::time::timeout(REQUEST_TIMEOUT, conn.accept_bi())
         .await
@@ -231,7 +262,7 @@ async fn answer(engine: &Arc<Engine>, conn: &Connection) -> Result<Contact, Erro
         } => (secret, identity, ephemeral),
         other => return Err(Error::Pairing(format!("unexpected {other:?}"))),
     };
-    let verdict = match engine.store.check_invite(&secret, now_ms()) {
+    let verdict = match ctx.store.check_invite(&secret, now_ms()) {
         Ok(()) => None,
         Err(InviteRefusal::Unknown) => Some("this invite is not known here"),
         Err(InviteRefusal::Used) => Some("this invite was already used"),
@@ -242,7 +273,7 @@ async fn answer(engine: &Arc<Engine>, conn: &Connection) -> Result<Contact, Erro
             Some("your identity key is not signed by your endpoint key")
         } else if clean_display_name(&theirs.name).is_err() {
             Some("your display name is not acceptable")
-        } else if matches!(engine.store.contact(&remote), Ok(Some(_))) {
+        } else if matches!(ctx.store.contact(&remote), Ok(Some(_))) {
             Some("you are already paired")
         } else {
             None
@@ -254,15 +285,15 @@ async fn answer(engine: &Arc<Engine>, conn: &Connection) -> Result<Contact, Erro
         return Err(Error::PairingRefused(reason.into()));
     }
     let (mut session, ephemeral) = e2e::respond(
-        engine.identity.x25519_secret(),
+        ctx.identity.x25519_secret(),
         &theirs.x25519,
         &their_ephemeral,
-        &pair_binding(&engine.id(), &remote, &secret),
+        &pair_binding(&ctx.id(), &remote, &secret),
     )?;
     write(
         &mut send,
         &PairFrame::Accept {
-            identity: my_identity(engine).await?,
+            identity: my_identity(ctx).await?,
             ephemeral,
         },
     )
@@ -278,7 +309,7 @@ async fn answer(engine: &Arc<Engine>, conn: &Connection) -> Result<Contact, Erro
         &envelope,
         &AssociatedData {
             sender: *remote.as_bytes(),
-            recipient: *engine.id().as_bytes(),
+            recipient: *ctx.id().as_bytes(),
             message_id,
         },
     )?;
@@ -293,7 +324,7 @@ async fn answer(engine: &Arc<Engine>, conn: &Connection) -> Result<Contact, Erro
         paired_at: now_ms(),
         verified: false,
     };
-    if let Err(e) = engine
+    if let Err(e) = ctx
         .store
         .store_pairing(&contact, &session, Some(secret), now_ms())
     {
@@ -301,7 +332,7 @@ async fn answer(engine: &Arc<Engine>, conn: &Connection) -> Result<Contact, Erro
         let _ = send.finish();
         return Err(e);
     }
-    engine.store.flush().await?;
+    ctx.store.flush().await?;
     write(&mut send, &PairFrame::Done).await?;
     let _ = send.finish();
     Ok(contact)

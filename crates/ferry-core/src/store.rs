@@ -14,9 +14,14 @@
 //! | `invites` | secret (16) | [`InviteRecord`] |
 //! | `transfers` | transfer id (16) | [`Transfer`] |
 //! | `received` | message id (16) | empty: every payload the inbox took (added with no schema change: an empty tree means none known) |
+//! | `conversations` | conversation id (16) | [`Conversation`] (schema 2) |
 //!
 //! Every logical change is one multi-tree transaction; callers [`Store::flush`] before
 //! acknowledging anything to a peer or a user.
+//!
+//! Schema 2 gave each message its author and each conversation a record of its own. A schema-1
+//! home is migrated when it is opened (see [`Store::open`]); the migration can be killed at any
+//! point and finishes at the next open.
 
 use std::path::Path;
 
@@ -28,14 +33,21 @@ use sled::transaction::{
 
 use crate::e2e::Session;
 use crate::model::{
-    Contact, ContactId, ConversationId, Direction, Message, MessageId, MessageState, Transfer,
-    TransferId,
+    Contact, ContactId, Conversation, ConversationId, Direction, Message, MessageId, MessageState,
+    Transfer, TransferId,
 };
 use crate::Error;
-pub use ferry_proto::records::{InviteRecord, OutboxItem, OutboxKind};
+
+/// The setting that holds this home's display name.
+pub(crate) const SETTING_NAME: &str = "name";
+/// The setting that holds the network settings (`NetSettings`).
+pub(crate) const SETTING_NET: &str = "net";
+pub use ferry_proto::records::{InviteRecord, MessageV1, OutboxItem, OutboxKind};
 
 /// The schema this code reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
+/// Messages rewritten per atomic batch while migrating from schema 1.
+const MIGRATION_BATCH: usize = 512;
 
 /// Why an invite secret was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +100,9 @@ pub struct Store {
     invites: sled::Tree,
     transfers: sled::Tree,
     received: sled::Tree,
+    conversations: sled::Tree,
+    /// This home's own id (the author of what it sends).
+    me: ContactId,
 }
 
 fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, Error> {
@@ -118,6 +133,10 @@ fn tx_result<T>(r: Result<T, TransactionError<Error>>) -> Result<T, Error> {
     })
 }
 
+fn hex_key(key: &[u8]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn message_key(conversation: &ConversationId, seq: u64) -> [u8; 24] {
     let mut k = [0u8; 24];
     k[..16].copy_from_slice(&conversation.0);
@@ -137,8 +156,10 @@ fn put_message(
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`, checking the schema version.
-    pub fn open(dir: &Path) -> Result<Self, Error> {
+    /// Opens (or creates) the store in `dir` of the home whose id is `me`, checking the schema
+    /// version. A schema-1 store is migrated to schema 2 first (resuming a migration a killed
+    /// process left half done); a newer schema is refused.
+    pub fn open(dir: &Path, me: &ContactId) -> Result<Self, Error> {
         let db = sled::Config::new().path(dir).open()?;
         let store = Store {
             meta: db.open_tree("meta")?,
@@ -151,23 +172,103 @@ impl Store {
             invites: db.open_tree("invites")?,
             transfers: db.open_tree("transfers")?,
             received: db.open_tree("received")?,
+            conversations: db.open_tree("conversations")?,
+            me: *me,
             db,
         };
-        match store.meta.get("schema")? {
-            None => {
-                store.meta.insert("schema", enc(&SCHEMA_VERSION)?)?;
-                store.db.flush()?;
-            }
-            Some(v) => {
-                let v: u32 = dec(&v)?;
-                if v != SCHEMA_VERSION {
-                    return Err(Error::Corrupt(format!(
-                        "store schema {v}, this version of Ferry reads {SCHEMA_VERSION}"
-                    )));
-                }
-            }
+        match store.schema()? {
+            None => store.set_schema(SCHEMA_VERSION)?,
+            Some(1) => store.migrate_from_1()?,
+            Some(SCHEMA_VERSION) => {}
+            Some(v) => return Err(Error::Corrupt(format!(
+                "store schema {v}, this version of Ferry reads {SCHEMA_VERSION} (and migrates 1); \
+                     a newer release wrote it"
+            ))),
         }
         Ok(store)
+    }
+
+    fn schema(&self) -> Result<Option<u32>, Error> {
+        self.meta.get("schema")?.map(|v| dec(&v)).transpose()
+    }
+
+    fn set_schema(&self, v: u32) -> Result<(), Error> {
+        self.meta.insert("schema", enc(&v)?)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Schema 1 → 2: every message gets its author, every contact its direct conversation.
+    /// Each batch is atomic and already-migrated records are left alone, so a run killed
+    /// halfway is simply run again; the schema mark moves to 2 only when all is done.
+    fn migrate_from_1(&self) -> Result<(), Error> {
+        let mut migrated = 0usize;
+        while let Some(n) = self.migrate_messages_batch()? {
+            migrated += n;
+        }
+        for contact in self.contacts()? {
+            self.ensure_direct_conversation(&contact.id, contact.paired_at)?;
+        }
+        self.db.flush()?;
+        self.set_schema(2)?;
+        tracing::info!(messages = migrated, "store migrated from schema 1 to 2");
+        Ok(())
+    }
+
+    /// Rewrites up to [`MIGRATION_BATCH`] schema-1 messages as schema 2, atomically. Returns
+    /// how many it rewrote, or `None` once none are left.
+    fn migrate_messages_batch(&self) -> Result<Option<usize>, Error> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for kv in self.messages.iter() {
+            let (key, value) = kv?;
+            // A schema-2 record does not decode as schema 1 the other way round (it is longer,
+            // and postcard needs every field), so "decodes as 2" means "already done".
+            if dec::<Message>(&value).is_ok() {
+                continue;
+            }
+            let old: MessageV1 = dec(&value).map_err(|e| {
+                Error::Corrupt(format!(
+                    "a stored message ({}) cannot be read while upgrading the store to schema 2; \
+                     the upgrade stops here and starts again at the next open: {e}",
+                    hex_key(&key)
+                ))
+            })?;
+            batch.insert(key, enc(&old.upgrade(&self.me))?);
+            n += 1;
+            if n == MIGRATION_BATCH {
+                break;
+            }
+        }
+        if n == 0 {
+            return Ok(None);
+        }
+        self.messages.apply_batch(batch)?;
+        self.messages.flush()?;
+        Ok(Some(n))
+    }
+
+    fn ensure_direct_conversation(&self, contact: &ContactId, since: u64) -> Result<(), Error> {
+        let conv = Conversation::direct(&self.me, contact, since);
+        let value = enc(&conv)?;
+        self.conversations
+            .compare_and_swap(conv.id.0, None::<&[u8]>, Some(value))?
+            .ok(); // already there: keep it
+        Ok(())
+    }
+
+    /// A conversation's record.
+    pub fn conversation(&self, id: &ConversationId) -> Result<Option<Conversation>, Error> {
+        self.conversations.get(id.0)?.map(|v| dec(&v)).transpose()
+    }
+
+    /// Every conversation this home knows.
+    pub fn conversations(&self) -> Result<Vec<Conversation>, Error> {
+        self.conversations
+            .iter()
+            .values()
+            .map(|v| dec(&v?))
+            .collect()
     }
 
     /// Makes everything written so far durable.
@@ -182,6 +283,11 @@ impl Store {
     }
 
     // ---- settings ----
+
+    /// This home's display name (empty if never set).
+    pub fn my_name(&self) -> Result<String, Error> {
+        Ok(self.setting(SETTING_NAME)?.unwrap_or_default())
+    }
 
     /// Reads a setting.
     pub fn setting<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, Error> {
@@ -243,27 +349,38 @@ impl Store {
     ) -> Result<(), Error> {
         let c = enc(contact)?;
         let s = enc(session)?;
+        let conversation = Conversation::direct(&self.me, &contact.id, now);
+        let conv = enc(&conversation)?;
         tx_result(
-            (&self.contacts, &self.sessions, &self.invites).transaction(|(con, ses, inv)| {
-                if let Some(secret) = invite {
-                    let record = inv.get(secret)?;
-                    let Some(record) = record else {
-                        return abort(Error::PairingRefused("unknown invite".into()));
-                    };
-                    let mut record: InviteRecord = tx_dec(&record)?;
-                    if record.used {
-                        return abort(Error::PairingRefused("invite already used".into()));
+            (
+                &self.contacts,
+                &self.sessions,
+                &self.invites,
+                &self.conversations,
+            )
+                .transaction(|(con, ses, inv, convs)| {
+                    if let Some(secret) = invite {
+                        let record = inv.get(secret)?;
+                        let Some(record) = record else {
+                            return abort(Error::PairingRefused("unknown invite".into()));
+                        };
+                        let mut record: InviteRecord = tx_dec(&record)?;
+                        if record.used {
+                            return abort(Error::PairingRefused("invite already used".into()));
+                        }
+                        if record.expires_at < now {
+                            return abort(Error::InviteExpired);
+                        }
+                        record.used = true;
+                        inv.insert(&secret[..], tx_enc(&record)?)?;
                     }
-                    if record.expires_at < now {
-                        return abort(Error::InviteExpired);
+                    con.insert(contact.id.as_bytes(), c.clone())?;
+                    ses.insert(contact.id.as_bytes(), s.clone())?;
+                    if convs.get(conversation.id.0)?.is_none() {
+                        convs.insert(&conversation.id.0[..], conv.clone())?;
                     }
-                    record.used = true;
-                    inv.insert(&secret[..], tx_enc(&record)?)?;
-                }
-                con.insert(contact.id.as_bytes(), c.clone())?;
-                ses.insert(contact.id.as_bytes(), s.clone())?;
-                Ok(())
-            }),
+                    Ok(())
+                }),
         )
     }
 
@@ -560,22 +677,160 @@ impl Store {
 mod tests {
     use super::*;
 
+    fn test_me() -> ContactId {
+        iroh::SecretKey::from_bytes(&[42; 32]).public()
+    }
+
+    /// A schema-1 store as the previous release left it: messages without authors, a contact,
+    /// no conversation records.
+    fn schema1_store(dir: &Path, them: &ContactId, count: u64) -> Vec<MessageV1> {
+        let me = test_me();
+        let store = Store::open(dir, &me).unwrap();
+        store.meta.insert("schema", enc(&1u32).unwrap()).unwrap();
+        store
+            .put_contact(&Contact {
+                id: *them,
+                name: "Bob".into(),
+                x25519: [3; 32],
+                addr: Default::default(),
+                paired_at: 77,
+                verified: true,
+            })
+            .unwrap();
+        let conv = ConversationId::direct(&me, them);
+        let old: Vec<MessageV1> = (1..=count)
+            .map(|i| MessageV1 {
+                id: MessageId([(i % 251) as u8 + 1; 16]),
+                conversation: conv,
+                contact: *them,
+                seq: i,
+                direction: if i % 2 == 0 {
+                    Direction::Outgoing
+                } else {
+                    Direction::Incoming
+                },
+                body: format!("m{i}"),
+                sent_at: i,
+                stored_at: i,
+                state: MessageState::Delivered,
+                transfer: None,
+            })
+            .collect();
+        for m in &old {
+            store
+                .messages
+                .insert(message_key(&m.conversation, m.seq), enc(m).unwrap())
+                .unwrap();
+        }
+        store.db.flush().unwrap();
+        old
+    }
+
+    #[test]
+    fn a_schema_1_store_gets_authors_and_conversations() {
+        let dir = tempfile::tempdir().unwrap();
+        let them = iroh::SecretKey::from_bytes(&[5; 32]).public();
+        let old = schema1_store(dir.path(), &them, 3 * MIGRATION_BATCH as u64 + 7);
+        let store = Store::open(dir.path(), &test_me()).unwrap();
+        assert_eq!(store.schema().unwrap(), Some(2));
+        let conv = ConversationId::direct(&test_me(), &them);
+        let all = store.history(&conv, None, usize::MAX).unwrap();
+        assert_eq!(all.len(), old.len());
+        for (new, old) in all.iter().zip(&old) {
+            assert_eq!(*new, old.clone().upgrade(&test_me()));
+            let want = match old.direction {
+                Direction::Outgoing => test_me(),
+                Direction::Incoming => them,
+            };
+            assert_eq!(new.author, want);
+        }
+        let c = store.conversation(&conv).unwrap().unwrap();
+        assert_eq!(c.kind, crate::model::ConversationKind::Direct);
+        assert!(c.members.contains(&them) && c.members.contains(&test_me()));
+        assert_eq!(c.created_at, 77);
+        assert_eq!(store.contact(&them).unwrap().unwrap().name, "Bob");
+    }
+
+    #[test]
+    fn a_migration_killed_halfway_finishes_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let them = iroh::SecretKey::from_bytes(&[6; 32]).public();
+        let old = schema1_store(dir.path(), &them, 2 * MIGRATION_BATCH as u64 + 1);
+        {
+            // What a process killed after its first batch leaves: some records rewritten, the
+            // schema mark still 1, no conversation records.
+            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let store = Store {
+                meta: db.open_tree("meta").unwrap(),
+                settings: db.open_tree("settings").unwrap(),
+                contacts: db.open_tree("contacts").unwrap(),
+                sessions: db.open_tree("sessions").unwrap(),
+                messages: db.open_tree("messages").unwrap(),
+                message_ids: db.open_tree("message_ids").unwrap(),
+                outbox: db.open_tree("outbox").unwrap(),
+                invites: db.open_tree("invites").unwrap(),
+                transfers: db.open_tree("transfers").unwrap(),
+                received: db.open_tree("received").unwrap(),
+                conversations: db.open_tree("conversations").unwrap(),
+                me: test_me(),
+                db,
+            };
+            assert_eq!(
+                store.migrate_messages_batch().unwrap(),
+                Some(MIGRATION_BATCH)
+            );
+            assert_eq!(store.schema().unwrap(), Some(1));
+        }
+        let store = Store::open(dir.path(), &test_me()).unwrap();
+        assert_eq!(store.schema().unwrap(), Some(2));
+        let conv = ConversationId::direct(&test_me(), &them);
+        let all = store.history(&conv, None, usize::MAX).unwrap();
+        let want: Vec<Message> = old.into_iter().map(|m| m.upgrade(&test_me())).collect();
+        assert_eq!(all, want);
+        assert!(store.conversation(&conv).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_damaged_schema_1_record_stops_the_migration_without_touching_the_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let them = iroh::SecretKey::from_bytes(&[8; 32]).public();
+        schema1_store(dir.path(), &them, 3);
+        {
+            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let messages = db.open_tree("messages").unwrap();
+            messages.insert([0u8; 24], &b"\xff\xff"[..]).unwrap();
+            db.flush().unwrap();
+        }
+        let err = Store::open(dir.path(), &test_me()).unwrap_err();
+        assert!(matches!(err, Error::Corrupt(_)), "{err}");
+        assert!(err.to_string().contains("upgrading the store"), "{err}");
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let schema: u32 = dec(&db
+            .open_tree("meta")
+            .unwrap()
+            .get("schema")
+            .unwrap()
+            .unwrap())
+        .unwrap();
+        assert_eq!(schema, 1);
+    }
+
     #[test]
     fn newer_schema_is_refused_with_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = Store::open(dir.path(), &test_me()).unwrap();
             store.meta.insert("schema", enc(&99u32).unwrap()).unwrap();
             store.db.flush().unwrap();
         }
-        let err = Store::open(dir.path()).unwrap_err();
+        let err = Store::open(dir.path(), &test_me()).unwrap_err();
         assert!(err.to_string().contains("schema 99"), "{err}");
     }
 
     #[test]
     fn history_pages_oldest_first_per_conversation() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), &test_me()).unwrap();
         let contact = iroh::SecretKey::from_bytes(&[1; 32]).public();
         let conv = ConversationId([9; 16]);
         let other = ConversationId([8; 16]);
@@ -591,6 +846,7 @@ mod tests {
                 stored_at: i,
                 state: MessageState::Received,
                 transfer: None,
+                author: contact,
             };
             store
                 .messages
@@ -616,6 +872,7 @@ mod tests {
             stored_at: 1,
             state,
             transfer: None,
+            author: contact,
         }
     }
 
@@ -632,7 +889,7 @@ mod tests {
     #[test]
     fn a_change_lands_whole_with_its_session_or_not_at_all() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), &test_me()).unwrap();
         let bob = iroh::SecretKey::from_bytes(&[1; 32]).public();
         let incoming = message(1, bob, Direction::Incoming, MessageState::Received);
         let applied = store
@@ -662,7 +919,7 @@ mod tests {
     #[test]
     fn a_read_receipt_reads_only_the_readers_own_messages_from_us() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), &test_me()).unwrap();
         let bob = iroh::SecretKey::from_bytes(&[1; 32]).public();
         let carol = iroh::SecretKey::from_bytes(&[2; 32]).public();
         let to_bob = message(1, bob, Direction::Outgoing, MessageState::Delivered);

@@ -2,9 +2,7 @@
 //! features never import each other, no module imports in a circle, and the protocol crate
 //! stays pure (no async runtime, network or store anywhere in its dependency tree).
 //!
-//! The tables below are the allowed picture. `KNOWN_VIOLATIONS` lists the imports that still
-//! break it while the engine is being reshaped into services; it must match exactly, so a
-//! fixed import has to leave the list and a new wrong one fails the test.
+//! The tables below are the allowed picture; there are no exceptions.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -19,12 +17,15 @@ enum Layer {
     Base,
     /// The sled store.
     Store,
-    /// Services: links and presence (sessions, outbox, inbox, bus to come).
+    /// Services, small handles a feature is built from: the bus, links and presence, sessions,
+    /// the inbox, the outbox, the roster.
     Services,
     /// Features: messaging, pairing, transfer. Never each other.
     Features,
-    /// The facade and its call surface.
+    /// The facade, which builds everything.
     Node,
+    /// The call surface over the facade (the control socket and its client).
+    Surface,
 }
 
 impl Layer {
@@ -62,14 +63,17 @@ const CORE: &[(&str, Layer)] = &[
     ("qr", Layer::Base),
     ("wire", Layer::Base),
     ("store", Layer::Store),
+    ("bus", Layer::Services),
     ("net", Layer::Services),
     ("sessions", Layer::Services),
     ("inbox", Layer::Services),
+    ("outbox", Layer::Services),
+    ("contacts", Layer::Services),
     ("chat", Layer::Features),
     ("pairing", Layer::Features),
     ("transfer", Layer::Features),
     ("node", Layer::Node),
-    ("control", Layer::Node),
+    ("control", Layer::Surface),
 ];
 
 /// Items of a crate root (re-exports) and the module each comes from. A new one must be added
@@ -82,20 +86,6 @@ const ROOT_ITEMS: &[(&str, &str)] = &[
     ("NetSettings", "node"),
     ("RelayChoice", "node"),
     ("default_home", "home"),
-];
-
-/// Imports that still break the rule (from, to). Shrinks as services take over from
-/// `node::Engine`; see ARCHITECTURE.md.
-const KNOWN_VIOLATIONS: &[(&str, &str)] = &[
-    ("chat", "node"),
-    ("control", "node"),
-    ("node", "control"),
-    ("net", "chat"),
-    ("net", "node"),
-    ("net", "transfer"),
-    ("pairing", "node"),
-    ("transfer", "chat"),
-    ("transfer", "node"),
 ];
 
 /// Crates the protocol crate must never depend on, directly or through others.
@@ -272,24 +262,12 @@ fn engine_modules_import_only_lower_layers() {
             }
         }
     }
-    let known: BTreeSet<(String, String)> = KNOWN_VIOLATIONS
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
-    let new: Vec<_> = found.difference(&known).collect();
-    let fixed: Vec<_> = known.difference(&found).collect();
-    assert!(new.is_empty(), "imports against the layers: {new:?}");
+    assert!(found.is_empty(), "imports against the layers: {found:?}");
     assert!(
-        fixed.is_empty(),
-        "fixed, so take them out of KNOWN_VIOLATIONS: {fixed:?}"
+        cycles(&map).is_empty(),
+        "import circles: {:?}",
+        cycles(&map)
     );
-    // Circles can only run through a known violation.
-    for m in cycles(&map) {
-        assert!(
-            known.iter().any(|(a, b)| *a == m || *b == m),
-            "`{m}` is in an import circle that no known violation explains"
-        );
-    }
 }
 
 #[test]

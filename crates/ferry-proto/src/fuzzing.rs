@@ -16,11 +16,11 @@ use serde::Serialize;
 use crate::e2e::{respond, AssociatedData, Envelope, InitiatorHandshake, Session};
 use crate::invite::Invite;
 use crate::keys::Identity;
-use crate::model::{Contact, Message, Transfer};
+use crate::model::{Contact, Conversation, Message, Transfer};
 use crate::naming::{
     classify_remote, clean_display_name, safe_name, safe_relative_path, MAX_NAME_BYTES,
 };
-use crate::records::{InviteRecord, OutboxItem};
+use crate::records::{InviteRecord, MessageV1, OutboxItem};
 use crate::wire::{decode_frame, encode_frame, ChatRequest, ChatResponse, PairFrame, Payload};
 
 /// One check: arbitrary bytes in, a panic only on a broken invariant.
@@ -137,6 +137,15 @@ pub fn record(data: &[u8]) {
     roundtrips::<Transfer>(data);
     roundtrips::<OutboxItem>(data);
     roundtrips::<InviteRecord>(data);
+    roundtrips::<Conversation>(data);
+    roundtrips::<MessageV1>(data);
+    if let Ok(old) = postcard::from_bytes::<MessageV1>(data) {
+        // The migration's upgrade of any schema-1 record that decodes encodes and decodes.
+        let me = old.contact;
+        let new = old.upgrade(&me);
+        let bytes = postcard::to_allocvec(&new).expect("a message encodes");
+        assert_eq!(postcard::from_bytes::<Message>(&bytes).ok(), Some(new));
+    }
     if let Ok(session) = postcard::from_bytes::<Session>(data) {
         // A stored session that decodes must also be usable without a panic.
         let mut session = session;

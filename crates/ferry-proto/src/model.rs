@@ -288,6 +288,50 @@ pub struct Message {
     pub state: MessageState,
     /// The file or folder this message offers, if it is a file card.
     pub transfer: Option<TransferId>,
+    /// Who wrote it: this home's own id for an outgoing message, the sender's for an incoming
+    /// one (in a direct conversation the same as `contact`; in a group, one of its members).
+    #[cfg_attr(feature = "specta", specta(type = String))]
+    pub author: ContactId,
+}
+
+/// What kind of conversation a [`Conversation`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationKind {
+    /// Two endpoints; the id is [`ConversationId::direct`] of both.
+    Direct,
+}
+
+/// A conversation: its own record, so that one with more than two members (a group) is a new
+/// kind, not a new store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct Conversation {
+    /// Its id.
+    pub id: ConversationId,
+    /// Direct (for now).
+    pub kind: ConversationKind,
+    /// Everyone in it, this home included, sorted by id.
+    #[cfg_attr(feature = "specta", specta(type = Vec<String>))]
+    pub members: Vec<ContactId>,
+    /// When this home first knew it (Unix ms).
+    pub created_at: u64,
+}
+
+impl Conversation {
+    /// The direct conversation between `me` and `contact`.
+    pub fn direct(me: &ContactId, contact: &ContactId, created_at: u64) -> Conversation {
+        let mut members = vec![*me, *contact];
+        members.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        members.dedup();
+        Conversation {
+            id: ConversationId::direct(me, contact),
+            kind: ConversationKind::Direct,
+            members,
+            created_at,
+        }
+    }
 }
 
 /// Where a file transfer is in its life.

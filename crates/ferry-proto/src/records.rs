@@ -5,7 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::e2e::Envelope;
-use crate::model::{ContactId, MessageId};
+use crate::model::{
+    ContactId, ConversationId, Direction, Message, MessageId, MessageState, TransferId,
+};
 
 /// What an outbox item carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,4 +40,54 @@ pub struct InviteRecord {
     pub expires_at: u64,
     /// Whether someone already paired with it.
     pub used: bool,
+}
+
+/// A message as store schema 1 kept it: without its author. Read only by the migration to
+/// schema 2, which adds the author.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageV1 {
+    /// Author-chosen id.
+    pub id: MessageId,
+    /// Conversation it belongs to.
+    pub conversation: ConversationId,
+    /// The other party.
+    pub contact: ContactId,
+    /// Order on this device.
+    pub seq: u64,
+    /// Who wrote it.
+    pub direction: Direction,
+    /// The text.
+    pub body: String,
+    /// Author's clock (Unix ms).
+    pub sent_at: u64,
+    /// This device's clock when stored (Unix ms).
+    pub stored_at: u64,
+    /// Delivery state.
+    pub state: MessageState,
+    /// The file or folder this message offers.
+    pub transfer: Option<TransferId>,
+}
+
+impl MessageV1 {
+    /// The schema-2 message: schema 1 had only direct conversations, so the author is `me` for
+    /// an outgoing message and the other party for an incoming one.
+    pub fn upgrade(self, me: &ContactId) -> Message {
+        let author = match self.direction {
+            Direction::Outgoing => *me,
+            Direction::Incoming => self.contact,
+        };
+        Message {
+            id: self.id,
+            conversation: self.conversation,
+            contact: self.contact,
+            seq: self.seq,
+            direction: self.direction,
+            body: self.body,
+            sent_at: self.sent_at,
+            stored_at: self.stored_at,
+            state: self.state,
+            transfer: self.transfer,
+            author,
+        }
+    }
 }

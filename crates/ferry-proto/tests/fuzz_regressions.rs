@@ -11,8 +11,10 @@ use ferry_proto::e2e::{respond, AssociatedData, InitiatorHandshake};
 use ferry_proto::fuzzing::TARGETS;
 use ferry_proto::invite::Invite;
 use ferry_proto::keys::Identity;
-use ferry_proto::model::{Contact, WireAddr};
-use ferry_proto::records::InviteRecord;
+use ferry_proto::model::{
+    Contact, Conversation, ConversationId, Direction, MessageId, MessageState, WireAddr,
+};
+use ferry_proto::records::{InviteRecord, MessageV1};
 use ferry_proto::wire::{encode_frame, ChatRequest, ChatResponse, PairFrame, Payload};
 
 /// This package's folder, as cargo says when it runs the test (the compile-time value can name
@@ -110,6 +112,18 @@ fn seeds() -> Result<Vec<Seed>, Box<dyn std::error::Error>> {
         paired_at: 1,
         verified: false,
     };
+    let old_message = MessageV1 {
+        id: MessageId([4; 16]),
+        conversation: ConversationId::direct(&alice.id(), &bob.id()),
+        contact: bob.id(),
+        seq: 7,
+        direction: Direction::Incoming,
+        body: "from schema 1".into(),
+        sent_at: 1,
+        stored_at: 2,
+        state: MessageState::Seen,
+        transfer: None,
+    };
     Ok(vec![
         ("frame", "ping", encode_frame(&ChatRequest::Ping)?),
         (
@@ -155,6 +169,17 @@ fn seeds() -> Result<Vec<Seed>, Box<dyn std::error::Error>> {
             })?,
         ),
         ("record", "session", postcard::to_allocvec(&session)?),
+        ("record", "message_v1", postcard::to_allocvec(&old_message)?),
+        (
+            "record",
+            "message",
+            postcard::to_allocvec(&old_message.clone().upgrade(&alice.id()))?,
+        ),
+        (
+            "record",
+            "conversation",
+            postcard::to_allocvec(&Conversation::direct(&alice.id(), &contact.id, 9))?,
+        ),
         ("record", "identity", alice.to_file_bytes()?.to_vec()),
         ("name", "traversal", b"../../etc/passwd".to_vec()),
         ("name", "bidi", "report\u{202E}fdp.exe".as_bytes().to_vec()),

@@ -28,6 +28,7 @@ export function message(over: Partial<Message> = {}): Message {
     stored_at: 1_700_000_000_000 + seq,
     state: "delivered",
     transfer: null,
+    author: "a11ce",
     ...over,
   };
 }

@@ -60,20 +60,20 @@ pub(super) fn throttle_bps() -> Option<u64> {
 }
 
 pub(super) async fn provider_events(
-    engine: Weak<Engine>,
+    ctx: Weak<Transfers>,
     mut rx: tokio::sync::mpsc::Receiver<ProviderMessage>,
 ) {
     let deny = Err(AbortReason::Permission);
     while let Some(msg) = rx.recv().await {
-        let Some(engine) = engine.upgrade() else {
+        let Some(ctx) = ctx.upgrade() else {
             return;
         };
-        let access = engine.blobs.access.clone();
+        let access = ctx.blobs.access.clone();
         match msg {
             ProviderMessage::ClientConnected(msg) => {
                 let contact = msg
                     .endpoint_id
-                    .filter(|id| matches!(engine.store.contact(id), Ok(Some(_))));
+                    .filter(|id| matches!(ctx.store.contact(id), Ok(Some(_))));
                 let res = match contact {
                     Some(id) => {
                         if let Ok(mut c) = access.conns.lock() {
@@ -109,12 +109,12 @@ pub(super) async fn provider_events(
                     continue;
                 };
                 // Follow the request to show the sender's progress.
-                let engine = Arc::downgrade(&engine);
+                let ctx = Arc::downgrade(&ctx);
                 tokio::spawn(async move {
                     let mut done_before = 0u64;
                     let mut current = 0u64;
                     while let Ok(Some(update)) = msg.rx.recv().await {
-                        let Some(engine) = engine.upgrade() else {
+                        let Some(ctx) = ctx.upgrade() else {
                             return;
                         };
                         match update {
@@ -124,7 +124,7 @@ pub(super) async fn provider_events(
                             }
                             RequestUpdate::Progress(p) => {
                                 current = p.end_offset;
-                                outgoing_progress(&engine, &peer, &root, done_before + current);
+                                outgoing_progress(&ctx, &peer, &root, done_before + current);
                             }
                             RequestUpdate::Completed(_) | RequestUpdate::Aborted(_) => break,
                         }
@@ -163,9 +163,9 @@ pub(super) async fn provider_events(
     }
 }
 
-pub(super) fn outgoing_progress(engine: &Arc<Engine>, peer: &ContactId, root: &Hash, bytes: u64) {
+pub(super) fn outgoing_progress(ctx: &Arc<Transfers>, peer: &ContactId, root: &Hash, bytes: u64) {
     let hex = root.to_hex().to_string();
-    let Ok(all) = engine.store.transfers() else {
+    let Ok(all) = ctx.store.transfers() else {
         return;
     };
     let Some(t) = all.into_iter().rev().find(|t| {
@@ -176,5 +176,5 @@ pub(super) fn outgoing_progress(engine: &Arc<Engine>, peer: &ContactId, root: &H
     }) else {
         return;
     };
-    emit_progress(engine, &t, bytes.min(t.size));
+    emit_progress(ctx, &t, bytes.min(t.size));
 }

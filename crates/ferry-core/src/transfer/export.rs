@@ -6,7 +6,7 @@ use super::*;
 /// the store moves its data file onto the reserved name (no copy on the same file system) and
 /// from then on only references it; a copy is made across file systems or for repeated hashes.
 pub(super) async fn save_blob(
-    engine: &Engine,
+    ctx: &Transfers,
     hash: Hash,
     dir: &Path,
     name: &str,
@@ -14,7 +14,7 @@ pub(super) async fn save_blob(
     let (file, path) = files::create_unique_file(dir, name)
         .map_err(Error::io(format!("creating a file in {}", dir.display())))?;
     drop(file);
-    let exported = engine
+    let exported = ctx
         .blobs
         .store
         .blobs()
@@ -38,15 +38,15 @@ pub(super) async fn save_blob(
 }
 
 /// Saves a completed transfer into the download folder; never overwrites anything.
-pub(super) async fn save(engine: &Engine, t: &Transfer) -> Result<PathBuf, Error> {
-    let downloads = downloads_dir(engine)?;
+pub(super) async fn save(ctx: &Transfers, t: &Transfer) -> Result<PathBuf, Error> {
+    let downloads = downloads_dir(ctx)?;
     std::fs::create_dir_all(&downloads)
         .map_err(Error::io(format!("creating {}", downloads.display())))?;
     let root = hash_of(t)?;
     if !t.folder {
-        return save_blob(engine, root, &downloads, &t.name).await;
+        return save_blob(ctx, root, &downloads, &t.name).await;
     }
-    let collection = Collection::load(root, &*engine.blobs.store)
+    let collection = Collection::load(root, &*ctx.blobs.store)
         .await
         .map_err(blob_err)?;
     let top = files::create_unique_dir(&downloads, &t.name).map_err(Error::io(format!(
@@ -74,7 +74,7 @@ pub(super) async fn save(engine: &Engine, t: &Transfer) -> Result<PathBuf, Error
         if !parent.is_dir() {
             continue;
         }
-        save_blob(engine, *hash, &parent, &file).await?;
+        save_blob(ctx, *hash, &parent, &file).await?;
     }
     Ok(top)
 }

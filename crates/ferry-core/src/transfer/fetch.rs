@@ -19,12 +19,12 @@ fn same_device(_: &Path, _: &Path) -> bool {
 
 /// Checks there is room for what is still missing in the blob store and for the saved copy.
 pub(super) fn check_space(
-    engine: &Engine,
+    ctx: &Transfers,
     t: &Transfer,
     have: u64,
     downloads: &Path,
 ) -> Result<(), Error> {
-    let blob_dir = engine.home.join(BLOBS_DIR);
+    let blob_dir = ctx.home.join(BLOBS_DIR);
     let missing = t.size.saturating_sub(have);
     let free = |p: &Path| fs4::available_space(p).map_err(Error::io(format!("{}", p.display())));
     let (blob_free, dl_free) = (free(&blob_dir)?, free(downloads)?);
@@ -49,8 +49,8 @@ pub(super) fn check_space(
 /// At start (`only` = None) every accepted download starts. When a contact comes online again
 /// (`only` = that contact, a new connection: it may have restarted) its downloads restart on a
 /// fresh connection, since the old one may be dead without knowing it yet.
-pub(crate) async fn resume(engine: &Arc<Engine>, only: Option<&ContactId>) {
-    let Ok(all) = engine.store.transfers() else {
+pub(crate) async fn resume(ctx: &Arc<Transfers>, only: Option<&ContactId>) {
+    let Ok(all) = ctx.store.transfers() else {
         return;
     };
     for t in all {
@@ -60,8 +60,8 @@ pub(crate) async fn resume(engine: &Arc<Engine>, only: Option<&ContactId>) {
         match t.direction {
             Direction::Outgoing => {
                 if only.is_none() {
-                    match offered_hashes(engine, &t).await {
-                        Ok(h) => engine.blobs.access.allow(t.contact, h),
+                    match offered_hashes(ctx, &t).await {
+                        Ok(h) => ctx.blobs.access.allow(t.contact, h),
                         Err(e) => tracing::warn!(transfer = %t.id, "cannot serve: {e}"),
                     }
                 }
@@ -72,9 +72,9 @@ pub(crate) async fn resume(engine: &Arc<Engine>, only: Option<&ContactId>) {
                     TransferState::Accepted | TransferState::Transferring | TransferState::Paused
                 ) {
                     if only.is_some() {
-                        abort_fetch(engine, &t.id);
+                        abort_fetch(ctx, &t.id);
                     }
-                    start_download(engine, t);
+                    start_download(ctx, t);
                 }
             }
         }
@@ -82,26 +82,26 @@ pub(crate) async fn resume(engine: &Arc<Engine>, only: Option<&ContactId>) {
 }
 
 /// Retries paused downloads whose sender is online (called periodically).
-pub(crate) fn retry_paused(engine: &Arc<Engine>) {
-    let Ok(all) = engine.store.transfers() else {
+pub(crate) fn retry_paused(ctx: &Arc<Transfers>) {
+    let Ok(all) = ctx.store.transfers() else {
         return;
     };
     for t in all {
         if t.direction == Direction::Incoming
             && t.state == TransferState::Paused
             && matches!(
-                engine.presence_of(&t.contact),
+                ctx.links.presence_of(&t.contact),
                 crate::model::Presence::Online { .. }
             )
         {
-            start_download(engine, t);
+            start_download(ctx, t);
         }
     }
 }
 
 /// Stops a fetch in progress (not a save in progress).
-pub(super) fn abort_fetch(engine: &Engine, id: &TransferId) {
-    let saving = engine
+pub(super) fn abort_fetch(ctx: &Transfers, id: &TransferId) {
+    let saving = ctx
         .blobs
         .saving
         .lock()
@@ -110,25 +110,25 @@ pub(super) fn abort_fetch(engine: &Engine, id: &TransferId) {
     if saving {
         return;
     }
-    if let Ok(mut running) = engine.blobs.running.lock() {
+    if let Ok(mut running) = ctx.blobs.running.lock() {
         if let Some(h) = running.remove(id) {
             h.abort();
         }
     }
 }
 
-pub(super) fn start_download(engine: &Arc<Engine>, t: Transfer) {
-    let Ok(mut running) = engine.blobs.running.lock() else {
+pub(super) fn start_download(ctx: &Arc<Transfers>, t: Transfer) {
+    let Ok(mut running) = ctx.blobs.running.lock() else {
         return;
     };
     if running.get(&t.id).is_some_and(|h| !h.is_finished()) {
         return;
     }
     let id = t.id;
-    let task_engine = engine.clone();
+    let task_ctx = ctx.clone();
     let handle = tokio::spawn(async move {
-        let engine = task_engine;
-        let result = download(&engine, t).await;
+        let ctx = task_ctx;
+        let result = download(&ctx, t).await;
         if let Err(e) = result {
             tracing::info!(transfer = %id, "transfer interrupted: {e}");
         }
@@ -137,13 +137,13 @@ pub(super) fn start_download(engine: &Arc<Engine>, t: Transfer) {
 }
 
 /// Fetches what is missing, then saves it. Interruptions leave the transfer `Paused`.
-pub(super) async fn download(engine: &Arc<Engine>, mut t: Transfer) -> Result<(), Error> {
-    let contact = engine
+pub(super) async fn download(ctx: &Arc<Transfers>, mut t: Transfer) -> Result<(), Error> {
+    let contact = ctx
         .store
         .contact(&t.contact)?
         .ok_or_else(|| Error::UnknownContact(t.contact.to_string()))?;
     let what = content(&t)?;
-    let remote = engine.blobs.store.remote();
+    let remote = ctx.blobs.store.remote();
     let local = remote.local(what).await.ok();
     let have = local.as_ref().map(|l| l.local_bytes()).unwrap_or(0);
     let fetched = if local.is_some_and(|l| l.is_complete()) {
@@ -151,8 +151,8 @@ pub(super) async fn download(engine: &Arc<Engine>, mut t: Transfer) -> Result<()
     } else {
         let conn = tokio::time::timeout(
             DIAL_TIMEOUT,
-            engine
-                .endpoint
+            ctx.links
+                .endpoint()
                 .connect(endpoint_addr(contact.id, &contact.addr), iroh_blobs::ALPN),
         )
         .await;
@@ -163,20 +163,20 @@ pub(super) async fn download(engine: &Arc<Engine>, mut t: Transfer) -> Result<()
                     Ok(Err(e)) => e.to_string(),
                     _ => "no answer".into(),
                 };
-                set_state(engine, &mut t, TransferState::Paused, Some(why.clone())).await?;
+                set_state(ctx, &mut t, TransferState::Paused, Some(why.clone())).await?;
                 return Err(Error::Network(why));
             }
         };
         t.resumed_from = have;
         t.bytes_done = have;
-        set_state(engine, &mut t, TransferState::Transferring, None).await?;
+        set_state(ctx, &mut t, TransferState::Transferring, None).await?;
         let mut progress = remote.fetch(conn.clone(), what).stream();
         let mut outcome = None;
         while let Some(item) = progress.next().await {
             match item {
                 GetProgressItem::Progress(n) => {
                     let done = (have + n).min(t.size);
-                    emit_progress(engine, &t, done);
+                    emit_progress(ctx, &t, done);
                 }
                 GetProgressItem::Done(_) => outcome = Some(Ok(())),
                 GetProgressItem::Error(e) => outcome = Some(Err(e.to_string())),
@@ -192,7 +192,7 @@ pub(super) async fn download(engine: &Arc<Engine>, mut t: Transfer) -> Result<()
                     .map(|l| l.local_bytes())
                     .unwrap_or(0);
                 t.bytes_done = local;
-                set_state(engine, &mut t, TransferState::Paused, Some(why.clone())).await?;
+                set_state(ctx, &mut t, TransferState::Paused, Some(why.clone())).await?;
                 return Err(Error::Network(why));
             }
             None => false,
@@ -200,7 +200,7 @@ pub(super) async fn download(engine: &Arc<Engine>, mut t: Transfer) -> Result<()
     };
     if !fetched {
         set_state(
-            engine,
+            ctx,
             &mut t,
             TransferState::Paused,
             Some("interrupted".into()),
@@ -208,27 +208,27 @@ pub(super) async fn download(engine: &Arc<Engine>, mut t: Transfer) -> Result<()
         .await?;
         return Err(Error::Network("fetch ended early".into()));
     }
-    let saved = match save(engine, &t).await {
+    let saved = match save(ctx, &t).await {
         Ok(p) => p,
         Err(e) => {
             let why = e.to_string();
-            set_state(engine, &mut t, TransferState::Failed, Some(why.clone())).await?;
-            engine.emit(Event::TransferFailed {
+            set_state(ctx, &mut t, TransferState::Failed, Some(why.clone())).await?;
+            ctx.emit(Event::TransferFailed {
                 id: t.id,
                 reason: why.clone(),
             });
-            tell(engine, &t, TransferState::Failed, Some(why)).await?;
+            tell(ctx, &t, TransferState::Failed, Some(why)).await?;
             return Err(e);
         }
     };
     t.bytes_done = t.size;
     t.path = Some(saved.clone());
-    set_state(engine, &mut t, TransferState::Done, None).await?;
-    engine.emit(Event::TransferCompleted {
+    set_state(ctx, &mut t, TransferState::Done, None).await?;
+    ctx.emit(Event::TransferCompleted {
         id: t.id,
         path: saved,
     });
-    tell(engine, &t, TransferState::Done, None).await?;
-    finish_locally(engine, &t).await;
+    tell(ctx, &t, TransferState::Done, None).await?;
+    finish_locally(ctx, &t).await;
     Ok(())
 }

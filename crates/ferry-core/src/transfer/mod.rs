@@ -29,15 +29,15 @@ use iroh_blobs::store::fs::FsStore;
 use iroh_blobs::store::GcConfig;
 use iroh_blobs::{BlobFormat, Hash, HashAndFormat};
 
-use crate::chat::{outgoing_message, seal_and_queue};
-use crate::inbox::{BoxFuture, Handled, Incoming, PayloadHandler, PayloadKind};
+use crate::bus::{Bus, Events, Signal};
+use crate::inbox::{received_message, BoxFuture, Handled, Incoming, PayloadHandler, PayloadKind};
 use crate::model::{
-    now_ms, Contact, ContactId, Direction, Event, Message, MessageId, MessageState, Transfer,
-    TransferId, TransferState,
+    now_ms, Contact, ContactId, ConversationId, Direction, Event, MessageId, Transfer, TransferId,
+    TransferState,
 };
-use crate::net::{endpoint_addr, DIAL_TIMEOUT};
-use crate::node::Engine;
-use crate::store::{Changes, OutboxKind};
+use crate::net::{endpoint_addr, Links, DIAL_TIMEOUT};
+use crate::outbox::Outbox;
+use crate::store::{Changes, OutboxKind, Store};
 use crate::wire::Payload;
 use crate::Error;
 use crate::{files, naming};
@@ -65,6 +65,67 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 const SETTING_DOWNLOADS: &str = "downloads";
 const AUTO_ACCEPT_PREFIX: &str = "auto_accept/";
+
+/// The transfer feature: what it uses, and nothing else. Shared as `Arc<Transfers>`; the blobs
+/// protocol's event task and the inbox's handler table hold it weakly.
+pub(crate) struct Transfers {
+    pub(crate) home: PathBuf,
+    pub(crate) store: Store,
+    pub(crate) outbox: Outbox,
+    pub(crate) links: Links,
+    pub(crate) events: Events,
+    pub(crate) blobs: Blobs,
+}
+
+impl std::fmt::Debug for Transfers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transfers")
+            .field("home", &self.home)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transfers {
+    pub(crate) fn new(
+        home: PathBuf,
+        store: Store,
+        outbox: Outbox,
+        links: Links,
+        events: Events,
+        blobs: Blobs,
+        bus: &Bus,
+    ) -> Arc<Transfers> {
+        let ctx = Arc::new(Transfers {
+            home,
+            store,
+            outbox,
+            links,
+            events,
+            blobs,
+        });
+        // A contact that comes online gets its paused fetches resumed; every presence round
+        // retries what paused while the contact looked online.
+        let weak = Arc::downgrade(&ctx);
+        bus.subscribe(move |signal| {
+            let Some(ctx) = weak.upgrade() else {
+                return;
+            };
+            match signal {
+                Signal::LinkUp(id) => {
+                    tokio::spawn(async move { resume(&ctx, Some(&id)).await });
+                }
+                Signal::Tick => retry_paused(&ctx),
+                // A fetch notices a lost link itself and pauses.
+                Signal::LinkDown(_) => {}
+            }
+        });
+        ctx
+    }
+
+    fn emit(&self, event: Event) {
+        self.events.emit(event);
+    }
+}
 
 /// The blob side of a node.
 pub(crate) struct Blobs {
@@ -107,7 +168,7 @@ impl Blobs {
     }
 
     /// The event sender for the blobs protocol: intercepts connects and every request kind.
-    pub(crate) fn events(engine: Weak<Engine>) -> EventSender {
+    pub(crate) fn events(ctx: Weak<Transfers>) -> EventSender {
         let mask = EventMask {
             connected: ConnectMode::Intercept,
             get: RequestMode::InterceptLog,
@@ -121,15 +182,15 @@ impl Blobs {
             },
         };
         let (tx, rx) = EventSender::channel(64, mask);
-        tokio::spawn(provider_events(engine, rx));
+        tokio::spawn(provider_events(ctx, rx));
         tx
     }
 }
 
-fn emit_progress(engine: &Engine, t: &Transfer, bytes: u64) {
+fn emit_progress(ctx: &Transfers, t: &Transfer, bytes: u64) {
     let now = Instant::now();
     let rate = {
-        let Ok(mut last) = engine.blobs.last_progress.lock() else {
+        let Ok(mut last) = ctx.blobs.last_progress.lock() else {
             return;
         };
         let entry = last.entry(t.id).or_insert((now, bytes));
@@ -145,7 +206,7 @@ fn emit_progress(engine: &Engine, t: &Transfer, bytes: u64) {
         *entry = (now, bytes);
         rate
     };
-    engine.emit(Event::TransferProgress {
+    ctx.emit(Event::TransferProgress {
         id: t.id,
         bytes_done: bytes,
         total: t.size,
@@ -216,12 +277,12 @@ fn blob_err(e: impl std::fmt::Display) -> Error {
 }
 
 /// The hashes a contact may fetch for an outgoing transfer: the root, and a folder's children.
-async fn offered_hashes(engine: &Engine, t: &Transfer) -> Result<Vec<(Hash, bool)>, Error> {
+async fn offered_hashes(ctx: &Transfers, t: &Transfer) -> Result<Vec<(Hash, bool)>, Error> {
     let root = hash_of(t)?;
     if !t.folder {
         return Ok(vec![(root, false)]);
     }
-    let collection = Collection::load(root, &*engine.blobs.store)
+    let collection = Collection::load(root, &*ctx.blobs.store)
         .await
         .map_err(blob_err)?;
     let mut v = vec![(root, true)];
@@ -230,25 +291,25 @@ async fn offered_hashes(engine: &Engine, t: &Transfer) -> Result<Vec<(Hash, bool
 }
 
 /// Stops serving or fetching a transfer that reached a final state, and drops its blobs' tag.
-async fn finish_locally(engine: &Arc<Engine>, t: &Transfer) {
-    if let Ok(mut running) = engine.blobs.running.lock() {
+async fn finish_locally(ctx: &Arc<Transfers>, t: &Transfer) {
+    if let Ok(mut running) = ctx.blobs.running.lock() {
         if let Some(h) = running.remove(&t.id) {
             h.abort();
         }
     }
     if t.direction == Direction::Outgoing {
-        if let Ok(hashes) = offered_hashes(engine, t).await {
+        if let Ok(hashes) = offered_hashes(ctx, t).await {
             let hashes: Vec<Hash> = hashes.into_iter().map(|(h, _)| h).collect();
-            engine.blobs.access.revoke(&t.contact, &hashes);
+            ctx.blobs.access.revoke(&t.contact, &hashes);
         }
     }
-    if let Err(e) = engine.blobs.store.tags().delete(tag_name(t)).await {
+    if let Err(e) = ctx.blobs.store.tags().delete(tag_name(t)).await {
         tracing::warn!(transfer = %t.id, "dropping the tag: {e}");
     }
 }
 
 async fn set_state(
-    engine: &Arc<Engine>,
+    ctx: &Arc<Transfers>,
     t: &mut Transfer,
     state: TransferState,
     error: Option<String>,
@@ -256,45 +317,45 @@ async fn set_state(
     t.state = t.state.next(state)?;
     t.error = error;
     t.updated_at = now_ms();
-    engine.store.put_transfer(t)?;
-    engine.store.flush().await?;
-    engine.emit(Event::TransferChanged {
+    ctx.store.put_transfer(t)?;
+    ctx.store.flush().await?;
+    ctx.emit(Event::TransferChanged {
         transfer: t.clone(),
     });
     Ok(())
 }
 
 async fn tell(
-    engine: &Arc<Engine>,
+    ctx: &Arc<Transfers>,
     t: &Transfer,
     state: TransferState,
     reason: Option<String>,
 ) -> Result<(), Error> {
-    seal_and_queue(
-        engine,
-        &t.contact,
-        MessageId::random(),
-        &Payload::TransferUpdate {
-            transfer: t.id.0,
-            state,
-            reason,
-        },
-        OutboxKind::Control,
-        None,
-        None,
-    )
-    .await
+    ctx.outbox
+        .queue(
+            &t.contact,
+            MessageId::random(),
+            &Payload::TransferUpdate {
+                transfer: t.id.0,
+                state,
+                reason,
+            },
+            OutboxKind::Control,
+            None,
+            None,
+        )
+        .await
 }
 
 /// Finds a transfer by id or id prefix.
-pub(crate) fn resolve(engine: &Engine, query: &str) -> Result<Transfer, Error> {
+pub(crate) fn resolve(ctx: &Transfers, query: &str) -> Result<Transfer, Error> {
     let q = query.trim().to_ascii_lowercase();
     if q.len() < 4 {
         return Err(Error::InvalidInput(
             "give at least 4 characters of the transfer id".into(),
         ));
     }
-    let found: Vec<Transfer> = engine
+    let found: Vec<Transfer> = ctx
         .store
         .transfers()?
         .into_iter()
@@ -313,51 +374,49 @@ pub(crate) fn resolve(engine: &Engine, query: &str) -> Result<Transfer, Error> {
 }
 
 /// Where received files go: the stored setting, else the platform's Downloads folder.
-pub(crate) fn downloads_dir(engine: &Engine) -> Result<PathBuf, Error> {
-    if let Some(p) = engine.store.setting::<PathBuf>(SETTING_DOWNLOADS)? {
+pub(crate) fn downloads_dir(ctx: &Transfers) -> Result<PathBuf, Error> {
+    if let Some(p) = ctx.store.setting::<PathBuf>(SETTING_DOWNLOADS)? {
         return Ok(p);
     }
-    Ok(dirs::download_dir().unwrap_or_else(|| engine.home.join("downloads")))
+    Ok(dirs::download_dir().unwrap_or_else(|| ctx.home.join("downloads")))
 }
 
 /// Sets where received files go.
-pub(crate) async fn set_downloads_dir(engine: &Engine, dir: &Path) -> Result<(), Error> {
+pub(crate) async fn set_downloads_dir(ctx: &Transfers, dir: &Path) -> Result<(), Error> {
     let dir = std::path::absolute(dir).map_err(Error::io(format!("{}", dir.display())))?;
-    engine.store.set_setting(SETTING_DOWNLOADS, &dir)?;
-    engine.store.flush().await
+    ctx.store.set_setting(SETTING_DOWNLOADS, &dir)?;
+    ctx.store.flush().await
 }
 
 /// The automatic-accept size cap for a contact, if set.
-pub(crate) fn auto_accept_limit(engine: &Engine, id: &ContactId) -> Result<Option<u64>, Error> {
-    engine
-        .store
+pub(crate) fn auto_accept_limit(ctx: &Transfers, id: &ContactId) -> Result<Option<u64>, Error> {
+    ctx.store
         .setting::<u64>(&format!("{AUTO_ACCEPT_PREFIX}{id}"))
 }
 
 /// Sets (or clears) the automatic-accept size cap for a contact.
 pub(crate) async fn set_auto_accept(
-    engine: &Engine,
+    ctx: &Transfers,
     id: &ContactId,
     max: Option<u64>,
 ) -> Result<(), Error> {
     let key = format!("{AUTO_ACCEPT_PREFIX}{id}");
     match max {
-        Some(m) => engine.store.set_setting(&key, &m)?,
-        None => engine.store.remove_setting(&key)?,
+        Some(m) => ctx.store.set_setting(&key, &m)?,
+        None => ctx.store.remove_setting(&key)?,
     }
-    engine.store.flush().await
+    ctx.store.flush().await
 }
 
-fn load(engine: &Engine, id: &TransferId) -> Result<Transfer, Error> {
-    engine
-        .store
+fn load(ctx: &Transfers, id: &TransferId) -> Result<Transfer, Error> {
+    ctx.store
         .transfer(id)?
         .ok_or_else(|| Error::InvalidInput(format!("no transfer {id}")))
 }
 
 /// Accepts an offered transfer and starts fetching it.
-pub(crate) async fn accept(engine: &Arc<Engine>, id: &TransferId) -> Result<Transfer, Error> {
-    let mut t = load(engine, id)?;
+pub(crate) async fn accept(ctx: &Arc<Transfers>, id: &TransferId) -> Result<Transfer, Error> {
+    let mut t = load(ctx, id)?;
     if t.direction != Direction::Incoming {
         return Err(Error::InvalidInput(
             "only the receiver accepts a transfer".into(),
@@ -369,10 +428,10 @@ pub(crate) async fn accept(engine: &Arc<Engine>, id: &TransferId) -> Result<Tran
             t.state
         )));
     }
-    let downloads = downloads_dir(engine)?;
+    let downloads = downloads_dir(ctx)?;
     std::fs::create_dir_all(&downloads)
         .map_err(Error::io(format!("creating {}", downloads.display())))?;
-    let have = engine
+    let have = ctx
         .blobs
         .store
         .remote()
@@ -380,47 +439,46 @@ pub(crate) async fn accept(engine: &Arc<Engine>, id: &TransferId) -> Result<Tran
         .await
         .map(|l| l.local_bytes())
         .unwrap_or(0);
-    check_space(engine, &t, have, &downloads)?;
+    check_space(ctx, &t, have, &downloads)?;
     // Protect what arrives from garbage collection until it is saved.
-    engine
-        .blobs
+    ctx.blobs
         .store
         .tags()
         .set(tag_name(&t), content(&t)?)
         .await
         .map_err(blob_err)?;
-    set_state(engine, &mut t, TransferState::Accepted, None).await?;
-    tell(engine, &t, TransferState::Accepted, None).await?;
-    start_download(engine, t.clone());
+    set_state(ctx, &mut t, TransferState::Accepted, None).await?;
+    tell(ctx, &t, TransferState::Accepted, None).await?;
+    start_download(ctx, t.clone());
     Ok(t)
 }
 
 /// Declines an offered transfer.
-pub(crate) async fn decline(engine: &Arc<Engine>, id: &TransferId) -> Result<Transfer, Error> {
-    let mut t = load(engine, id)?;
+pub(crate) async fn decline(ctx: &Arc<Transfers>, id: &TransferId) -> Result<Transfer, Error> {
+    let mut t = load(ctx, id)?;
     if t.direction != Direction::Incoming || t.state != TransferState::Offered {
         return Err(Error::InvalidInput(
             "only an offer waiting for an answer can be declined".into(),
         ));
     }
-    set_state(engine, &mut t, TransferState::Declined, None).await?;
-    tell(engine, &t, TransferState::Declined, None).await?;
-    finish_locally(engine, &t).await;
+    set_state(ctx, &mut t, TransferState::Declined, None).await?;
+    tell(ctx, &t, TransferState::Declined, None).await?;
+    finish_locally(ctx, &t).await;
     Ok(t)
 }
 
 /// Cancels a transfer from either side.
-pub(crate) async fn cancel(engine: &Arc<Engine>, id: &TransferId) -> Result<Transfer, Error> {
-    let mut t = load(engine, id)?;
+pub(crate) async fn cancel(ctx: &Arc<Transfers>, id: &TransferId) -> Result<Transfer, Error> {
+    let mut t = load(ctx, id)?;
     if t.state.is_final() {
         return Err(Error::InvalidInput(format!(
             "the transfer is already {:?}",
             t.state
         )));
     }
-    set_state(engine, &mut t, TransferState::Cancelled, None).await?;
-    finish_locally(engine, &t).await;
-    tell(engine, &t, TransferState::Cancelled, None).await?;
+    set_state(ctx, &mut t, TransferState::Cancelled, None).await?;
+    finish_locally(ctx, &t).await;
+    tell(ctx, &t, TransferState::Cancelled, None).await?;
     Ok(t)
 }
 
@@ -428,8 +486,8 @@ pub(crate) async fn cancel(engine: &Arc<Engine>, id: &TransferId) -> Result<Tran
 /// (normally dropped already; this covers a crash in between) and those with no record at all.
 /// The store's garbage collection then frees their data within [`GC_INTERVAL`]. Returns how many
 /// tags were dropped.
-pub(crate) async fn clean(engine: &Arc<Engine>) -> Result<u32, Error> {
-    let tags = engine.blobs.store.tags();
+pub(crate) async fn clean(ctx: &Arc<Transfers>) -> Result<u32, Error> {
+    let tags = ctx.blobs.store.tags();
     let mut stale = Vec::new();
     let mut list = tags.list_prefix("ferry/").await.map_err(blob_err)?;
     while let Some(info) = list.next().await {
@@ -439,7 +497,7 @@ pub(crate) async fn clean(engine: &Arc<Engine>) -> Result<u32, Error> {
             .rsplit('/')
             .next()
             .and_then(|id| id.parse::<TransferId>().ok())
-            .map(|id| engine.store.transfer(&id))
+            .map(|id| ctx.store.transfer(&id))
             .transpose()?
             .flatten()
             .is_some_and(|t| !t.state.is_final());

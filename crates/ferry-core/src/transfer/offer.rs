@@ -4,13 +4,18 @@
 use super::*;
 
 /// The transfer feature's part of the inbox: offers and the other side's updates.
-struct Offers(Weak<Engine>);
+struct Offers(Weak<Transfers>);
 
 impl PayloadHandler for Offers {
     fn handle(&self, incoming: Incoming) -> BoxFuture<'_, Result<Handled, Error>> {
         Box::pin(async move {
-            let engine = self.0.upgrade().ok_or(Error::Closed)?;
-            let Incoming { from, id, payload } = incoming;
+            let ctx = self.0.upgrade().ok_or(Error::Closed)?;
+            let Incoming {
+                from,
+                id,
+                conversation,
+                payload,
+            } = incoming;
             match payload {
                 Payload::FileOffer {
                     transfer,
@@ -28,13 +33,13 @@ impl PayloadHandler for Offers {
                         size,
                         files,
                     };
-                    on_offer(&engine, from, id, offer)
+                    on_offer(&ctx, from, id, conversation, offer)
                 }
                 Payload::TransferUpdate {
                     transfer,
                     state,
                     reason,
-                } => on_update(&engine, &from.id, TransferId(transfer), state, reason),
+                } => on_update(&ctx, &from.id, TransferId(transfer), state, reason),
                 other => Err(Error::Protocol(format!("transfers cannot take {other:?}"))),
             }
         })
@@ -42,8 +47,8 @@ impl PayloadHandler for Offers {
 }
 
 /// The payload kinds the transfer feature takes, for the inbox's table.
-pub(crate) fn handlers(engine: &Arc<Engine>) -> Vec<(PayloadKind, Arc<dyn PayloadHandler>)> {
-    let h: Arc<dyn PayloadHandler> = Arc::new(Offers(Arc::downgrade(engine)));
+pub(crate) fn handlers(ctx: &Arc<Transfers>) -> Vec<(PayloadKind, Arc<dyn PayloadHandler>)> {
+    let h: Arc<dyn PayloadHandler> = Arc::new(Offers(Arc::downgrade(ctx)));
     vec![
         (PayloadKind::FileOffer, h.clone()),
         (PayloadKind::TransferUpdate, h),
@@ -62,9 +67,10 @@ struct Offer {
 
 /// An incoming offer: its message and transfer record; once stored, it may be accepted at once.
 fn on_offer(
-    engine: &Arc<Engine>,
+    ctx: &Arc<Transfers>,
     contact: Contact,
     message_id: MessageId,
+    conversation: ConversationId,
     offer: Offer,
 ) -> Result<Handled, Error> {
     let name = naming::safe_name(&offer.remote_name);
@@ -82,21 +88,18 @@ fn on_offer(
         )
     };
     let now = t.created_at;
-    let message = Message {
-        id: message_id,
-        conversation: engine.conversation_with(&contact.id),
-        contact: contact.id,
-        seq: engine.store.next_seq()?,
-        direction: Direction::Incoming,
-        body: name,
-        sent_at: now,
-        stored_at: now,
-        state: MessageState::Received,
-        transfer: Some(offer.id),
-    };
-    let cap = auto_accept_limit(engine, &contact.id)?;
-    let accept_now = engine.blobs.accept_all || cap.is_some_and(|cap| offer.size <= cap);
-    let (shown, engine) = (message.clone(), engine.clone());
+    let message = received_message(
+        conversation,
+        &contact,
+        message_id,
+        ctx.store.next_seq()?,
+        name,
+        now,
+        Some(offer.id),
+    );
+    let cap = auto_accept_limit(ctx, &contact.id)?;
+    let accept_now = ctx.blobs.accept_all || cap.is_some_and(|cap| offer.size <= cap);
+    let (shown, ctx) = (message.clone(), ctx.clone());
     Ok(Handled {
         changes: Changes {
             message: Some(message),
@@ -105,15 +108,15 @@ fn on_offer(
         },
         after: Some(Box::new(move |_| {
             Box::pin(async move {
-                engine.emit(Event::MessageReceived {
+                ctx.emit(Event::MessageReceived {
                     message: shown,
                     from: contact.name.clone(),
                 });
-                engine.emit(Event::TransferOffered { transfer: t });
+                ctx.emit(Event::TransferOffered { transfer: t });
                 if accept_now {
                     let id = offer.id;
                     tokio::spawn(async move {
-                        if let Err(e) = accept(&engine, &id).await {
+                        if let Err(e) = accept(&ctx, &id).await {
                             tracing::warn!(transfer = %id, "automatic accept failed: {e}");
                         }
                     });
@@ -125,13 +128,13 @@ fn on_offer(
 
 /// The other side's update to a transfer.
 fn on_update(
-    engine: &Arc<Engine>,
+    ctx: &Arc<Transfers>,
     from: &ContactId,
     id: TransferId,
     state: TransferState,
     reason: Option<String>,
 ) -> Result<Handled, Error> {
-    let Some(mut t) = engine.store.transfer(&id)? else {
+    let Some(mut t) = ctx.store.transfer(&id)? else {
         return Ok(Handled::default());
     };
     if t.contact != *from || t.state.is_final() {
@@ -164,7 +167,7 @@ fn on_update(
     if state == TransferState::Done {
         t.bytes_done = t.size;
     }
-    let engine = engine.clone();
+    let ctx = ctx.clone();
     Ok(Handled {
         changes: Changes {
             transfers: vec![t.clone()],
@@ -173,9 +176,9 @@ fn on_update(
         after: Some(Box::new(move |_| {
             Box::pin(async move {
                 if state.is_final() {
-                    finish_locally(&engine, &t).await;
+                    finish_locally(&ctx, &t).await;
                 }
-                engine.emit(Event::TransferChanged { transfer: t });
+                ctx.emit(Event::TransferChanged { transfer: t });
             })
         })),
     })

@@ -5,7 +5,7 @@ use super::*;
 
 /// Imports a file or folder and offers it to a contact. Returns once the offer is stored.
 pub(crate) async fn send_path(
-    engine: &Arc<Engine>,
+    ctx: &Arc<Transfers>,
     contact: &Contact,
     path: &Path,
     name_override: Option<&str>,
@@ -18,7 +18,7 @@ pub(crate) async fn send_path(
         .map(str::to_string)
         .or_else(|| path.file_name().map(|n| n.to_string_lossy().into_owned()))
         .ok_or_else(|| Error::InvalidInput(format!("{} has no file name", path.display())))?;
-    let store = &engine.blobs.store;
+    let store = &ctx.blobs.store;
     let (tag, size, files) = if meta.is_dir() {
         let entries = walk(&path)?;
         if entries.is_empty() {
@@ -86,11 +86,12 @@ pub(crate) async fn send_path(
         .await
         .map_err(blob_err)?;
     drop(tag);
-    engine
-        .blobs
+    ctx.blobs
         .access
-        .allow(contact.id, offered_hashes(engine, &t).await?);
-    let message = outgoing_message(engine, &contact.id, name.clone(), Some(t.id))?;
+        .allow(contact.id, offered_hashes(ctx, &t).await?);
+    let message = ctx
+        .outbox
+        .new_message(&contact.id, name.clone(), Some(t.id))?;
     let payload = Payload::FileOffer {
         transfer: t.id.0,
         hash: *hash_of(&t)?.as_bytes(),
@@ -99,17 +100,17 @@ pub(crate) async fn send_path(
         size,
         files,
     };
-    seal_and_queue(
-        engine,
-        &contact.id,
-        message.id,
-        &payload,
-        OutboxKind::Message,
-        Some(&message),
-        Some(&t),
-    )
-    .await?;
-    engine.emit(Event::TransferChanged {
+    ctx.outbox
+        .queue(
+            &contact.id,
+            message.id,
+            &payload,
+            OutboxKind::Message,
+            Some(&message),
+            Some(&t),
+        )
+        .await?;
+    ctx.emit(Event::TransferChanged {
         transfer: t.clone(),
     });
     Ok(t)

@@ -1,0 +1,95 @@
+//! The roster, a service: finding a contact by what a user types, and the view of a contact
+//! that front ends show (presence, safety number, unread and queued counts).
+
+use crate::identity::safety_number;
+use crate::model::{Contact, ContactId, ContactView, ConversationId};
+use crate::net::Links;
+use crate::outbox::Outbox;
+use crate::store::Store;
+use crate::Error;
+
+/// The roster: a cheap handle.
+#[derive(Debug, Clone)]
+pub(crate) struct Roster {
+    me: ContactId,
+    my_x25519: [u8; 32],
+    store: Store,
+    links: Links,
+    outbox: Outbox,
+}
+
+impl Roster {
+    pub(crate) fn new(
+        me: ContactId,
+        my_x25519: [u8; 32],
+        store: Store,
+        links: Links,
+        outbox: Outbox,
+    ) -> Roster {
+        Roster {
+            me,
+            my_x25519,
+            store,
+            links,
+            outbox,
+        }
+    }
+
+    /// The direct conversation with a contact.
+    pub(crate) fn conversation_with(&self, contact: &ContactId) -> ConversationId {
+        ConversationId::direct(&self.me, contact)
+    }
+
+    /// The 60-digit number both sides compare to verify each other.
+    pub(crate) fn safety_number_with(&self, c: &Contact) -> String {
+        safety_number((&self.me, &self.my_x25519), (&c.id, &c.x25519))
+    }
+
+    /// What a front end shows of a contact.
+    pub(crate) fn view(&self, c: &Contact) -> Result<ContactView, Error> {
+        let conv = self.conversation_with(&c.id);
+        Ok(ContactView {
+            id: c.id,
+            name: c.name.clone(),
+            presence: self.links.presence_of(&c.id),
+            safety_number: self.safety_number_with(c),
+            verified: c.verified,
+            unread: self.store.unread(&conv)?.len() as u64,
+            queued: self.outbox.queued_messages(&c.id)?,
+        })
+    }
+
+    /// Finds a contact by display name (case-insensitive) or id prefix.
+    pub(crate) fn resolve(&self, query: &str) -> Result<Contact, Error> {
+        let q = query.trim();
+        if q.is_empty() {
+            return Err(Error::UnknownContact(query.into()));
+        }
+        let contacts = self.store.contacts()?;
+        let lower = q.to_lowercase();
+        let by_name: Vec<_> = contacts
+            .iter()
+            .filter(|c| c.name.to_lowercase() == lower)
+            .collect();
+        let found: Vec<_> = if by_name.is_empty() {
+            contacts
+                .iter()
+                .filter(|c| c.id.to_string().starts_with(&lower))
+                .collect()
+        } else {
+            by_name
+        };
+        match found.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(Error::UnknownContact(query.into())),
+            many => Err(Error::AmbiguousContact {
+                query: query.into(),
+                candidates: many
+                    .iter()
+                    .map(|c| format!("{} ({})", c.name, c.id.fmt_short()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! The outbox, a service: every sealed payload for a contact waits here, durable, until the
+//! contact has acknowledged it. Messaging and transfers both queue through it; it delivers per
+//! contact in order, backs off from contacts it cannot reach, and starts again at once when a
+//! link to them comes up (a [`Signal::LinkUp`] on the bus).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{Bus, Events, Signal};
+use crate::e2e::{AssociatedData, Session};
+use crate::model::{
+    now_ms, ContactId, ConversationId, Direction, Event, Message, MessageId, MessageState,
+    Transfer, TransferId,
+};
+use crate::net::{self, Links};
+use crate::sessions::SessionLocks;
+use crate::store::{OutboxItem, OutboxKind, Store};
+use crate::wire::{ChatRequest, ChatResponse, Payload};
+use crate::Error;
+
+/// The longest wait between two delivery attempts to an unreachable contact.
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// When to try an unreachable contact again.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    until: tokio::time::Instant,
+    delay: Duration,
+}
+
+/// The outbox service: a cheap handle.
+#[derive(Debug, Clone)]
+pub(crate) struct Outbox(Arc<OutboxInner>);
+
+#[derive(Debug)]
+struct OutboxInner {
+    me: ContactId,
+    store: Store,
+    sessions: Arc<SessionLocks>,
+    links: Links,
+    events: Events,
+    cancel: CancellationToken,
+    /// Wakes the worker (new item, contact came online).
+    wake: Notify,
+    /// Signalled after each pass of the worker.
+    drained: Notify,
+    backoff: Mutex<HashMap<ContactId, Backoff>>,
+}
+
+impl Outbox {
+    pub(crate) fn new(
+        me: ContactId,
+        store: Store,
+        sessions: Arc<SessionLocks>,
+        links: Links,
+        events: Events,
+        bus: &Bus,
+        cancel: CancellationToken,
+    ) -> Outbox {
+        let outbox = Outbox(Arc::new(OutboxInner {
+            me,
+            store,
+            sessions,
+            links,
+            events,
+            cancel,
+            wake: Notify::new(),
+            drained: Notify::new(),
+            backoff: Mutex::default(),
+        }));
+        // A contact that just came online gets what waits for it now, not after a backoff.
+        let weak = Arc::downgrade(&outbox.0);
+        bus.subscribe(move |signal| {
+            if let (Signal::LinkUp(id), Some(inner)) = (signal, weak.upgrade()) {
+                let outbox = Outbox(inner);
+                outbox.clear_backoff(&id);
+                outbox.0.wake.notify_one();
+            }
+        });
+        outbox
+    }
+
+    /// A new outgoing message in the conversation with `contact`, not yet queued.
+    pub(crate) fn new_message(
+        &self,
+        contact: &ContactId,
+        body: String,
+        transfer: Option<TransferId>,
+    ) -> Result<Message, Error> {
+        let now = now_ms();
+        Ok(Message {
+            id: MessageId::random(),
+            conversation: ConversationId::direct(&self.0.me, contact),
+            contact: *contact,
+            seq: self.0.store.next_seq()?,
+            direction: Direction::Outgoing,
+            body,
+            sent_at: now,
+            stored_at: now,
+            state: MessageState::Queued,
+            transfer,
+            author: self.0.me,
+        })
+    }
+
+    /// Seals `payload` with the next key of the session with `contact` and hands the advanced
+    /// session and the item to `commit`, all under that contact's session lock, so the session
+    /// and the item become durable together. Then flushes and wakes the worker.
+    pub(crate) async fn queue_with(
+        &self,
+        contact: &ContactId,
+        id: MessageId,
+        payload: &Payload,
+        kind: OutboxKind,
+        commit: impl FnOnce(&Store, &Session, &OutboxItem) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        {
+            let _guard = self.0.sessions.lock(contact).await;
+            let (session, item) = self.seal_item(contact, id, payload, kind)?;
+            commit(&self.0.store, &session, &item)?;
+        }
+        self.0.store.flush().await?;
+        self.0.wake.notify_one();
+        Ok(())
+    }
+
+    /// Seals and queues a payload, with the message (and transfer) it shows as, if any.
+    pub(crate) async fn queue(
+        &self,
+        contact: &ContactId,
+        id: MessageId,
+        payload: &Payload,
+        kind: OutboxKind,
+        message: Option<&Message>,
+        transfer: Option<&Transfer>,
+    ) -> Result<(), Error> {
+        self.queue_with(contact, id, payload, kind, |store, session, item| {
+            store
+                .queue_outgoing(session, item, message, transfer)
+                .map(|_| ())
+        })
+        .await?;
+        if let Some(message) = message {
+            // Every front end shows it, whichever one sent it (app, CLI, control socket).
+            self.0.events.emit(Event::MessageSent {
+                message: message.clone(),
+                transfer: transfer.cloned(),
+            });
+        }
+        Ok(())
+    }
+
+    fn seal_item(
+        &self,
+        contact: &ContactId,
+        id: MessageId,
+        payload: &Payload,
+        kind: OutboxKind,
+    ) -> Result<(Session, OutboxItem), Error> {
+        let plain = postcard::to_allocvec(payload)?;
+        let mut session: Session = self
+            .0
+            .store
+            .session(contact)?
+            .ok_or_else(|| Error::Protocol("no session with this contact".into()))?;
+        let ad = AssociatedData {
+            sender: *self.0.me.as_bytes(),
+            recipient: *contact.as_bytes(),
+            message_id: id.0,
+        };
+        let envelope = session.seal(&plain, &ad)?;
+        let item = OutboxItem {
+            contact: *contact,
+            message_id: id,
+            envelope,
+            kind,
+            queued_at: now_ms(),
+        };
+        Ok((session, item))
+    }
+
+    /// Number of payloads waiting (for one contact, or all).
+    pub(crate) fn len(&self, contact: Option<&ContactId>) -> Result<usize, Error> {
+        Ok(self
+            .0
+            .store
+            .outbox()?
+            .iter()
+            .filter(|(_, i)| contact.is_none_or(|c| *c == i.contact))
+            .count())
+    }
+
+    /// Messages (not receipts or transfer updates) waiting for `contact`.
+    pub(crate) fn queued_messages(&self, contact: &ContactId) -> Result<u64, Error> {
+        Ok(self
+            .0
+            .store
+            .outbox()?
+            .iter()
+            .filter(|(_, i)| i.contact == *contact && i.kind == OutboxKind::Message)
+            .count() as u64)
+    }
+
+    /// Waits until nothing waits for `contact` (or anyone), up to `timeout`. Returns whether it
+    /// drained.
+    pub(crate) async fn wait_drained(
+        &self,
+        contact: Option<&ContactId>,
+        timeout: Duration,
+    ) -> Result<bool, Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let drained = self.0.drained.notified();
+            if self.len(contact)? == 0 {
+                return Ok(true);
+            }
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+                return Ok(self.len(contact)? == 0);
+            }
+        }
+    }
+
+    fn clear_backoff(&self, id: &ContactId) {
+        if let Ok(mut b) = self.0.backoff.lock() {
+            b.remove(id);
+        }
+    }
+
+    fn back_off(&self, id: &ContactId) {
+        if let Ok(mut b) = self.0.backoff.lock() {
+            let delay = b
+                .get(id)
+                .map(|b| (b.delay * 2).min(MAX_BACKOFF))
+                .unwrap_or(Duration::from_secs(1));
+            b.insert(
+                *id,
+                Backoff {
+                    until: tokio::time::Instant::now() + delay,
+                    delay,
+                },
+            );
+        }
+    }
+
+    /// Delivers a contact's queued items in order; stops at the first that does not go through.
+    async fn deliver_contact(self, id: ContactId, items: Vec<(u64, OutboxItem)>) {
+        let store = &self.0.store;
+        let contact = match store.contact(&id) {
+            Ok(Some(c)) => c,
+            _ => {
+                tracing::warn!(contact = %id.fmt_short(), "outbox items for an unknown contact");
+                return;
+            }
+        };
+        let conn = match self.0.links.link(&contact).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(contact = %id.fmt_short(), "not reachable: {e}");
+                self.back_off(&id);
+                self.0.links.update_presence(&id);
+                return;
+            }
+        };
+        for (seq, item) in items {
+            let req = ChatRequest::Deliver {
+                message_id: item.message_id.0,
+                envelope: item.envelope.clone(),
+            };
+            match net::request(&conn, &req).await {
+                Ok(ChatResponse::Ack) => {
+                    let changed = match store.complete_delivery(seq, &item) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::error!("recording delivery: {e}");
+                            return;
+                        }
+                    };
+                    if let Err(e) = store.flush().await {
+                        tracing::error!("flush: {e}");
+                    }
+                    if changed {
+                        self.0.events.emit(Event::DeliveryChanged {
+                            id: item.message_id,
+                            contact: id,
+                            state: MessageState::Delivered,
+                        });
+                    }
+                }
+                Ok(ChatResponse::Reject {
+                    reason,
+                    retry: false,
+                }) => {
+                    tracing::warn!(contact = %id.fmt_short(), "delivery refused for good: {reason}");
+                    let _ = store.drop_outbox_item(seq);
+                    let _ = store.set_message_state(&item.message_id, MessageState::Failed);
+                    let _ = store.flush().await;
+                    // A receipt or transfer update has no message to show as failed.
+                    if item.kind == OutboxKind::Message {
+                        self.0.events.emit(Event::DeliveryChanged {
+                            id: item.message_id,
+                            contact: id,
+                            state: MessageState::Failed,
+                        });
+                    }
+                }
+                other => {
+                    tracing::debug!(contact = %id.fmt_short(), "delivery deferred: {other:?}");
+                    self.back_off(&id);
+                    return;
+                }
+            }
+        }
+        self.clear_backoff(&id);
+    }
+
+    /// The worker: delivers whatever is queued, per contact in order, with backoff for contacts
+    /// that are not reachable; woken by new items and by contacts coming online.
+    pub(crate) async fn run(self) {
+        let cancel = self.0.cancel.clone();
+        loop {
+            let wake = self.0.wake.notified();
+            let items = match self.0.store.outbox() {
+                Ok(i) => i,
+                Err(e) => {
+                    tracing::error!("reading the outbox: {e}");
+                    Vec::new()
+                }
+            };
+            let mut per_contact: BTreeMap<[u8; 32], Vec<(u64, OutboxItem)>> = BTreeMap::new();
+            for (seq, item) in items {
+                per_contact
+                    .entry(*item.contact.as_bytes())
+                    .or_default()
+                    .push((seq, item));
+            }
+            let now = tokio::time::Instant::now();
+            let mut next: Option<tokio::time::Instant> = None;
+            let mut set = tokio::task::JoinSet::new();
+            for (_, items) in per_contact {
+                let Some(id) = items.first().map(|(_, i)| i.contact) else {
+                    continue;
+                };
+                let until = self
+                    .0
+                    .backoff
+                    .lock()
+                    .ok()
+                    .and_then(|b| b.get(&id).map(|b| b.until));
+                match until {
+                    Some(t) if t > now => next = Some(next.map_or(t, |n| n.min(t))),
+                    _ => {
+                        set.spawn(self.clone().deliver_contact(id, items));
+                    }
+                }
+            }
+            let worked = !set.is_empty();
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = async { while set.join_next().await.is_some() {} } => {}
+            }
+            self.0.drained.notify_waiters();
+            if worked {
+                continue; // look again: new items or new backoffs
+            }
+            let sleep = async {
+                match next {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = wake => {}
+                _ = sleep => {}
+            }
+        }
+    }
+}
