@@ -180,10 +180,12 @@ impl Store {
             None => store.set_schema(SCHEMA_VERSION)?,
             Some(1) => store.migrate_from_1()?,
             Some(SCHEMA_VERSION) => {}
-            Some(v) => return Err(Error::Corrupt(format!(
+            Some(v) => {
+                return Err(Error::Corrupt(format!(
                 "store schema {v}, this version of Ferry reads {SCHEMA_VERSION} (and migrates 1); \
                      a newer release wrote it"
-            ))),
+            )))
+            }
         }
         Ok(store)
     }
