@@ -166,6 +166,69 @@ async fn offline_recipient_gets_queued_messages_once_and_in_order() -> Result<()
     Ok(())
 }
 
+/// A burst over the receiver's allowance is slowed down, not refused: the receiver answers
+/// "retry after N ms", the sender waits exactly that long, and every message arrives once, in
+/// order, with none failed and nothing left queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_over_the_allowance_is_slowed_and_arrives_whole() -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let alice = open(&new_home(dir.path(), "Alice")?, test_config()).await?;
+    // Bob takes 10 frames at once and 20 a second after that.
+    let slow = ferry_core::inbox::Allowances {
+        frames_per_sec: 20.0,
+        frames_burst: 10.0,
+        ..Default::default()
+    };
+    let bob = open(
+        &new_home(dir.path(), "Bob")?,
+        Config {
+            allowances: slow,
+            ..test_config()
+        },
+    )
+    .await?;
+    pair(&alice, &bob).await?;
+    let mut bob_events = bob.subscribe();
+    const N: usize = 50;
+    let mut sent = Vec::new();
+    for i in 0..N {
+        sent.push(alice.send_text("Bob", &format!("burst {i}")).await?.id);
+    }
+    let mut arrivals = Vec::new();
+    while arrivals.len() < N {
+        let body = next_message(&mut bob_events).await?;
+        arrivals.push((tokio::time::Instant::now(), body));
+    }
+    assert!(
+        alice.wait_outbox_drained(None, WAIT).await?,
+        "nothing left queued"
+    );
+    let bodies: Vec<&str> = arrivals.iter().map(|(_, b)| b.as_str()).collect();
+    let expected: Vec<String> = (0..N).map(|i| format!("burst {i}")).collect();
+    assert_eq!(bodies, expected, "each message once, in order");
+    let page = bob.history("Alice", None, 1000, false).await?;
+    assert_eq!(page.len(), N, "stored once each");
+    for id in &sent {
+        assert_eq!(
+            alice.message(id)?.map(|m| m.state),
+            Some(MessageState::Delivered),
+            "none failed"
+        );
+    }
+    // The limiter did hold the sender to Bob's allowance: after the first 10, no faster than
+    // 20 a second (a lower bound on the time taken, so it cannot flake on a slow machine).
+    let span = arrivals[N - 1].0 - arrivals[0].0;
+    let floor = Duration::from_secs_f64((N - 10) as f64 / 20.0 * 0.8);
+    assert!(
+        span >= floor,
+        "{N} arrived in {span:?}, faster than the allowance"
+    );
+    alice.shutdown().await;
+    bob.shutdown().await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn reused_and_expired_invites_are_refused() -> Result<()> {
     init_tracing();

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::e2e::{AssociatedData, E2eError, Envelope};
 use crate::model::{
@@ -23,10 +23,14 @@ use crate::store::{Applied, Changes, Store};
 use crate::wire::Payload;
 use crate::Error;
 
-/// Incoming deliveries allowed per contact per second, sustained.
-pub const RATE_PER_SEC: f64 = 20.0;
-/// Incoming deliveries allowed per contact in a burst.
-pub const RATE_BURST: f64 = 100.0;
+/// Sealed bytes one contact may have us store per second, sustained.
+pub const RATE_BYTES_PER_SEC: f64 = 1024.0 * 1024.0;
+/// Sealed bytes one contact may send in a burst above the sustained rate.
+pub const RATE_BYTES_BURST: f64 = 4.0 * 1024.0 * 1024.0;
+/// Deliveries (frames) one contact may send per second, sustained.
+pub const RATE_FRAMES_PER_SEC: f64 = 400.0;
+/// Deliveries (frames) one contact may send in a burst.
+pub const RATE_FRAMES_BURST: f64 = 1000.0;
 
 /// A boxed future, for handlers behind a trait object.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -111,31 +115,95 @@ pub(crate) trait PayloadHandler: Send + Sync {
     fn handle(&self, incoming: Incoming) -> BoxFuture<'_, Result<Handled, Error>>;
 }
 
-/// A token bucket limiting what one contact can make us store.
+/// What one contact may make a node store, as two token buckets. The default is the named
+/// constants above; tests lower it to exercise the limiter quickly.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Allowances {
+    /// Sealed bytes per second, sustained.
+    pub bytes_per_sec: f64,
+    /// Sealed bytes in a burst.
+    pub bytes_burst: f64,
+    /// Frames per second, sustained.
+    pub frames_per_sec: f64,
+    /// Frames in a burst.
+    pub frames_burst: f64,
+}
+
+impl Default for Allowances {
+    fn default() -> Self {
+        Allowances {
+            bytes_per_sec: RATE_BYTES_PER_SEC,
+            bytes_burst: RATE_BYTES_BURST,
+            frames_per_sec: RATE_FRAMES_PER_SEC,
+            frames_burst: RATE_FRAMES_BURST,
+        }
+    }
+}
+
+/// A token bucket: `rate` tokens a second, at most `burst` saved up.
 #[derive(Debug, Clone, Copy)]
-struct TokenBucket {
+struct Bucket {
     tokens: f64,
+    rate: f64,
+    burst: f64,
+}
+
+impl Bucket {
+    fn full(rate: f64, burst: f64) -> Bucket {
+        Bucket {
+            tokens: burst,
+            rate,
+            burst,
+        }
+    }
+
+    fn refill(&mut self, secs: f64) {
+        self.tokens = (self.tokens + secs * self.rate).min(self.burst);
+    }
+
+    /// How long until `cost` tokens are there (zero if they are now).
+    fn wait_for(&self, cost: f64) -> Duration {
+        let cost = cost.min(self.burst); // a cost above the burst would never fit
+        if self.tokens >= cost {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((cost - self.tokens) / self.rate)
+        }
+    }
+}
+
+/// What one contact may make us store: bytes and frames, each a token bucket. A sender over
+/// either is told exactly how long to wait, never refused.
+#[derive(Debug, Clone, Copy)]
+struct Allowance {
+    bytes: Bucket,
+    frames: Bucket,
     last: Instant,
 }
 
-impl TokenBucket {
-    fn new() -> Self {
-        TokenBucket {
-            tokens: RATE_BURST,
+impl Allowance {
+    fn new(a: &Allowances) -> Allowance {
+        Allowance {
+            bytes: Bucket::full(a.bytes_per_sec.max(1.0), a.bytes_burst.max(1.0)),
+            frames: Bucket::full(a.frames_per_sec.max(0.01), a.frames_burst.max(1.0)),
             last: Instant::now(),
         }
     }
 
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let refill = now.duration_since(self.last).as_secs_f64() * RATE_PER_SEC;
-        self.tokens = (self.tokens + refill).min(RATE_BURST);
+    /// Takes one frame of `bytes`, or says how long until it would fit.
+    fn take(&mut self, bytes: usize, now: Instant) -> Result<(), Duration> {
+        let secs = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
+        self.bytes.refill(secs);
+        self.frames.refill(secs);
+        let (b, f) = (bytes as f64, 1.0);
+        let wait = self.bytes.wait_for(b).max(self.frames.wait_for(f));
+        if wait.is_zero() {
+            self.bytes.tokens = (self.bytes.tokens - b).max(0.0);
+            self.frames.tokens -= f;
+            Ok(())
         } else {
-            false
+            Err(wait)
         }
     }
 }
@@ -145,8 +213,8 @@ impl TokenBucket {
 pub(crate) enum Outcome {
     /// Stored and flushed, or already had it: acknowledge.
     Taken,
-    /// Over this contact's rate: the sender may try again later.
-    RateLimited,
+    /// Over this contact's allowance: the sender should try again after this long.
+    Slow(Duration),
     /// Not taken.
     Refused(Error),
 }
@@ -156,8 +224,10 @@ pub(crate) struct Inbox {
     me: ContactId,
     store: Store,
     sessions: Arc<SessionLocks>,
-    /// Token buckets per contact; guards only the map, never held across an await.
-    limits: Mutex<HashMap<ContactId, TokenBucket>>,
+    /// What each contact may make us store.
+    allowances: Allowances,
+    /// Allowances per contact; guards only the map, never held across an await.
+    limits: Mutex<HashMap<ContactId, Allowance>>,
     /// Set once by the node after the features exist.
     handlers: OnceLock<HashMap<PayloadKind, Arc<dyn PayloadHandler>>>,
 }
@@ -170,11 +240,17 @@ impl std::fmt::Debug for Inbox {
 
 impl Inbox {
     /// An inbox with no handlers yet.
-    pub(crate) fn new(me: ContactId, store: Store, sessions: Arc<SessionLocks>) -> Inbox {
+    pub(crate) fn new(
+        me: ContactId,
+        store: Store,
+        sessions: Arc<SessionLocks>,
+        allowances: Allowances,
+    ) -> Inbox {
         Inbox {
             me,
             store,
             sessions,
+            allowances,
             limits: Mutex::default(),
             handlers: OnceLock::new(),
         }
@@ -185,11 +261,15 @@ impl Inbox {
         let _ = self.handlers.set(table.into_iter().collect());
     }
 
-    fn allowed(&self, from: &ContactId) -> bool {
-        self.limits
-            .lock()
-            .map(|mut l| l.entry(*from).or_insert_with(TokenBucket::new).take())
-            .unwrap_or(false)
+    fn allowed(&self, from: &ContactId, bytes: usize) -> Result<(), Duration> {
+        let mut limits = match self.limits.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        limits
+            .entry(*from)
+            .or_insert_with(|| Allowance::new(&self.allowances))
+            .take(bytes, Instant::now())
     }
 
     /// Takes one delivery from `from`.
@@ -199,8 +279,8 @@ impl Inbox {
         id: MessageId,
         envelope: &Envelope,
     ) -> Outcome {
-        if !self.allowed(&from) {
-            return Outcome::RateLimited;
+        if let Err(wait) = self.allowed(&from, envelope.ciphertext.len()) {
+            return Outcome::Slow(wait);
         }
         match self.receive(from, id, envelope).await {
             Ok(()) => Outcome::Taken,
@@ -310,7 +390,7 @@ mod tests {
             verified: false,
         };
         store.store_pairing(&contact, &mine, None, 1).unwrap();
-        let inbox = Inbox::new(me.id(), store, Arc::default());
+        let inbox = Inbox::new(me.id(), store, Arc::default(), Allowances::default());
         let count = Arc::new(Count(Mutex::default()));
         let kinds = [PayloadKind::Text, PayloadKind::Read];
         inbox.register(
@@ -335,6 +415,40 @@ mod tests {
             message_id: id.0,
         };
         s.seal(&postcard::to_allocvec(p).unwrap(), &ad).unwrap()
+    }
+
+    #[test]
+    fn an_allowance_counts_frames_and_bytes_and_says_how_long_to_wait() {
+        let t0 = Instant::now();
+        let mut a = Allowance::new(&Allowances::default());
+        a.last = t0;
+        // The frame burst goes through at once, then the next frame waits one frame's time.
+        for _ in 0..RATE_FRAMES_BURST as usize {
+            assert_eq!(a.take(100, t0), Ok(()));
+        }
+        let wait = a.take(100, t0).unwrap_err();
+        let frame = Duration::from_secs_f64(1.0 / RATE_FRAMES_PER_SEC);
+        assert!(wait <= frame && wait > frame / 2, "{wait:?}");
+        // After that wait it fits, exactly as promised.
+        assert_eq!(a.take(100, t0 + wait), Ok(()));
+
+        // Bytes: a burst of big frames empties the byte bucket; the wait is the byte deficit.
+        let mut b = Allowance::new(&Allowances::default());
+        b.last = t0;
+        let big = 64 * 1024;
+        let fits = (RATE_BYTES_BURST as usize) / big;
+        for _ in 0..fits {
+            assert_eq!(b.take(big, t0), Ok(()));
+        }
+        let wait = b.take(big, t0).unwrap_err();
+        let want = Duration::from_secs_f64(big as f64 / RATE_BYTES_PER_SEC);
+        assert!(wait <= want && wait > want / 2, "{wait:?} vs {want:?}");
+        assert_eq!(b.take(big, t0 + wait), Ok(()));
+        // A frame larger than the whole burst still gets through once the bucket is full.
+        let mut c = Allowance::new(&Allowances::default());
+        c.last = t0;
+        assert_eq!(c.take(usize::MAX / 2, t0), Ok(()));
+        assert!(c.take(1, t0).is_err());
     }
 
     #[tokio::test]

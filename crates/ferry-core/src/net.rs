@@ -509,9 +509,11 @@ impl Links {
                 .await
             {
                 Outcome::Taken => ChatResponse::Ack,
-                Outcome::RateLimited => {
-                    tracing::warn!(peer = %from.fmt_short(), "rate limited");
-                    reject("rate limited", true)
+                Outcome::Slow(wait) => {
+                    tracing::debug!(peer = %from.fmt_short(), ?wait, "over its allowance");
+                    ChatResponse::RetryAfter {
+                        ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).max(1),
+                    }
                 }
                 // A store or disk failure here is ours, not the sender's: let it try again.
                 Outcome::Refused(e) if e.is_transient() => {

@@ -17,7 +17,7 @@ use crate::chat::Messaging;
 use crate::contacts::Roster;
 use crate::home::{HomeLock, STORE_DIR};
 use crate::identity::{self, Identity};
-use crate::inbox::Inbox;
+use crate::inbox::{Allowances, Inbox};
 use crate::model::{
     Contact, ContactId, ContactView, Conversation, Event, Message, MessageId, Profile,
     StorageUsage, Transfer, TransferId,
@@ -54,6 +54,9 @@ pub struct Config {
     pub ping_interval: Duration,
     /// Accept every file offer from every contact (`ferry daemon --accept-files`).
     pub accept_files: bool,
+    /// What one contact may make this node store (the `inbox::RATE_*` constants unless a test
+    /// lowers them).
+    pub allowances: Allowances,
 }
 
 impl Default for Config {
@@ -65,6 +68,7 @@ impl Default for Config {
             direct: true,
             ping_interval: DEFAULT_PING_INTERVAL,
             accept_files: false,
+            allowances: Allowances::default(),
         }
     }
 }
@@ -149,7 +153,12 @@ impl Node {
         let bus = Bus::default();
         // Services, each from what it uses.
         let sessions = Arc::new(SessionLocks::default());
-        let inbox = Arc::new(Inbox::new(me, store.clone(), sessions.clone()));
+        let inbox = Arc::new(Inbox::new(
+            me,
+            store.clone(),
+            sessions.clone(),
+            config.allowances,
+        ));
         let links = Links::new(
             endpoint.clone(),
             store.clone(),

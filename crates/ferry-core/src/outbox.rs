@@ -24,6 +24,9 @@ use crate::Error;
 
 /// The longest wait between two delivery attempts to an unreachable contact.
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// The longest "retry after" from a contact that is honoured as asked (a longer one is cut to
+/// this: a peer cannot park our outbox).
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// When to try an unreachable contact again.
 #[derive(Debug, Clone, Copy)]
@@ -270,7 +273,21 @@ impl Outbox {
                 message_id: item.message_id.0,
                 envelope: item.envelope.clone(),
             };
-            match net::request(&conn, &req).await {
+            // An online contact over its allowance says how long to wait: wait exactly that,
+            // then send the same item again (no backoff, no reordering).
+            let answer = loop {
+                match net::request(&conn, &req).await {
+                    Ok(ChatResponse::RetryAfter { ms }) => {
+                        let wait = Duration::from_millis(u64::from(ms)).min(MAX_RETRY_AFTER);
+                        tokio::select! {
+                            _ = self.0.cancel.cancelled() => return,
+                            _ = tokio::time::sleep(wait) => {}
+                        }
+                    }
+                    other => break other,
+                }
+            };
+            match answer {
                 Ok(ChatResponse::Ack) => {
                     let changed = match store.complete_delivery(seq, &item) {
                         Ok(c) => c,

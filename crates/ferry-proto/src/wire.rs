@@ -157,6 +157,13 @@ pub enum ChatResponse {
         /// Whether trying again later may succeed.
         retry: bool,
     },
+    /// Not taken now: the sender is over its allowance and should send it again after this
+    /// many milliseconds (appended: a sender of an earlier release cannot read it, counts it
+    /// as a failed attempt, and backs off as it always did).
+    RetryAfter {
+        /// How long to wait.
+        ms: u32,
+    },
 }
 
 /// What is inside a sealed envelope.
