@@ -178,13 +178,7 @@ impl Node {
             &bus,
             cancel.clone(),
         );
-        let roster = Roster::new(
-            me,
-            identity.x25519_public(),
-            store.clone(),
-            links.clone(),
-            outbox.clone(),
-        );
+        let roster = Roster::new(me, identity.x25519_public(), store.clone(), links.clone());
         // Features, which never call each other: payloads reach them through the inbox's
         // table, link changes and ticks through the bus.
         let messaging = Messaging::new(store.clone(), outbox.clone(), events.clone());
@@ -316,7 +310,7 @@ impl Node {
 
     /// Unread messages over all contacts (what a tray or dock badge shows).
     pub fn unread(&self) -> Result<u64, Error> {
-        Ok(self.contacts()?.iter().map(|c| c.unread).sum())
+        self.store.unread_total()
     }
 
     /// One contact, by name or id prefix.

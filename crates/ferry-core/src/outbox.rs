@@ -197,17 +197,6 @@ impl Outbox {
             .count())
     }
 
-    /// Messages (not receipts or transfer updates) waiting for `contact`.
-    pub(crate) fn queued_messages(&self, contact: &ContactId) -> Result<u64, Error> {
-        Ok(self
-            .0
-            .store
-            .outbox()?
-            .iter()
-            .filter(|(_, i)| i.contact == *contact && i.kind == OutboxKind::Message)
-            .count() as u64)
-    }
-
     /// Waits until nothing waits for `contact` (or anyone), up to `timeout`. Returns whether it
     /// drained.
     pub(crate) async fn wait_drained(

@@ -15,6 +15,7 @@
 //! | `transfers` | transfer id (16) | [`Transfer`] |
 //! | `received` | message id (16) | empty: every payload the inbox took (added with no schema change: an empty tree means none known) |
 //! | `conversations` | conversation id (16) | [`Conversation`] (schema 2) |
+//! | `counters` | `u` ‖ conversation id (16), `q` ‖ endpoint id (32) | `u64` BE: unread incoming messages of a conversation, queued outgoing messages to a contact; kept in the same transactions as what they count, built at open when `meta/counters` is missing |
 //!
 //! Every logical change is one multi-tree transaction; callers [`Store::flush`] before
 //! acknowledging anything to a peer or a user.
@@ -101,6 +102,7 @@ pub struct Store {
     transfers: sled::Tree,
     received: sled::Tree,
     conversations: sled::Tree,
+    counters: sled::Tree,
     /// This home's own id (the author of what it sends).
     me: ContactId,
 }
@@ -131,6 +133,38 @@ fn tx_result<T>(r: Result<T, TransactionError<Error>>) -> Result<T, Error> {
         TransactionError::Abort(e) => e,
         TransactionError::Storage(e) => Error::Store(e),
     })
+}
+
+fn unread_key(conversation: &ConversationId) -> [u8; 17] {
+    let mut k = [b'u'; 17];
+    k[1..].copy_from_slice(&conversation.0);
+    k
+}
+
+fn queued_key(contact: &ContactId) -> [u8; 33] {
+    let mut k = [b'q'; 33];
+    k[1..].copy_from_slice(contact.as_bytes());
+    k
+}
+
+fn read_u64(v: &[u8]) -> u64 {
+    v.try_into().map(u64::from_be_bytes).unwrap_or(0)
+}
+
+/// Adds `delta` to a counter inside a transaction, never below zero.
+fn bump(
+    counters: &TransactionalTree,
+    key: &[u8],
+    delta: i64,
+) -> Result<(), ConflictableTransactionError<Error>> {
+    let now = counters.get(key)?.map(|v| read_u64(&v)).unwrap_or(0);
+    let next = now.saturating_add_signed(delta);
+    if next == 0 {
+        counters.remove(key)?;
+    } else {
+        counters.insert(key, &next.to_be_bytes()[..])?;
+    }
+    Ok(())
 }
 
 fn hex_key(key: &[u8]) -> String {
@@ -173,6 +207,7 @@ impl Store {
             transfers: db.open_tree("transfers")?,
             received: db.open_tree("received")?,
             conversations: db.open_tree("conversations")?,
+            counters: db.open_tree("counters")?,
             me: *me,
             db,
         };
@@ -187,7 +222,67 @@ impl Store {
             )))
             }
         }
+        if store.meta.get("counters")?.is_none() {
+            store.build_counters()?;
+        }
         Ok(store)
+    }
+
+    /// Counts what the counters count, from the records themselves: at the first open by a
+    /// release that keeps counters (or after a crash while building them, since the mark is
+    /// written last and the tree is rebuilt from nothing).
+    fn build_counters(&self) -> Result<(), Error> {
+        self.counters.clear()?;
+        let mut counts: std::collections::BTreeMap<Vec<u8>, u64> = Default::default();
+        for v in self.messages.iter().values() {
+            let m: Message = dec(&v?)?;
+            if m.direction == Direction::Incoming && m.state == MessageState::Received {
+                *counts
+                    .entry(unread_key(&m.conversation).to_vec())
+                    .or_default() += 1;
+            }
+        }
+        for v in self.outbox.iter().values() {
+            let item: OutboxItem = dec(&v?)?;
+            if item.kind == OutboxKind::Message {
+                *counts
+                    .entry(queued_key(&item.contact).to_vec())
+                    .or_default() += 1;
+            }
+        }
+        let mut batch = sled::Batch::default();
+        for (k, n) in counts {
+            batch.insert(k, &n.to_be_bytes()[..]);
+        }
+        self.counters.apply_batch(batch)?;
+        self.db.flush()?;
+        self.meta.insert("counters", &[1u8][..])?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Incoming messages of a conversation not yet read (a counter: O(1)).
+    pub fn unread_count(&self, conversation: &ConversationId) -> Result<u64, Error> {
+        self.counter(&unread_key(conversation))
+    }
+
+    /// Outgoing messages to a contact still waiting in the outbox (a counter: O(1)).
+    pub fn queued_count(&self, contact: &ContactId) -> Result<u64, Error> {
+        self.counter(&queued_key(contact))
+    }
+
+    /// Unread incoming messages over all conversations (one counter per conversation that
+    /// has any).
+    pub fn unread_total(&self) -> Result<u64, Error> {
+        let mut total = 0u64;
+        for v in self.counters.scan_prefix(b"u").values() {
+            total = total.saturating_add(read_u64(&v?));
+        }
+        Ok(total)
+    }
+
+    fn counter(&self, key: &[u8]) -> Result<u64, Error> {
+        Ok(self.counters.get(key)?.map(|v| read_u64(&v)).unwrap_or(0))
     }
 
     fn schema(&self) -> Result<Option<u32>, Error> {
@@ -431,10 +526,14 @@ impl Store {
                 &self.messages,
                 &self.message_ids,
                 &self.transfers,
+                &self.counters,
             )
-                .transaction(|(ses, out, msgs, ids, trs)| {
+                .transaction(|(ses, out, msgs, ids, trs, cnt)| {
                     ses.insert(item.contact.as_bytes(), s.clone())?;
                     out.insert(&seq.to_be_bytes(), o.clone())?;
+                    if item.kind == OutboxKind::Message {
+                        bump(cnt, &queued_key(&item.contact), 1)?;
+                    }
                     if let Some(m) = message {
                         put_message(msgs, ids, m)?;
                     }
@@ -520,8 +619,9 @@ impl Store {
                 &self.message_ids,
                 &self.transfers,
                 &self.received,
+                &self.counters,
             )
-                .transaction(|(ses, msgs, ids, trs, rec)| {
+                .transaction(|(ses, msgs, ids, trs, rec, cnt)| {
                     if let Some(m) = &changes.message {
                         if ids.get(m.id.0)?.is_some() {
                             return Ok(Applied {
@@ -530,6 +630,9 @@ impl Store {
                             });
                         }
                         put_message(msgs, ids, m)?;
+                        if m.direction == Direction::Incoming && m.state == MessageState::Received {
+                            bump(cnt, &unread_key(&m.conversation), 1)?;
+                        }
                     }
                     if let Some((id, bytes)) = &session {
                         ses.insert(id.as_bytes(), bytes.clone())?;
@@ -574,32 +677,48 @@ impl Store {
     /// message's state changed.
     pub fn complete_delivery(&self, outbox_seq: u64, item: &OutboxItem) -> Result<bool, Error> {
         tx_result(
-            (&self.outbox, &self.messages, &self.message_ids).transaction(|(out, msgs, idx)| {
-                out.remove(&outbox_seq.to_be_bytes())?;
-                if item.kind != OutboxKind::Message {
-                    return Ok(false);
-                }
-                let Some(key) = idx.get(item.message_id.0)? else {
-                    return Ok(false);
-                };
-                let Some(v) = msgs.get(&key)? else {
-                    return Ok(false);
-                };
-                let mut m: Message = tx_dec(&v)?;
-                if m.state != MessageState::Queued {
-                    return Ok(false);
-                }
-                m.state = MessageState::Delivered;
-                msgs.insert(key, tx_enc(&m)?)?;
-                Ok(true)
-            }),
+            (
+                &self.outbox,
+                &self.messages,
+                &self.message_ids,
+                &self.counters,
+            )
+                .transaction(|(out, msgs, idx, cnt)| {
+                    let was_queued = out.remove(&outbox_seq.to_be_bytes())?.is_some();
+                    if item.kind != OutboxKind::Message {
+                        return Ok(false);
+                    }
+                    if was_queued {
+                        bump(cnt, &queued_key(&item.contact), -1)?;
+                    }
+                    let Some(key) = idx.get(item.message_id.0)? else {
+                        return Ok(false);
+                    };
+                    let Some(v) = msgs.get(&key)? else {
+                        return Ok(false);
+                    };
+                    let mut m: Message = tx_dec(&v)?;
+                    if m.state != MessageState::Queued {
+                        return Ok(false);
+                    }
+                    m.state = MessageState::Delivered;
+                    msgs.insert(key, tx_enc(&m)?)?;
+                    Ok(true)
+                }),
         )
     }
 
     /// Drops an outbox item that can never be delivered (logged by the caller).
     pub fn drop_outbox_item(&self, outbox_seq: u64) -> Result<(), Error> {
-        self.outbox.remove(outbox_seq.to_be_bytes())?;
-        Ok(())
+        tx_result((&self.outbox, &self.counters).transaction(|(out, cnt)| {
+            if let Some(v) = out.remove(&outbox_seq.to_be_bytes())? {
+                let item: OutboxItem = tx_dec(&v)?;
+                if item.kind == OutboxKind::Message {
+                    bump(cnt, &queued_key(&item.contact), -1)?;
+                }
+            }
+            Ok(())
+        }))
     }
 
     /// The outbox, oldest first.
@@ -660,16 +779,26 @@ impl Store {
         let s = enc(session)?;
         let o = enc(receipt)?;
         tx_result(
-            (&self.sessions, &self.outbox, &self.messages).transaction(|(ses, out, msgs)| {
-                ses.insert(receipt.contact.as_bytes(), s.clone())?;
-                out.insert(&seq.to_be_bytes(), o.clone())?;
-                for m in messages {
-                    let mut m = m.clone();
-                    m.state = MessageState::Seen;
-                    msgs.insert(&message_key(&m.conversation, m.seq)[..], tx_enc(&m)?)?;
-                }
-                Ok(())
-            }),
+            (&self.sessions, &self.outbox, &self.messages, &self.counters).transaction(
+                |(ses, out, msgs, cnt)| {
+                    ses.insert(receipt.contact.as_bytes(), s.clone())?;
+                    out.insert(&seq.to_be_bytes(), o.clone())?;
+                    for m in messages {
+                        // As stored, not as the caller last saw it: only a message still unread
+                        // becomes seen and leaves the count.
+                        let key = message_key(&m.conversation, m.seq);
+                        let Some(v) = msgs.get(key)? else { continue };
+                        let mut stored: Message = tx_dec(&v)?;
+                        if stored.state != MessageState::Received {
+                            continue;
+                        }
+                        stored.state = MessageState::Seen;
+                        msgs.insert(&key[..], tx_enc(&stored)?)?;
+                        bump(cnt, &unread_key(&stored.conversation), -1)?;
+                    }
+                    Ok(())
+                },
+            ),
         )
     }
 }
@@ -678,6 +807,23 @@ impl Store {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// sled lets go of its file lock a moment after the last handle drops (its flusher thread
+    /// ends on its own), so a test that reopens at once retries while the lock is held.
+    fn again<T>(open: impl Fn() -> Result<T, Error>) -> Result<T, Error> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match open() {
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                other => return other,
+            }
+        }
+    }
 
     fn test_me() -> ContactId {
         iroh::SecretKey::from_bytes(&[42; 32]).public()
@@ -689,6 +835,7 @@ mod tests {
         let me = test_me();
         let store = Store::open(dir, &me).unwrap();
         store.meta.insert("schema", enc(&1u32).unwrap()).unwrap();
+        store.meta.remove("counters").unwrap(); // schema 1 kept no counters
         store
             .put_contact(&Contact {
                 id: *them,
@@ -733,7 +880,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let them = iroh::SecretKey::from_bytes(&[5; 32]).public();
         let old = schema1_store(dir.path(), &them, 3 * MIGRATION_BATCH as u64 + 7);
-        let store = Store::open(dir.path(), &test_me()).unwrap();
+        let store = again(|| Store::open(dir.path(), &test_me())).unwrap();
         assert_eq!(store.schema().unwrap(), Some(2));
         let conv = ConversationId::direct(&test_me(), &them);
         let all = store.history(&conv, None, usize::MAX).unwrap();
@@ -761,7 +908,7 @@ mod tests {
         {
             // What a process killed after its first batch leaves: some records rewritten, the
             // schema mark still 1, no conversation records.
-            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let db = again(|| Ok(sled::Config::new().path(dir.path()).open()?)).unwrap();
             let store = Store {
                 meta: db.open_tree("meta").unwrap(),
                 settings: db.open_tree("settings").unwrap(),
@@ -774,6 +921,7 @@ mod tests {
                 transfers: db.open_tree("transfers").unwrap(),
                 received: db.open_tree("received").unwrap(),
                 conversations: db.open_tree("conversations").unwrap(),
+                counters: db.open_tree("counters").unwrap(),
                 me: test_me(),
                 db,
             };
@@ -783,7 +931,7 @@ mod tests {
             );
             assert_eq!(store.schema().unwrap(), Some(1));
         }
-        let store = Store::open(dir.path(), &test_me()).unwrap();
+        let store = again(|| Store::open(dir.path(), &test_me())).unwrap();
         assert_eq!(store.schema().unwrap(), Some(2));
         let conv = ConversationId::direct(&test_me(), &them);
         let all = store.history(&conv, None, usize::MAX).unwrap();
@@ -798,15 +946,15 @@ mod tests {
         let them = iroh::SecretKey::from_bytes(&[8; 32]).public();
         schema1_store(dir.path(), &them, 3);
         {
-            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let db = again(|| Ok(sled::Config::new().path(dir.path()).open()?)).unwrap();
             let messages = db.open_tree("messages").unwrap();
             messages.insert([0u8; 24], &b"\xff\xff"[..]).unwrap();
             db.flush().unwrap();
         }
-        let err = Store::open(dir.path(), &test_me()).unwrap_err();
+        let err = again(|| Store::open(dir.path(), &test_me())).unwrap_err();
         assert!(matches!(err, Error::Corrupt(_)), "{err}");
         assert!(err.to_string().contains("upgrading the store"), "{err}");
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let db = again(|| Ok(sled::Config::new().path(dir.path()).open()?)).unwrap();
         let schema: u32 = dec(&db
             .open_tree("meta")
             .unwrap()
@@ -825,7 +973,7 @@ mod tests {
             store.meta.insert("schema", enc(&99u32).unwrap()).unwrap();
             store.db.flush().unwrap();
         }
-        let err = Store::open(dir.path(), &test_me()).unwrap_err();
+        let err = again(|| Store::open(dir.path(), &test_me())).unwrap_err();
         assert!(err.to_string().contains("schema 99"), "{err}");
     }
 
@@ -957,5 +1105,79 @@ mod tests {
             })
             .unwrap();
         assert!(twice.read.is_empty());
+    }
+
+    #[test]
+    fn counters_follow_every_change_and_a_rebuild_agrees() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &test_me()).unwrap();
+        let bob = iroh::SecretKey::from_bytes(&[2; 32]).public();
+        let conv = ConversationId([9; 16]);
+        let s = session();
+        let ad = crate::e2e::AssociatedData {
+            sender: [0; 32],
+            recipient: [0; 32],
+            message_id: [0; 16],
+        };
+        let envelope = s.clone().seal(b"x", &ad).unwrap();
+        let item = |n: u8, kind| OutboxItem {
+            contact: bob,
+            message_id: MessageId([n; 16]),
+            envelope: envelope.clone(),
+            kind,
+            queued_at: 0,
+        };
+        // Two outgoing messages and a receipt queued: two queued.
+        let out1 = message(1, bob, Direction::Outgoing, MessageState::Queued);
+        let out2 = message(2, bob, Direction::Outgoing, MessageState::Queued);
+        let seq1 = store
+            .queue_outgoing(&s, &item(1, OutboxKind::Message), Some(&out1), None)
+            .unwrap();
+        let seq2 = store
+            .queue_outgoing(&s, &item(2, OutboxKind::Message), Some(&out2), None)
+            .unwrap();
+        store
+            .queue_outgoing(&s, &item(3, OutboxKind::Control), None, None)
+            .unwrap();
+        assert_eq!(store.queued_count(&bob).unwrap(), 2);
+        // Three incoming, one a duplicate: two unread.
+        for n in [10, 11, 11] {
+            store
+                .apply(&Changes {
+                    message: Some(message(n, bob, Direction::Incoming, MessageState::Received)),
+                    ..Changes::default()
+                })
+                .unwrap();
+        }
+        assert_eq!(store.unread_count(&conv).unwrap(), 2);
+        // One delivered (and its retry), one refused for good: none queued.
+        assert!(store
+            .complete_delivery(seq1, &item(1, OutboxKind::Message))
+            .unwrap());
+        store
+            .complete_delivery(seq1, &item(1, OutboxKind::Message))
+            .unwrap();
+        store.drop_outbox_item(seq2).unwrap();
+        store.drop_outbox_item(seq2).unwrap();
+        assert_eq!(store.queued_count(&bob).unwrap(), 0);
+        // Seen twice over: one left unread.
+        let seen = message(10, bob, Direction::Incoming, MessageState::Received);
+        store
+            .mark_seen(
+                std::slice::from_ref(&seen),
+                &s,
+                &item(4, OutboxKind::Control),
+            )
+            .unwrap();
+        store
+            .mark_seen(&[seen], &s, &item(5, OutboxKind::Control))
+            .unwrap();
+        assert_eq!(store.unread_count(&conv).unwrap(), 1);
+        // A rebuild from the records finds the same.
+        store.build_counters().unwrap();
+        assert_eq!(store.unread_count(&conv).unwrap(), 1);
+        assert_eq!(store.queued_count(&bob).unwrap(), 0);
+        assert_eq!(store.unread(&conv).unwrap().len(), 1);
+        assert_eq!(store.unread_total().unwrap(), 1);
     }
 }
