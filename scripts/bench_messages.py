@@ -29,19 +29,11 @@ import tempfile
 import threading
 import time
 
+from benchlib import isolate
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 WAIT = 120  # seconds any single wait may take before the run is declared broken
-
-
-def isolate():
-    """Re-runs this script in a new network namespace with only loopback up."""
-    if os.environ.get("FERRY_BENCH_ISOLATED") == "1":
-        return
-    env = dict(os.environ, FERRY_BENCH_ISOLATED="1")
-    cmd = ["unshare", "-n", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
-           sys.executable, *sys.argv]
-    sys.exit(subprocess.call(cmd, env=env))
 
 
 def run(cmd):
@@ -174,7 +166,14 @@ def burst(alice, bob, n):
         complete = False
     got = [b for _, b in bob.arrivals[start:]]
     last = bob.arrivals[-1][0] if len(bob.arrivals) > start else t0
-    queued = alice.control.call("outbox")["queued"]
+    # The last acknowledgement may still be on its way back to Alice: give it a moment, then
+    # count what is still waiting (anything left means a message stuck in backoff).
+    deadline = time.monotonic() + 10
+    while True:
+        queued = alice.control.call("outbox")["queued"]
+        if queued == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     in_order = [b for b in got if b in set(bodies)] == bodies[: len(set(got))]
     dupes = len(got) - len(set(got))
     return {

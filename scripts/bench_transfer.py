@@ -20,6 +20,8 @@ import tempfile
 import threading
 import time
 
+from benchlib import isolate
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
@@ -35,16 +37,6 @@ def human(n):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-
-
-def isolate():
-    """Re-runs this script in a new network namespace with only loopback up."""
-    if os.environ.get("FERRY_BENCH_ISOLATED") == "1":
-        return
-    env = dict(os.environ, FERRY_BENCH_ISOLATED="1")
-    cmd = ["unshare", "-n", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
-           sys.executable, *sys.argv]
-    sys.exit(subprocess.call(cmd, env=env))
 
 
 def generate(path, size):
