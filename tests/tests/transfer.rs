@@ -158,6 +158,39 @@ async fn file_and_nested_folder_round_trip_byte_for_byte() -> Result<()> {
     Ok(())
 }
 
+/// A file edited after it was offered no longer matches its hash. The sender notices when the
+/// receiver asks for it and says so on both sides; the receiver never sees a bare
+/// verification error and never saves the changed bytes.
+#[tokio::test]
+async fn a_file_changed_after_the_offer_is_refused_with_a_reason() -> Result<()> {
+    let p = paired().await?;
+    let file = p.root.join("draft.txt");
+    std::fs::write(&file, data(64 * 1024, 7))?;
+    let mut rx = p.bob.subscribe();
+    let sent = p.alice.send_file("Bob", &file).await?;
+    offered(&p.bob, &mut rx).await?;
+    // The author keeps editing: a later modification time and another size.
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    std::fs::write(&file, data(70 * 1024, 8))?;
+    std::fs::File::options()
+        .write(true)
+        .open(&file)?
+        .set_modified(later)?;
+
+    p.bob.accept_transfer(&sent.id.to_string()).await?;
+    state_becomes(&p.alice, sent.id, TransferState::Failed).await?;
+    state_becomes(&p.bob, sent.id, TransferState::Cancelled).await?;
+    for node in [&p.alice, &p.bob] {
+        let t = node.transfer_by_id(&sent.id)?.context("the transfer")?;
+        let why = t.error.unwrap_or_default();
+        assert!(why.contains("changed after it was offered"), "{why}");
+    }
+    assert!(!p.downloads.join("draft.txt").exists());
+    p.alice.shutdown().await;
+    p.bob.shutdown().await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn decline_and_cancel_reach_the_other_side() -> Result<()> {
     let p = paired().await?;

@@ -104,6 +104,16 @@ pub(super) async fn provider_events(
                     continue;
                 }
                 let root = msg.request.hash;
+                // The file was imported by reference: if it changed since the offer, its bytes
+                // no longer match the hash. Say so, instead of letting the receiver fail on a
+                // verification error it cannot explain.
+                if let Some(t) = peer.and_then(|p| changed_since_offered(&ctx, &p, &root)) {
+                    tracing::warn!(transfer = %t.id, "the offered file changed; not serving it");
+                    msg.tx.send(deny).await.ok();
+                    let ctx = ctx.clone();
+                    tokio::spawn(async move { fail_changed(&ctx, t).await });
+                    continue;
+                }
                 msg.tx.send(Ok(())).await.ok();
                 let Some(peer) = peer else {
                     continue;
@@ -161,6 +171,56 @@ pub(super) async fn provider_events(
             _ => {}
         }
     }
+}
+
+/// Why an offered file can no longer be sent.
+pub(crate) const CHANGED_SINCE_OFFERED: &str =
+    "the file changed after it was offered; send it again";
+
+/// An outgoing single-file transfer to `peer` whose source no longer is what was offered:
+/// gone, another size, or modified after the offer (a folder's files are not checked yet).
+fn changed_since_offered(ctx: &Transfers, peer: &ContactId, root: &Hash) -> Option<Transfer> {
+    let hex = root.to_hex().to_string();
+    let t = ctx.store.transfers().ok()?.into_iter().rev().find(|t| {
+        t.direction == Direction::Outgoing
+            && t.contact == *peer
+            && t.hash == hex
+            && !t.folder
+            && !t.state.is_final()
+    })?;
+    let source = t.path.as_ref()?;
+    let changed = match std::fs::metadata(source) {
+        Err(_) => true,
+        Ok(meta) => {
+            let modified_ms = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            // A second of slack for file systems with coarse timestamps.
+            meta.len() != t.size || modified_ms > t.created_at.saturating_add(1000)
+        }
+    };
+    changed.then_some(t)
+}
+
+/// Ends a transfer whose source changed: failed here with the reason, cancelled with the same
+/// reason for the receiver (the update a receiver of any release takes from its sender).
+async fn fail_changed(ctx: &Arc<Transfers>, mut t: Transfer) {
+    let why = CHANGED_SINCE_OFFERED.to_string();
+    if let Err(e) = set_state(ctx, &mut t, TransferState::Failed, Some(why.clone())).await {
+        tracing::warn!(transfer = %t.id, "marking a changed file failed: {e}");
+        return;
+    }
+    ctx.emit(Event::TransferFailed {
+        id: t.id,
+        reason: why.clone(),
+    });
+    if let Err(e) = tell(ctx, &t, TransferState::Cancelled, Some(why)).await {
+        tracing::warn!(transfer = %t.id, "telling the receiver: {e}");
+    }
+    finish_locally(ctx, &t).await;
 }
 
 pub(super) fn outgoing_progress(ctx: &Arc<Transfers>, peer: &ContactId, root: &Hash, bytes: u64) {
