@@ -48,13 +48,16 @@ fn store_paths(c: &mut Criterion) {
     let bob = id(1);
     let store = Store::open(dir.path(), &me).expect("store");
     let conv = ConversationId::direct(&me, &bob);
-    for seq in 1..=HISTORY {
+    let receive = |seq| {
         store
             .apply(&Changes {
                 message: Some(incoming(conv, bob, seq)),
                 ..Changes::default()
             })
-            .expect("apply");
+            .expect("apply")
+    };
+    for seq in 1..=HISTORY {
+        receive(seq);
     }
     rt.block_on(store.flush()).expect("flush");
 
@@ -62,12 +65,7 @@ fn store_paths(c: &mut Criterion) {
     c.bench_function("store/append_received_and_flush", |b| {
         b.iter(|| {
             seq += 1;
-            store
-                .apply(&Changes {
-                    message: Some(incoming(conv, bob, seq)),
-                    ..Changes::default()
-                })
-                .expect("apply");
+            receive(seq);
             rt.block_on(store.flush()).expect("flush");
         })
     });

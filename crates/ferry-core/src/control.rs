@@ -553,8 +553,7 @@ where
 /// Gives the messages in `value` (one message, a list, or an event carrying one) their author
 /// if the holder did not send one, as a holder of a release before store schema 2 does: the
 /// sender of an incoming message, this home (`me`, asked at most once) for an outgoing one.
-fn fill_authors(value: &mut Value, me: impl FnOnce() -> Option<String>) {
-    let mut me = Some(me);
+fn fill_authors(value: &mut Value, mut me: impl FnMut() -> Option<String>) {
     let mut mine: Option<Option<String>> = None;
     let mut fill = |m: &mut Value| {
         let Some(obj) = m.as_object_mut() else { return };
@@ -564,9 +563,7 @@ fn fill_authors(value: &mut Value, me: impl FnOnce() -> Option<String>) {
         let author = if obj.get("direction").and_then(Value::as_str) == Some("incoming") {
             obj.get("contact").cloned()
         } else {
-            mine.get_or_insert_with(|| me.take().and_then(|f| f()))
-                .clone()
-                .map(Value::String)
+            mine.get_or_insert_with(&mut me).clone().map(Value::String)
         };
         if let Some(author) = author {
             obj.insert("author".into(), author);

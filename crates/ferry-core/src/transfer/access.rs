@@ -180,14 +180,7 @@ pub(crate) const CHANGED_SINCE_OFFERED: &str =
 /// An outgoing single-file transfer to `peer` whose source no longer is what was offered:
 /// gone, another size, or modified after the offer (a folder's files are not checked yet).
 fn changed_since_offered(ctx: &Transfers, peer: &ContactId, root: &Hash) -> Option<Transfer> {
-    let hex = root.to_hex().to_string();
-    let t = ctx.store.transfers().ok()?.into_iter().rev().find(|t| {
-        t.direction == Direction::Outgoing
-            && t.contact == *peer
-            && t.hash == hex
-            && !t.folder
-            && !t.state.is_final()
-    })?;
+    let t = live_outgoing(ctx, peer, root).filter(|t| !t.folder)?;
     let source = t.path.as_ref()?;
     let changed = match std::fs::metadata(source) {
         Err(_) => true,
@@ -223,18 +216,19 @@ async fn fail_changed(ctx: &Arc<Transfers>, mut t: Transfer) {
     finish_locally(ctx, &t).await;
 }
 
-pub(super) fn outgoing_progress(ctx: &Arc<Transfers>, peer: &ContactId, root: &Hash, bytes: u64) {
+/// The newest outgoing transfer of `root` to `peer` that is still under way.
+fn live_outgoing(ctx: &Transfers, peer: &ContactId, root: &Hash) -> Option<Transfer> {
     let hex = root.to_hex().to_string();
-    let Ok(all) = ctx.store.transfers() else {
-        return;
-    };
-    let Some(t) = all.into_iter().rev().find(|t| {
+    ctx.store.transfers().ok()?.into_iter().rev().find(|t| {
         t.direction == Direction::Outgoing
             && t.contact == *peer
             && t.hash == hex
             && !t.state.is_final()
-    }) else {
-        return;
-    };
-    emit_progress(ctx, &t, bytes.min(t.size));
+    })
+}
+
+pub(super) fn outgoing_progress(ctx: &Arc<Transfers>, peer: &ContactId, root: &Hash, bytes: u64) {
+    if let Some(t) = live_outgoing(ctx, peer, root) {
+        emit_progress(ctx, &t, bytes.min(t.size));
+    }
 }
