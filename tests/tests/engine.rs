@@ -168,47 +168,85 @@ async fn offline_recipient_gets_queued_messages_once_and_in_order() -> Result<()
 
 /// A burst over the receiver's allowance is slowed down, not refused: the receiver answers
 /// "retry after N ms", the sender waits exactly that long, and every message arrives once, in
-/// order, with none failed and nothing left queued.
+/// order, with none failed and nothing left queued. Here the sender speaks only
+/// `ferry/chat/1` (as releases before batches did), one frame a message, and Bob counts frames.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_over_the_allowance_is_slowed_and_arrives_whole() -> Result<()> {
-    init_tracing();
-    let dir = tempfile::tempdir()?;
-    let alice = open(&new_home(dir.path(), "Alice")?, test_config()).await?;
     // Bob takes 10 frames at once and 20 a second after that.
-    let slow = ferry_core::inbox::Allowances {
+    let frames = ferry_core::inbox::Allowances {
         frames_per_sec: 20.0,
         frames_burst: 10.0,
         ..Default::default()
     };
+    let body = |i| format!("burst {i}");
+    let floor = Duration::from_secs_f64((50 - 10) as f64 / 20.0);
+    burst_against(false, frames, 50, body, floor).await
+}
+
+/// The same with batches (`ferry/chat/2`): a batch is one frame, so it is the byte allowance
+/// that holds the sender back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_in_batches_is_held_to_the_byte_allowance_and_arrives_whole() -> Result<()> {
+    // Bob takes 64 KiB at once (one whole frame) and 64 KiB a second after that.
+    let bytes = ferry_core::inbox::Allowances {
+        bytes_per_sec: 64.0 * 1024.0,
+        bytes_burst: 64.0 * 1024.0,
+        ..Default::default()
+    };
+    // 200 messages of about 1 KiB: 200 KiB, so at least (200 - 64) / 64 seconds.
+    let body = |i| format!("{i:04} {}", "x".repeat(1000));
+    let floor = Duration::from_secs_f64((200.0 - 64.0) / 64.0);
+    burst_against(true, bytes, 200, body, floor).await
+}
+
+/// Alice sends `n` messages back to back to a Bob with `allowances`; each arrives once, in
+/// order, none fails, and the whole took at least 80% of `floor` (a lower bound, so it
+/// cannot flake on a slow machine).
+async fn burst_against(
+    batches: bool,
+    allowances: ferry_core::inbox::Allowances,
+    n: usize,
+    body: impl Fn(usize) -> String,
+    floor: Duration,
+) -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let alice = open(
+        &new_home(dir.path(), "Alice")?,
+        Config {
+            batches,
+            ..test_config()
+        },
+    )
+    .await?;
     let bob = open(
         &new_home(dir.path(), "Bob")?,
         Config {
-            allowances: slow,
+            allowances,
             ..test_config()
         },
     )
     .await?;
     pair(&alice, &bob).await?;
     let mut bob_events = bob.subscribe();
-    const N: usize = 50;
     let mut sent = Vec::new();
-    for i in 0..N {
-        sent.push(alice.send_text("Bob", &format!("burst {i}")).await?.id);
+    let t0 = tokio::time::Instant::now();
+    for i in 0..n {
+        sent.push(alice.send_text("Bob", &body(i)).await?.id);
     }
     let mut arrivals = Vec::new();
-    while arrivals.len() < N {
-        let body = next_message(&mut bob_events).await?;
-        arrivals.push((tokio::time::Instant::now(), body));
+    while arrivals.len() < n {
+        arrivals.push(next_message(&mut bob_events).await?);
     }
+    let span = t0.elapsed();
     assert!(
         alice.wait_outbox_drained(None, WAIT).await?,
         "nothing left queued"
     );
-    let bodies: Vec<&str> = arrivals.iter().map(|(_, b)| b.as_str()).collect();
-    let expected: Vec<String> = (0..N).map(|i| format!("burst {i}")).collect();
-    assert_eq!(bodies, expected, "each message once, in order");
+    let expected: Vec<String> = (0..n).map(body).collect();
+    assert_eq!(arrivals, expected, "each message once, in order");
     let page = bob.history("Alice", None, 1000, false).await?;
-    assert_eq!(page.len(), N, "stored once each");
+    assert_eq!(page.len(), n, "stored once each");
     for id in &sent {
         assert_eq!(
             alice.message(id)?.map(|m| m.state),
@@ -216,16 +254,107 @@ async fn a_burst_over_the_allowance_is_slowed_and_arrives_whole() -> Result<()> 
             "none failed"
         );
     }
-    // The limiter did hold the sender to Bob's allowance: after the first 10, no faster than
-    // 20 a second (a lower bound on the time taken, so it cannot flake on a slow machine).
-    let span = arrivals[N - 1].0 - arrivals[0].0;
-    let floor = Duration::from_secs_f64((N - 10) as f64 / 20.0 * 0.8);
+    // The limiter did hold the sender to Bob's allowance.
     assert!(
-        span >= floor,
-        "{N} arrived in {span:?}, faster than the allowance"
+        span >= floor.mul_f64(0.8),
+        "{n} arrived in {span:?}, faster than the allowance ({floor:?})"
     );
     alice.shutdown().await;
     bob.shutdown().await;
+    Ok(())
+}
+
+/// What waited while Bob was away goes in batches when he is back: 200 messages reach a Bob
+/// who takes three frames and then almost nothing, whole and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_messages_go_in_batches_under_a_tight_frame_allowance() -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let alice = open(&new_home(dir.path(), "Alice")?, test_config()).await?;
+    let bh = new_home(dir.path(), "Bob")?;
+    let bob = open(&bh, test_config()).await?;
+    pair(&alice, &bob).await?;
+    bob.shutdown().await;
+    drop(bob);
+    const N: usize = 200;
+    for i in 0..N {
+        alice.send_text("Bob", &format!("while away {i}")).await?;
+    }
+    let tight = ferry_core::inbox::Allowances {
+        frames_per_sec: 0.001,
+        frames_burst: 3.0,
+        ..Default::default()
+    };
+    let bob = open(
+        &bh,
+        Config {
+            allowances: tight,
+            ..test_config()
+        },
+    )
+    .await?;
+    assert!(alice.wait_outbox_drained(None, WAIT).await?, "drained");
+    let page = bob.history("Alice", None, 1000, false).await?;
+    let bodies: Vec<&str> = page.iter().map(|m| m.body.as_str()).collect();
+    let expected: Vec<String> = (0..N).map(|i| format!("while away {i}")).collect();
+    assert_eq!(bodies, expected, "each message once, in order");
+    alice.shutdown().await;
+    bob.shutdown().await;
+    Ok(())
+}
+
+/// A node of a release before batches (`ferry/chat/1` only) and this one pair and talk both
+/// ways, whoever dials, including what was queued while the other was away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_batches_and_this_one_talk_both_ways() -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let old = Config {
+        batches: false,
+        ..test_config()
+    };
+    let oh = new_home(dir.path(), "Old")?;
+    let nh = new_home(dir.path(), "New")?;
+    let older = open(&oh, old.clone()).await?;
+    let newer = open(&nh, test_config()).await?;
+    pair(&older, &newer).await?;
+    let (mut at_new, mut at_old) = (newer.subscribe(), older.subscribe());
+    older.send_text("New", "from old").await?;
+    assert_eq!(next_message(&mut at_new).await?, "from old");
+    newer.send_text("Old", "from new").await?;
+    assert_eq!(next_message(&mut at_old).await?, "from new");
+
+    // The old one away: the new one queues, then delivers one at a time when it is back
+    // (whichever side dials first).
+    older.shutdown().await;
+    drop(older);
+    for i in 0..5 {
+        newer.send_text("Old", &format!("queued {i}")).await?;
+    }
+    let older = open(&oh, old).await?;
+    assert!(newer.wait_outbox_drained(None, WAIT).await?, "drained");
+    let page = older.history("New", None, 100, false).await?;
+    let bodies: Vec<&str> = page
+        .iter()
+        .map(|m| m.body.as_str())
+        .filter(|b| b.starts_with("queued"))
+        .collect();
+    assert_eq!(
+        bodies,
+        ["queued 0", "queued 1", "queued 2", "queued 3", "queued 4"]
+    );
+    // And the other way, the new one away.
+    newer.shutdown().await;
+    drop(newer);
+    for i in 0..5 {
+        older.send_text("New", &format!("back {i}")).await?;
+    }
+    let newer = open(&nh, test_config()).await?;
+    assert!(older.wait_outbox_drained(None, WAIT).await?, "drained");
+    let page = newer.history("Old", None, 100, false).await?;
+    assert_eq!(page.len(), 12, "every message once");
+    older.shutdown().await;
+    newer.shutdown().await;
     Ok(())
 }
 

@@ -20,7 +20,7 @@ use crate::model::{
 };
 use crate::sessions::SessionLocks;
 use crate::store::{Applied, Changes, Store};
-use crate::wire::Payload;
+use crate::wire::{Delivery, DeliveryAnswer, Payload};
 use crate::Error;
 
 /// Sealed bytes one contact may have us store per second, sustained.
@@ -298,16 +298,108 @@ impl Inbox {
             return Ok(()); // a retry after our acknowledgement was lost
         }
         let guard = self.sessions.lock(&from).await;
-        let contact = self
-            .store
-            .contact(&from)?
-            .ok_or_else(|| Error::UnknownContact(from.to_string()))?;
+        let contact = self.sender(&from)?;
+        let taken = self.take(&contact, id, envelope).await?;
+        self.store.flush().await?;
+        // Follow-ups may seal to this contact again (an automatic accept): not under the lock.
+        drop(guard);
+        if let Some((applied, Some(after))) = taken {
+            after(applied).await;
+        }
+        Ok(())
+    }
+
+    /// Takes a batch from `from`, in order: one allowance for the whole frame, one session
+    /// lock, and one flush before any of it is acknowledged.
+    pub(crate) async fn deliver_batch(&self, from: ContactId, batch: &[Delivery]) -> BatchOutcome {
+        let bytes = batch.iter().map(|d| d.envelope.ciphertext.len()).sum();
+        if let Err(wait) = self.allowed(&from, bytes) {
+            return BatchOutcome {
+                answers: Vec::new(),
+                retry_after: Some(wait),
+            };
+        }
+        let refuse = |e: &Error| DeliveryAnswer::Reject {
+            reason: e.to_string(),
+            retry: e.is_transient(),
+        };
+        let guard = self.sessions.lock(&from).await;
+        let contact = match self.sender(&from) {
+            Ok(c) => c,
+            Err(e) => {
+                return BatchOutcome {
+                    answers: vec![refuse(&e)],
+                    retry_after: None,
+                }
+            }
+        };
+        let mut answers = Vec::with_capacity(batch.len());
+        let mut afters = Vec::new();
+        for d in batch {
+            let id = MessageId(d.message_id);
+            match self.take(&contact, id, &d.envelope).await {
+                Ok(taken) => {
+                    answers.push(DeliveryAnswer::Ack);
+                    if let Some((applied, Some(after))) = taken {
+                        afters.push((applied, after));
+                    }
+                }
+                // Ours (the store, the disk), not the sender's: stop here, it tries again.
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(peer = %from.fmt_short(), "could not take a delivery now: {e}");
+                    answers.push(refuse(&e));
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(peer = %from.fmt_short(), "dropped a delivery: {e}");
+                    answers.push(refuse(&e));
+                }
+            }
+        }
+        if let Err(e) = self.store.flush().await {
+            // Nothing is acknowledged that is not durable: the sender sends it all again, and
+            // what did reach the disk is recognised as a duplicate then.
+            tracing::warn!(peer = %from.fmt_short(), "could not flush a batch: {e}");
+            return BatchOutcome {
+                answers: vec![refuse(&e)],
+                retry_after: None,
+            };
+        }
+        drop(guard);
+        for (applied, after) in afters {
+            after(applied).await;
+        }
+        BatchOutcome {
+            answers,
+            retry_after: None,
+        }
+    }
+
+    /// The stored contact a delivery comes from.
+    fn sender(&self, from: &ContactId) -> Result<Contact, Error> {
+        self.store
+            .contact(from)?
+            .ok_or_else(|| Error::UnknownContact(from.to_string()))
+    }
+
+    /// Opens one delivery and commits what its handler decides, with the advanced session, in
+    /// one transaction; the caller holds the sender's session lock and flushes. `None` for a
+    /// duplicate; otherwise what the store did and the follow-up to run after the flush.
+    async fn take(
+        &self,
+        from: &Contact,
+        id: MessageId,
+        envelope: &Envelope,
+    ) -> Result<Option<(Applied, Option<After>)>, Error> {
+        if self.store.was_received(&id)? {
+            return Ok(None);
+        }
         let mut session = self
             .store
-            .session(&from)?
+            .session(&from.id)?
             .ok_or_else(|| Error::Protocol("no session".into()))?;
         let ad = AssociatedData {
-            sender: *from.as_bytes(),
+            sender: *from.id.as_bytes(),
             recipient: *self.me.as_bytes(),
             message_id: id.0,
         };
@@ -316,7 +408,7 @@ impl Inbox {
             // The key is gone. Under an id we took (a retry racing its first copy), that is a
             // duplicate to acknowledge. Under a new id it is a message we can never read: the
             // sender must see it fail, not be told it arrived.
-            Err(E2eError::Replay) if self.store.was_received(&id)? => return Ok(()),
+            Err(E2eError::Replay) if self.store.was_received(&id)? => return Ok(None),
             Err(e) => return Err(e.into()),
         };
         let payload: Payload = postcard::from_bytes(&plain)
@@ -330,25 +422,29 @@ impl Inbox {
             .ok_or_else(|| Error::Protocol(format!("no handler for {kind:?} payloads")))?;
         let Handled { mut changes, after } = handler
             .handle(Incoming {
-                from: contact,
+                from: from.clone(),
                 id,
-                conversation: ConversationId::direct(&self.me, &from),
+                conversation: ConversationId::direct(&self.me, &from.id),
                 payload,
             })
             .await?;
-        changes.session = Some((from, session));
+        changes.session = Some((from.id, session));
         changes.received = Some(id);
         let applied = self.store.apply(&changes)?;
-        self.store.flush().await?;
-        // Follow-ups may seal to this contact again (an automatic accept): not under the lock.
-        drop(guard);
-        if !applied.duplicate {
-            if let Some(after) = after {
-                after(applied).await;
-            }
+        if applied.duplicate {
+            return Ok(None);
         }
-        Ok(())
+        Ok(Some((applied, after)))
     }
+}
+
+/// How a batch went, for the chat protocol to answer.
+#[derive(Debug)]
+pub(crate) struct BatchOutcome {
+    /// One answer for each delivery of a prefix of the batch.
+    pub(crate) answers: Vec<DeliveryAnswer>,
+    /// The rest is over the sender's allowance: it may send it again after this long.
+    pub(crate) retry_after: Option<Duration>,
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use iroh::endpoint::{presets, BindOpts, Connection, PortmapperConfig};
+use iroh::endpoint::{presets, BindOpts, ConnectOptions, Connection, PortmapperConfig};
 use iroh::protocol::{AcceptError, ProtocolHandler};
 use iroh::{Endpoint, EndpointAddr, RelayMode, RelayUrl, TransportAddr, Watcher};
 use serde::{Deserialize, Serialize};
@@ -21,7 +21,7 @@ use crate::identity::Identity;
 use crate::inbox::{Inbox, Outcome};
 use crate::model::{Contact, ContactId, Event, MessageId, PathKind, Presence};
 use crate::store::Store;
-use crate::wire::{self, ChatRequest, ChatResponse, WireAddr, ALPN_CHAT, ALPN_PAIR};
+use crate::wire::{self, ChatRequest, ChatResponse, WireAddr, ALPN_CHAT, ALPN_PAIR, MAX_BATCH};
 use crate::Error;
 
 /// Which relay servers to use.
@@ -221,6 +221,8 @@ struct LinksInner {
     relay: RelayChoice,
     ping_interval: Duration,
     cancel: CancellationToken,
+    /// The chat protocols this node speaks, newest first.
+    chat_alpns: Vec<Vec<u8>>,
     /// Live chat connections, one per contact (the newest wins).
     live: Mutex<HashMap<ContactId, Connection>>,
     /// Last presence reported per contact (to emit changes only).
@@ -238,6 +240,7 @@ impl Links {
         relay: RelayChoice,
         ping_interval: Duration,
         cancel: CancellationToken,
+        chat_alpns: Vec<Vec<u8>>,
     ) -> Links {
         Links(Arc::new(LinksInner {
             endpoint,
@@ -248,6 +251,7 @@ impl Links {
             relay,
             ping_interval,
             cancel,
+            chat_alpns,
             live: Mutex::default(),
             presence: Mutex::default(),
         }))
@@ -285,10 +289,26 @@ impl Links {
             return Ok(conn);
         }
         let addr = endpoint_addr(contact.id, &contact.addr);
-        let conn = tokio::time::timeout(DIAL_TIMEOUT, self.0.endpoint.connect(addr, ALPN_CHAT))
+        let dial = async {
+            // The newest protocol this node speaks first; the contact picks the newest it
+            // speaks too (a release before batches has only `ferry/chat/1`).
+            let (first, rest) = self
+                .0
+                .chat_alpns
+                .split_first()
+                .ok_or_else(|| Error::Network("no chat protocol to dial with".into()))?;
+            let options = ConnectOptions::new().with_additional_alpns(rest.to_vec());
+            self.0
+                .endpoint
+                .connect_with_opts(addr, first, options)
+                .await
+                .map_err(|e| Error::Network(format!("dialling {}: {e}", contact.name)))?
+                .await
+                .map_err(|e| Error::Network(format!("dialling {}: {e}", contact.name)))
+        };
+        let conn = tokio::time::timeout(DIAL_TIMEOUT, dial)
             .await
-            .map_err(|_| Error::Network(format!("{} did not answer", contact.name)))?
-            .map_err(|e| Error::Network(format!("dialling {}: {e}", contact.name)))?;
+            .map_err(|_| Error::Network(format!("{} did not answer", contact.name)))??;
         self.register(contact.id, conn.clone());
         // Tell them where we are now, so they can reach us later even if our port changed.
         let me = self.current_addr(Duration::ZERO).await;
@@ -511,9 +531,7 @@ impl Links {
                 Outcome::Taken => ChatResponse::Ack,
                 Outcome::Slow(wait) => {
                     tracing::debug!(peer = %from.fmt_short(), ?wait, "over its allowance");
-                    ChatResponse::RetryAfter {
-                        ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).max(1),
-                    }
+                    ChatResponse::RetryAfter { ms: wait_ms(wait) }
                 }
                 // A store or disk failure here is ours, not the sender's: let it try again.
                 Outcome::Refused(e) if e.is_transient() => {
@@ -525,8 +543,30 @@ impl Links {
                     reject(e.to_string(), false)
                 }
             },
+            ChatRequest::DeliverBatch(batch) if batch.len() > MAX_BATCH => {
+                tracing::warn!(peer = %from.fmt_short(), n = batch.len(), "dropped an oversized batch");
+                reject(
+                    format!("a batch holds at most {MAX_BATCH} deliveries"),
+                    false,
+                )
+            }
+            ChatRequest::DeliverBatch(batch) => {
+                let outcome = self.0.inbox.deliver_batch(from, &batch).await;
+                if let Some(wait) = outcome.retry_after {
+                    tracing::debug!(peer = %from.fmt_short(), ?wait, "over its allowance");
+                }
+                ChatResponse::Batch {
+                    answers: outcome.answers,
+                    retry_after_ms: outcome.retry_after.map(wait_ms),
+                }
+            }
         }
     }
+}
+
+/// A wait as the wire says it: whole milliseconds, at least one.
+fn wait_ms(wait: Duration) -> u32 {
+    u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).max(1)
 }
 
 fn reject(reason: impl Into<String>, retry: bool) -> ChatResponse {

@@ -29,7 +29,7 @@ use crate::pairing::{self, PairProtocol, Pairing};
 use crate::sessions::SessionLocks;
 use crate::store::{Store, SETTING_NAME, SETTING_NET};
 use crate::transfer::{self, Blobs, Transfers};
-use crate::wire::{ALPN_CHAT, ALPN_PAIR};
+use crate::wire::{ALPN_CHAT, ALPN_CHAT_2, ALPN_PAIR};
 use crate::Error;
 
 pub use crate::net::{NetSettings, RelayChoice};
@@ -57,6 +57,9 @@ pub struct Config {
     /// What one contact may make this node store (the `inbox::RATE_*` constants unless a test
     /// lowers them).
     pub allowances: Allowances,
+    /// Speak `ferry/chat/2` (deliveries in batches) as well as `ferry/chat/1`. Off, the node
+    /// speaks only `ferry/chat/1`, as releases before batches did: the compatibility tests.
+    pub batches: bool,
 }
 
 impl Default for Config {
@@ -69,8 +72,15 @@ impl Default for Config {
             ping_interval: DEFAULT_PING_INTERVAL,
             accept_files: false,
             allowances: Allowances::default(),
+            batches: true,
         }
     }
+}
+
+/// The chat protocols a node speaks, newest (preferred) first.
+fn chat_alpns(batches: bool) -> Vec<Vec<u8>> {
+    let newest = batches.then(|| ALPN_CHAT_2.to_vec());
+    newest.into_iter().chain([ALPN_CHAT.to_vec()]).collect()
 }
 
 /// A running peer on one home: builds the services and features, and offers everything a
@@ -168,6 +178,7 @@ impl Node {
             net.relay.clone(),
             config.ping_interval,
             cancel.clone(),
+            chat_alpns(config.batches),
         );
         let outbox = Outbox::new(
             me,
@@ -209,8 +220,12 @@ impl Node {
             &transfers.blobs.store,
             Some(Blobs::events(Arc::downgrade(&transfers))),
         );
-        let router = Router::builder(endpoint)
-            .accept(ALPN_CHAT, ChatProtocol(links.clone()))
+        let mut router = Router::builder(endpoint);
+        // Preferred first: a contact that offers both gets batches.
+        for alpn in chat_alpns(config.batches) {
+            router = router.accept(alpn, ChatProtocol(links.clone()));
+        }
+        let router = router
             .accept(ALPN_PAIR, PairProtocol(pairing.clone()))
             .accept(iroh_blobs::ALPN, blobs_protocol)
             .spawn();

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use iroh::endpoint::Connection;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -19,7 +20,9 @@ use crate::model::{
 use crate::net::{self, Links};
 use crate::sessions::SessionLocks;
 use crate::store::{OutboxItem, OutboxKind, Store};
-use crate::wire::{ChatRequest, ChatResponse, Payload};
+use crate::wire::{
+    ChatRequest, ChatResponse, Delivery, DeliveryAnswer, Payload, ALPN_CHAT_2, MAX_BATCH, MAX_FRAME,
+};
 use crate::Error;
 
 /// The longest wait between two delivery attempts to an unreachable contact.
@@ -27,6 +30,24 @@ pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// The longest "retry after" from a contact that is honoured as asked (a longer one is cut to
 /// this: a peer cannot park our outbox).
 pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// How many of the first items go in one batch: at most [`MAX_BATCH`], and within a frame
+/// (always at least one; a single item fits a frame by construction).
+fn batch_len(items: &[(u64, OutboxItem)]) -> usize {
+    // A delivery's encoding is its ciphertext plus a bounded overhead (id, header, nonce,
+    // lengths); counting it generously keeps the frame under the limit without encoding twice.
+    const OVERHEAD: usize = 128;
+    let mut bytes = 16;
+    let mut n = 0;
+    for (_, item) in items.iter().take(MAX_BATCH) {
+        bytes += item.envelope.ciphertext.len() + OVERHEAD;
+        if n > 0 && bytes > MAX_FRAME {
+            break;
+        }
+        n += 1;
+    }
+    n.max(1).min(items.len())
+}
 
 /// When to try an unreachable contact again.
 #[derive(Debug, Clone, Copy)]
@@ -257,6 +278,24 @@ impl Outbox {
                 return;
             }
         };
+        let delivered = if conn.alpn() == ALPN_CHAT_2 {
+            self.deliver_batches(&id, &conn, &items).await
+        } else {
+            self.deliver_singly(&id, &conn, items).await
+        };
+        if delivered {
+            self.clear_backoff(&id);
+        }
+    }
+
+    /// Delivers items one request each (`ferry/chat/1`, a contact on an earlier release).
+    /// Returns whether all went through.
+    async fn deliver_singly(
+        &self,
+        id: &ContactId,
+        conn: &Connection,
+        items: Vec<(u64, OutboxItem)>,
+    ) -> bool {
         for (seq, item) in items {
             let req = ChatRequest::Deliver {
                 message_id: item.message_id.0,
@@ -265,62 +304,169 @@ impl Outbox {
             // An online contact over its allowance says how long to wait: wait exactly that,
             // then send the same item again (no backoff, no reordering).
             let answer = loop {
-                match net::request(&conn, &req).await {
+                match net::request(conn, &req).await {
                     Ok(ChatResponse::RetryAfter { ms }) => {
-                        let wait = Duration::from_millis(u64::from(ms)).min(MAX_RETRY_AFTER);
-                        tokio::select! {
-                            _ = self.0.cancel.cancelled() => return,
-                            _ = tokio::time::sleep(wait) => {}
+                        if !self.wait_as_asked(ms).await {
+                            return false;
                         }
                     }
                     other => break other,
                 }
             };
-            match answer {
-                Ok(ChatResponse::Ack) => {
-                    let changed = match store.complete_delivery(seq, &item) {
-                        Ok(c) => c,
-                        Err(e) => {
-                            tracing::error!("recording delivery: {e}");
-                            return;
-                        }
-                    };
-                    if let Err(e) = store.flush().await {
-                        tracing::error!("flush: {e}");
-                    }
-                    if changed {
-                        self.0.events.emit(Event::DeliveryChanged {
-                            id: item.message_id,
-                            contact: id,
-                            state: MessageState::Delivered,
-                        });
-                    }
-                }
-                Ok(ChatResponse::Reject {
-                    reason,
-                    retry: false,
-                }) => {
-                    tracing::warn!(contact = %id.fmt_short(), "delivery refused for good: {reason}");
-                    let _ = store.drop_outbox_item(seq);
-                    let _ = store.set_message_state(&item.message_id, MessageState::Failed);
-                    let _ = store.flush().await;
-                    // A receipt or transfer update has no message to show as failed.
-                    if item.kind == OutboxKind::Message {
-                        self.0.events.emit(Event::DeliveryChanged {
-                            id: item.message_id,
-                            contact: id,
-                            state: MessageState::Failed,
-                        });
-                    }
+            let answer = match answer {
+                Ok(ChatResponse::Ack) => DeliveryAnswer::Ack,
+                Ok(ChatResponse::Reject { reason, retry }) => {
+                    DeliveryAnswer::Reject { reason, retry }
                 }
                 other => {
                     tracing::debug!(contact = %id.fmt_short(), "delivery deferred: {other:?}");
-                    self.back_off(&id);
-                    return;
+                    self.back_off(id);
+                    return false;
+                }
+            };
+            if !self.record(id, &[(seq, item)], &[answer]).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Delivers items in batches (`ferry/chat/2`), in order, one request and one flush on
+    /// each side per batch. Returns whether all went through.
+    async fn deliver_batches(
+        &self,
+        id: &ContactId,
+        conn: &Connection,
+        items: &[(u64, OutboxItem)],
+    ) -> bool {
+        let mut rest = items;
+        while !rest.is_empty() {
+            let batch = &rest[..batch_len(rest)];
+            let req = ChatRequest::DeliverBatch(
+                batch
+                    .iter()
+                    .map(|(_, i)| Delivery {
+                        message_id: i.message_id.0,
+                        envelope: i.envelope.clone(),
+                    })
+                    .collect(),
+            );
+            let (mut answers, retry_after) = match net::request(conn, &req).await {
+                Ok(ChatResponse::Batch {
+                    answers,
+                    retry_after_ms,
+                }) => (answers, retry_after_ms),
+                other => {
+                    tracing::debug!(contact = %id.fmt_short(), "batch deferred: {other:?}");
+                    self.back_off(id);
+                    return false;
+                }
+            };
+            // Never trust the count: answers beyond the batch answer nothing.
+            answers.truncate(batch.len());
+            let answered = answers.len();
+            if !self.record(id, &batch[..answered], &answers).await {
+                return false;
+            }
+            rest = &rest[answered..];
+            if answered < batch.len() {
+                match retry_after {
+                    Some(ms) => {
+                        if !self.wait_as_asked(ms).await {
+                            return false;
+                        }
+                    }
+                    // Stopped with nothing to say when to come back, or nothing taken at all
+                    // (a receiver that cannot store now): try later, not in a tight loop.
+                    None if answered == 0 => {
+                        self.back_off(id);
+                        return false;
+                    }
+                    None => {}
                 }
             }
         }
-        self.clear_backoff(&id);
+        true
+    }
+
+    /// Waits the "retry after" a contact over its allowance asked for (capped). Returns false
+    /// if the node is closing.
+    async fn wait_as_asked(&self, ms: u32) -> bool {
+        let wait = Duration::from_millis(u64::from(ms)).min(MAX_RETRY_AFTER);
+        tokio::select! {
+            _ = self.0.cancel.cancelled() => false,
+            _ = tokio::time::sleep(wait) => true,
+        }
+    }
+
+    /// Records the answers to delivered items (one answer each, in order): acknowledged ones
+    /// leave the outbox and show delivered, refused ones fail; all with one flush. Returns
+    /// false (having backed off) at an item the contact could not take now.
+    async fn record(
+        &self,
+        id: &ContactId,
+        items: &[(u64, OutboxItem)],
+        answers: &[DeliveryAnswer],
+    ) -> bool {
+        let store = &self.0.store;
+        let mut acked = Vec::new();
+        let mut failed = Vec::new();
+        let mut stopped = false;
+        for ((seq, item), answer) in items.iter().zip(answers) {
+            match answer {
+                DeliveryAnswer::Ack => acked.push((*seq, item)),
+                DeliveryAnswer::Reject {
+                    reason,
+                    retry: false,
+                } => {
+                    tracing::warn!(contact = %id.fmt_short(), "delivery refused for good: {reason}");
+                    failed.push((*seq, item));
+                }
+                DeliveryAnswer::Reject {
+                    reason,
+                    retry: true,
+                } => {
+                    tracing::debug!(contact = %id.fmt_short(), "delivery deferred: {reason}");
+                    stopped = true;
+                    break;
+                }
+            }
+        }
+        let changed = match store.complete_deliveries(&acked) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("recording delivery: {e}");
+                return false;
+            }
+        };
+        for (seq, item) in &failed {
+            let _ = store.drop_outbox_item(*seq);
+            let _ = store.set_message_state(&item.message_id, MessageState::Failed);
+        }
+        if let Err(e) = store.flush().await {
+            tracing::error!("flush: {e}");
+        }
+        for ((_, item), changed) in acked.iter().zip(changed) {
+            if changed {
+                self.0.events.emit(Event::DeliveryChanged {
+                    id: item.message_id,
+                    contact: *id,
+                    state: MessageState::Delivered,
+                });
+            }
+        }
+        // A receipt or transfer update has no message to show as failed.
+        for (_, item) in failed.iter().filter(|(_, i)| i.kind == OutboxKind::Message) {
+            self.0.events.emit(Event::DeliveryChanged {
+                id: item.message_id,
+                contact: *id,
+                state: MessageState::Failed,
+            });
+        }
+        if stopped {
+            self.back_off(id);
+        }
+        !stopped
     }
 
     /// The worker: delivers whatever is queued, per contact in order, with backoff for contacts

@@ -25,6 +25,7 @@
 //! point and finishes at the next open.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -105,6 +106,36 @@ pub struct Store {
     counters: sled::Tree,
     /// This home's own id (the author of what it sends).
     me: ContactId,
+    /// Shares one flush among the callers who ask at the same time.
+    commits: Arc<GroupCommit>,
+}
+
+/// Group commit: callers who flush at the same time share one sled flush, so a burst of
+/// writers costs one flush per round instead of one each. A caller's writes are durable once a
+/// flush that started after it asked has finished; it waits for that one, never for less.
+#[derive(Debug, Default)]
+struct GroupCommit {
+    state: std::sync::Mutex<CommitState>,
+    finished: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct CommitState {
+    /// Tickets handed out (one per call to `flush`).
+    asked: u64,
+    /// Every ticket up to this one is durable.
+    durable: u64,
+    /// A flush is under way.
+    running: bool,
+    /// The last flush that failed: the tickets up to it get its error.
+    failed: Option<(u64, String)>,
+}
+
+impl GroupCommit {
+    fn state(&self) -> std::sync::MutexGuard<'_, CommitState> {
+        // Only plain integers are kept behind it: a panic elsewhere leaves them whole.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, Error> {
@@ -149,6 +180,33 @@ fn queued_key(contact: &ContactId) -> [u8; 33] {
 
 fn read_u64(v: &[u8]) -> u64 {
     v.try_into().map(u64::from_be_bytes).unwrap_or(0)
+}
+
+/// Marks a message delivered, inside a transaction; `was_queued` says whether its outbox item
+/// was still there (and so counted). Returns whether its state changed.
+fn mark_delivered(
+    msgs: &TransactionalTree,
+    idx: &TransactionalTree,
+    cnt: &TransactionalTree,
+    item: &OutboxItem,
+    was_queued: bool,
+) -> Result<bool, ConflictableTransactionError<Error>> {
+    if was_queued {
+        bump(cnt, &queued_key(&item.contact), -1)?;
+    }
+    let Some(key) = idx.get(item.message_id.0)? else {
+        return Ok(false);
+    };
+    let Some(v) = msgs.get(&key)? else {
+        return Ok(false);
+    };
+    let mut m: Message = tx_dec(&v)?;
+    if m.state != MessageState::Queued {
+        return Ok(false);
+    }
+    m.state = MessageState::Delivered;
+    msgs.insert(key, tx_enc(&m)?)?;
+    Ok(true)
 }
 
 /// Adds `delta` to a counter inside a transaction, never below zero.
@@ -209,6 +267,7 @@ impl Store {
             conversations: db.open_tree("conversations")?,
             counters: db.open_tree("counters")?,
             me: *me,
+            commits: Arc::default(),
             db,
         };
         match store.schema()? {
@@ -370,8 +429,49 @@ impl Store {
 
     /// Makes everything written so far durable.
     pub async fn flush(&self) -> Result<(), Error> {
-        self.db.flush_async().await?;
-        Ok(())
+        let ticket = {
+            let mut st = self.commits.state();
+            st.asked += 1;
+            st.asked
+        };
+        loop {
+            let finished = self.commits.finished.notified();
+            tokio::pin!(finished);
+            finished.as_mut().enable();
+            let start = {
+                let mut st = self.commits.state();
+                if st.durable >= ticket {
+                    return Ok(());
+                }
+                if let Some((upto, e)) = &st.failed {
+                    if *upto >= ticket {
+                        return Err(Error::Store(sled::Error::Io(std::io::Error::other(
+                            e.clone(),
+                        ))));
+                    }
+                }
+                (!st.running).then(|| {
+                    st.running = true;
+                    st.asked
+                })
+            };
+            if let Some(upto) = start {
+                // Its own task: a caller that gives up waiting does not leave it half done.
+                let (db, commits) = (self.db.clone(), self.commits.clone());
+                tokio::spawn(async move {
+                    let result = db.flush_async().await;
+                    let mut st = commits.state();
+                    st.running = false;
+                    match result {
+                        Ok(_) => st.durable = st.durable.max(upto),
+                        Err(e) => st.failed = Some((upto, e.to_string())),
+                    }
+                    drop(st);
+                    commits.finished.notify_waiters();
+                });
+            }
+            finished.await;
+        }
     }
 
     /// A monotonic sequence number (never reused, survives restarts).
@@ -676,6 +776,16 @@ impl Store {
     /// Removes an acknowledged outbox item and marks its message delivered. Returns whether the
     /// message's state changed.
     pub fn complete_delivery(&self, outbox_seq: u64, item: &OutboxItem) -> Result<bool, Error> {
+        Ok(self
+            .complete_deliveries(&[(outbox_seq, item)])?
+            .first()
+            .copied()
+            .unwrap_or(false))
+    }
+
+    /// [`Store::complete_delivery`] for many acknowledged items (a batch) in one transaction.
+    /// Returns, for each, whether its message's state changed.
+    pub fn complete_deliveries(&self, done: &[(u64, &OutboxItem)]) -> Result<Vec<bool>, Error> {
         tx_result(
             (
                 &self.outbox,
@@ -684,26 +794,15 @@ impl Store {
                 &self.counters,
             )
                 .transaction(|(out, msgs, idx, cnt)| {
-                    let was_queued = out.remove(&outbox_seq.to_be_bytes())?.is_some();
-                    if item.kind != OutboxKind::Message {
-                        return Ok(false);
+                    let mut changed = Vec::with_capacity(done.len());
+                    for (outbox_seq, item) in done {
+                        let was_queued = out.remove(&outbox_seq.to_be_bytes())?.is_some();
+                        changed.push(
+                            item.kind == OutboxKind::Message
+                                && mark_delivered(msgs, idx, cnt, item, was_queued)?,
+                        );
                     }
-                    if was_queued {
-                        bump(cnt, &queued_key(&item.contact), -1)?;
-                    }
-                    let Some(key) = idx.get(item.message_id.0)? else {
-                        return Ok(false);
-                    };
-                    let Some(v) = msgs.get(&key)? else {
-                        return Ok(false);
-                    };
-                    let mut m: Message = tx_dec(&v)?;
-                    if m.state != MessageState::Queued {
-                        return Ok(false);
-                    }
-                    m.state = MessageState::Delivered;
-                    msgs.insert(key, tx_enc(&m)?)?;
-                    Ok(true)
+                    Ok(changed)
                 }),
         )
     }
@@ -923,6 +1022,7 @@ mod tests {
                 conversations: db.open_tree("conversations").unwrap(),
                 counters: db.open_tree("counters").unwrap(),
                 me: test_me(),
+                commits: Arc::default(),
                 db,
             };
             assert_eq!(

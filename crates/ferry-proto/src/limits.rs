@@ -3,6 +3,8 @@
 
 /// The largest wire frame either side accepts (body bytes, after the 4-byte length).
 pub const MAX_FRAME: usize = 64 * 1024;
+/// The most deliveries one batch on `ferry/chat/2` may carry (and still within [`MAX_FRAME`]).
+pub const MAX_BATCH: usize = 256;
 /// The longest text message, in bytes of UTF-8.
 pub const MAX_TEXT: usize = 32 * 1024;
 /// The longest display name, in bytes of UTF-8.

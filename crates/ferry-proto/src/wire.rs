@@ -11,13 +11,19 @@ use crate::e2e::Envelope;
 use crate::model::TransferState;
 pub use crate::model::WireAddr;
 
-/// ALPN of the chat protocol.
+/// ALPN of the first chat protocol: one delivery per request. Still spoken with peers of
+/// earlier releases, and still offered when dialling.
 pub const ALPN_CHAT: &[u8] = b"ferry/chat/1";
+/// ALPN of the chat protocol with batches: the same frames as `ferry/chat/1`, plus
+/// [`ChatRequest::DeliverBatch`] answered by [`ChatResponse::Batch`]. A link negotiated on it
+/// carries deliveries in batches; one on `ferry/chat/1` carries them one at a time.
+pub const ALPN_CHAT_2: &[u8] = b"ferry/chat/2";
+
 /// ALPN of the pairing protocol.
 pub const ALPN_PAIR: &[u8] = b"ferry/pair/1";
 /// Bytes of the length that starts every frame.
 pub const FRAME_HEADER_LEN: usize = 4;
-pub use crate::limits::{MAX_FRAME, MAX_NAME, MAX_TEXT};
+pub use crate::limits::{MAX_BATCH, MAX_FRAME, MAX_NAME, MAX_TEXT};
 
 /// A framing error.
 #[non_exhaustive]
@@ -141,6 +147,32 @@ pub enum ChatRequest {
     Ping,
     /// The sender's current addresses.
     Announce(WireAddr),
+    /// Several sealed payloads, in order, each as `Deliver` would carry it (at most
+    /// [`MAX_BATCH`]; `ferry/chat/2` only). Answered by [`ChatResponse::Batch`].
+    DeliverBatch(Vec<Delivery>),
+}
+
+/// One delivery of a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The message id (deduplication and associated data).
+    pub message_id: [u8; 16],
+    /// The sealed [`Payload`].
+    pub envelope: Envelope,
+}
+
+/// How one delivery of a batch went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeliveryAnswer {
+    /// Stored and flushed (or already had it).
+    Ack,
+    /// Not accepted; the sender keeps it queued if `retry`.
+    Reject {
+        /// Why.
+        reason: String,
+        /// Whether trying again later may succeed.
+        retry: bool,
+    },
 }
 
 /// Answers on `ferry/chat/1`.
@@ -163,6 +195,18 @@ pub enum ChatResponse {
     RetryAfter {
         /// How long to wait.
         ms: u32,
+    },
+    /// Answer to `DeliverBatch`: one answer for each delivery of a prefix of the batch, in
+    /// order, all stored and flushed before this is sent. The receiver stops at the first
+    /// delivery it cannot take now (a `Reject` with `retry`, the last answer then), or before
+    /// the first one over the sender's allowance; the deliveries after the answered ones were
+    /// not looked at, and the sender sends them again.
+    Batch {
+        /// Answers for the first `answers.len()` deliveries.
+        answers: Vec<DeliveryAnswer>,
+        /// Set when the rest is over the sender's allowance: send it again after this many
+        /// milliseconds.
+        retry_after_ms: Option<u32>,
     },
 }
 
@@ -282,5 +326,14 @@ mod tests {
         let read = postcard::to_allocvec(&Payload::Read { ids: vec![[7; 16]] }).unwrap();
         assert_eq!(read[..2], [1, 1]);
         assert_eq!(read.len(), 18);
+        // The batch variants were appended: every earlier index is unchanged.
+        let batch = postcard::to_allocvec(&ChatRequest::DeliverBatch(Vec::new())).unwrap();
+        assert_eq!(batch, [3, 0]);
+        let answer = postcard::to_allocvec(&ChatResponse::Batch {
+            answers: vec![DeliveryAnswer::Ack],
+            retry_after_ms: Some(5),
+        })
+        .unwrap();
+        assert_eq!(answer, [4, 1, 0, 1, 5]);
     }
 }
