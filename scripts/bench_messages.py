@@ -4,15 +4,19 @@ user's front end drives them, through the control socket; arrivals are timed fro
 receiver's event stream (`daemon --json`).
 
 Usage:  python3 scripts/bench_messages.py [--ferry PATH] [--floors PATH] [--pings 200]
-                                          [--burst 2000] [--flood-secs 5] [--runs 1]
+                                          [--burst 2000] [--burst-lanes 4]
+                                          [--flood-lanes 4] [--runs 1]
 
 It runs in a private network namespace (`unshare -n`, loopback only). Unless given, it builds
 `ferry` and the `floors` example in release mode. It prints one table:
 
 - `send` returns: the control call, durable on the sender (p50 / p99 / max);
 - ping-pong: Alice's send to Bob's stored-and-shown event, one message at a time;
-- burst: N messages sent back to back; when the last one arrived, how many arrived, in
-  order, duplicated, and how many still waited in Alice's outbox afterwards;
+- burst: N messages sent back to back from several of Alice's control connections at once;
+  when the last one arrived, how many arrived, in order (per connection), duplicated, and how
+  many still waited in Alice's outbox afterwards;
+- backlog: N messages queued while Bob's daemon is stopped, then the time from its restart to
+  the last of them shown: the delivery between the daemons alone (batches, both flushes);
 - fairness: Alice→Bob ping-pong while Carol floods Bob as fast as she can;
 - and next to them, the floors measured in the same run: fsync, sled insert + flush, and an
   iroh echo round trip (the `floors` example).
@@ -152,12 +156,30 @@ def ping_pong(alice, bob, n, tag):
     return send_ret, trip
 
 
-def burst(alice, bob, n):
+def burst(alice, bob, n, lanes=1):
+    """N messages back to back, from `lanes` control connections at once (each its own share,
+    in its own order)."""
     start = len(bob.arrivals)
-    bodies = [f"burst-{i}" for i in range(n)]
+    share = [[f"burst-{lane}-{i}" for i in range(lane, n, lanes)] for lane in range(lanes)]
+    bodies = [b for lane in share for b in lane]
+    controls = [alice.control] + [Control(alice.home) for _ in range(lanes - 1)]
+    failed = []
+
+    def send(control, mine):
+        try:
+            for b in mine:
+                control.call("send", contact="Bob", text=b)
+        except Exception as e:  # counted below: the burst is then incomplete
+            failed.append(e)
+
     t0 = time.monotonic()
-    for b in bodies:
-        alice.control.call("send", contact="Bob", text=b)
+    threads = [threading.Thread(target=send, args=(c, m)) for c, m in zip(controls, share)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=WAIT)
+    if failed:
+        print(f"WARNING: {len(failed)} burst lane(s) failed: {failed[0]}", file=sys.stderr)
     sent = time.monotonic() - t0
     try:
         bob.wait(lambda: len(bob.arrivals) - start >= n, timeout=max(WAIT, n / 5))
@@ -174,7 +196,15 @@ def burst(alice, bob, n):
         if queued == 0 or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    in_order = [b for b in got if b in set(bodies)] == bodies[: len(set(got))]
+    wanted = set(bodies)
+    got = [b for b in got if b in wanted]
+    # In order within each lane (the lanes interleave as they like): each lane's arrivals,
+    # first copies only, are a prefix of what it sent.
+    lane_of = {b: i for i, mine in enumerate(share) for b in mine}
+    firsts = [[] for _ in share]
+    for b in dict.fromkeys(got):
+        firsts[lane_of[b]].append(b)
+    in_order = all(f == mine[: len(f)] for f, mine in zip(firsts, share))
     dupes = len(got) - len(set(got))
     return {
         "sent_s": sent,
@@ -184,6 +214,26 @@ def burst(alice, bob, n):
         "dupes": dupes,
         "complete": complete,
         "left_queued": queued,
+    }
+
+
+def backlog(ferry, d, n):
+    """Bob away, Alice queues N; then the time from Bob's daemon being ready to the last of
+    them stored and shown: delivery between the daemons alone, without the senders' calls."""
+    d["Bob"].stop()
+    bodies = [f"backlog-{i}" for i in range(n)]
+    for b in bodies:
+        d["Alice"].control.call("send", contact="Bob", text=b)
+    bob = d["Bob"] = Daemon(ferry, d["Bob"].home)
+    ready = time.monotonic()
+    bob.wait(lambda: len(bob.arrivals) >= n, timeout=max(WAIT, n / 100))
+    got = [b for _, b in bob.arrivals if b.startswith("backlog-")]
+    return {
+        "n": n,
+        "all_s": bob.arrivals[-1][0] - ready,
+        "complete": set(got) == set(bodies),
+        "in_order": got == bodies,
+        "dupes": len(got) - len(set(got)),
     }
 
 
@@ -213,15 +263,15 @@ def bench(ferry, floors_bin, args, work):
         ping_pong(d["Carol"], d["Bob"], 10, "warm-c")
         floors = json.loads(run([floors_bin, str(max(200, args.pings))]))
         send_ret, quiet = ping_pong(d["Alice"], d["Bob"], args.pings, "ping")
-        b = burst(d["Alice"], d["Bob"], args.burst)
+        b = burst(d["Alice"], d["Bob"], args.burst, args.burst_lanes)
+        q = backlog(ferry, d, args.burst)
         stop = threading.Event()
         counts = {}
         lanes = [threading.Thread(target=flood, args=(d["Carol"], stop, i, counts))
                  for i in range(args.flood_lanes)]
         for t in lanes:
             t.start()
-        # Measure only once Carol has used up her burst allowance at Bob (1,000 frames) and
-        # Bob holds her to the sustained rate.
+        # Measure only once Carol's flood is well under way.
         before = len(d["Bob"].arrivals)
         d["Bob"].wait(lambda: len(d["Bob"].arrivals) - before >= 4000)
         flood_start = len(d["Bob"].arrivals)
@@ -238,7 +288,7 @@ def bench(ferry, floors_bin, args, work):
             x.stop()
     return {
         "floors": floors, "send_ret": send_ret, "quiet": quiet, "burst": b,
-        "noisy": noisy, "flooded": flooded[0], "flood_rate": flooded[1], "rss": rss,
+        "backlog": q, "noisy": noisy, "flooded": flooded[0], "flood_rate": flooded[1], "rss": rss,
     }
 
 
@@ -250,6 +300,8 @@ def main():
     ap.add_argument("--pings", type=int, default=200)
     ap.add_argument("--burst", type=int, default=2000)
     ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--burst-lanes", type=int, default=4,
+                    help="Alice's concurrent senders (control connections) for the burst")
     ap.add_argument("--flood-lanes", type=int, default=4,
                     help="Carol's concurrent senders during the fairness row")
     ap.add_argument("--work", help="scratch folder (default: a short temp folder)")
@@ -279,17 +331,22 @@ def main():
     print(f"\n{args.runs} run(s); {args.pings} pings, a burst of {args.burst}, 100-byte-ish "
           "texts; times in ms as p50 / p99 / max\n")
     print("| run | send returns | send → shown by peer | burst: all arrived | burst msg/s "
-          "| received / in order / dupes / left queued | send → shown while Carol floods "
+          "| received / in order / dupes / left queued | backlog: delivered after Bob is back "
+          "| send → shown while Carol floods "
           "| floors: fsync · sled insert+flush · iroh echo (p50 / p99) |")
-    print("| --- | --- | --- | ---: | ---: | --- | --- | --- |")
+    print("| --- | --- | --- | ---: | ---: | --- | --- | --- | --- |")
     for i, r in enumerate(results, 1):
-        b, f = r["burst"], r["floors"]
+        b, f, q = r["burst"], r["floors"], r["backlog"]
         fl = " · ".join(f"{f[k]['p50']:.2f} / {f[k]['p99']:.2f}"
                         for k in ("fsync_ms", "sled_insert_flush_ms", "iroh_echo_ms"))
         rate = b["received"] / b["all_s"] if b["all_s"] > 0 else 0
         print(f"| {i} | {ms3(r['send_ret'])} | {ms3(r['quiet'])} | {b['all_s']:.2f} s "
               f"| {rate:,.0f} | {b['received']} / {'yes' if b['in_order'] else 'NO'} / "
-              f"{b['dupes']} / {b['left_queued']} | {ms3(r['noisy'])} "
+              f"{b['dupes']} / {b['left_queued']} "
+              f"| {q['all_s']:.2f} s, {q['n'] / q['all_s']:,.0f} msg/s, "
+              f"{'whole' if q['complete'] else 'INCOMPLETE'}, "
+              f"{'in order' if q['in_order'] else 'OUT OF ORDER'}, {q['dupes']} dupes "
+              f"| {ms3(r['noisy'])} "
               f"(Bob took {r['flood_rate']:,.0f}/s from Carol) | {fl} |")
     if len(results) > 1:
         p50s = [pct(r["quiet"], 0.5) * 1e3 for r in results]
@@ -297,7 +354,8 @@ def main():
               f"spread {min(p50s):.2f}–{max(p50s):.2f} ms")
     r = results[-1]
     print(f"\nRSS after the run (KiB): " + ", ".join(f"{k} {v:,}" for k, v in r["rss"].items()))
-    lost = [r for r in results if not r["burst"]["complete"] or r["burst"]["dupes"]]
+    lost = [r for r in results if not r["burst"]["complete"] or r["burst"]["dupes"]
+            or not r["backlog"]["complete"] or r["backlog"]["dupes"]]
     if lost:
         print("\nWARNING: a burst was incomplete or duplicated", file=sys.stderr)
         sys.exit(1)

@@ -336,6 +336,9 @@ impl Inbox {
         let mut answers = Vec::with_capacity(batch.len());
         let mut afters = Vec::new();
         for d in batch {
+            // A long batch must not hold a runtime thread: another contact's delivery (or its
+            // own link's pings) runs in between.
+            tokio::task::yield_now().await;
             let id = MessageId(d.message_id);
             match self.take(&contact, id, &d.envelope).await {
                 Ok(taken) => {
