@@ -326,3 +326,134 @@ async fn strangers_and_other_contacts_cannot_fetch_an_offered_hash() -> Result<(
     p.bob.shutdown().await;
     Ok(())
 }
+
+/// Alice and Bob with the blob store's garbage collection every second on Bob's side (the
+/// default is half a minute), and Bob accepting Alice's files.
+async fn paired_fast_gc() -> Result<Pair> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().to_path_buf();
+    let alice = open(&new_home(&root, "Alice")?, test_config()).await?;
+    let fast = ferry_core::Config {
+        gc_interval: std::time::Duration::from_secs(1),
+        ..test_config()
+    };
+    let bob = open(&new_home(&root, "Bob")?, fast).await?;
+    pair(&alice, &bob).await?;
+    let downloads = root.join("downloads");
+    bob.set_downloads_dir(&downloads).await?;
+    bob.set_auto_accept("Alice", Some(1 << 30)).await?;
+    Ok(Pair {
+        _dir: dir,
+        root,
+        alice,
+        bob,
+        downloads,
+    })
+}
+
+/// The same content again, as a user meets it: the copy received first deleted, then the next
+/// one changed in place, then one left alone. Each time Bob ends up with the file exactly as
+/// sent, and never touches what he changed himself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_file_again_arrives_whole_after_the_first_copy_was_deleted_or_changed(
+) -> Result<()> {
+    let p = paired_fast_gc().await?;
+    let file = p.root.join("photo.jpg");
+    let bytes = data(300 * 1024, 11);
+    std::fs::write(&file, &bytes)?;
+    let mut rx = p.bob.subscribe();
+    let send = |p: &Pair| {
+        let (alice, file) = (p.alice.clone(), file.clone());
+        async move { alice.send_file("Bob", &file).await }
+    };
+
+    let first = send(&p).await?;
+    let got = completed(&mut rx, first.id).await?;
+    assert_eq!(std::fs::read(&got)?, bytes);
+    std::fs::remove_file(&got)?;
+
+    // Deleted: sent again, right away (the store still lists the content).
+    let second = send(&p).await?;
+    let got = completed(&mut rx, second.id).await?;
+    assert_eq!(std::fs::read(&got)?, bytes, "the second copy is whole");
+
+    // Changed in place, same length: sent again.
+    let mut edited = bytes.clone();
+    edited[1000] ^= 0xff;
+    std::fs::write(&got, &edited)?;
+    let third = send(&p).await?;
+    let again = completed(&mut rx, third.id).await?;
+    assert_ne!(again, got);
+    assert_eq!(
+        std::fs::read(&again)?,
+        bytes,
+        "the third copy is what was sent"
+    );
+    assert_eq!(
+        std::fs::read(&got)?,
+        edited,
+        "Bob's own change is left alone"
+    );
+
+    // Left alone: a fourth copy comes from what Bob has, unchanged, and leaves it so.
+    let fourth = send(&p).await?;
+    let last = completed(&mut rx, fourth.id).await?;
+    assert_eq!(std::fs::read(&last)?, bytes);
+    assert_eq!(std::fs::read(&again)?, bytes);
+    for id in [first.id, second.id, third.id, fourth.id] {
+        state_becomes(&p.alice, id, TransferState::Done).await?;
+    }
+    p.alice.shutdown().await;
+    p.bob.shutdown().await;
+    Ok(())
+}
+
+/// One file to two contacts at once, and the same content to one contact from two: all
+/// arrive whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_file_to_two_contacts_and_from_two_contacts_at_once() -> Result<()> {
+    let p = paired_fast_gc().await?;
+    let carol = open(&new_home(&p.root, "Carol")?, test_config()).await?;
+    pair(&p.alice, &carol).await?;
+    pair(&carol, &p.bob).await?;
+    let carol_downloads = p.root.join("carol-downloads");
+    carol.set_downloads_dir(&carol_downloads).await?;
+    carol.set_auto_accept("Alice", Some(1 << 30)).await?;
+    p.bob.set_auto_accept("Carol", Some(1 << 30)).await?;
+    let file = p.root.join("both.bin");
+    let bytes = data(500 * 1024, 12);
+    std::fs::write(&file, &bytes)?;
+
+    let (mut at_bob, mut at_carol) = (p.bob.subscribe(), carol.subscribe());
+    let (to_bob, to_carol) = tokio::try_join!(
+        p.alice.send_file("Bob", &file),
+        p.alice.send_file("Carol", &file)
+    )?;
+    let (b, c) = tokio::try_join!(
+        completed(&mut at_bob, to_bob.id),
+        completed(&mut at_carol, to_carol.id)
+    )?;
+    assert_eq!(std::fs::read(b)?, bytes);
+    assert_eq!(std::fs::read(c)?, bytes);
+
+    // Carol's copy goes on to Bob while Alice sends hers again: the same content from two.
+    let copy = p.root.join("carol-copy.bin");
+    std::fs::write(&copy, &bytes)?;
+    let (from_alice, from_carol) = tokio::try_join!(
+        p.alice.send_file("Bob", &file),
+        carol.send_file("Bob", &copy)
+    )?;
+    let one = completed(&mut at_bob, from_alice.id).await?;
+    let two = match p.bob.transfer_by_id(&from_carol.id)?.and_then(|t| t.path) {
+        Some(path) => path,
+        None => completed(&mut at_bob, from_carol.id).await?,
+    };
+    assert_ne!(one, two);
+    assert_eq!(std::fs::read(one)?, bytes);
+    assert_eq!(std::fs::read(two)?, bytes);
+    carol.shutdown().await;
+    p.alice.shutdown().await;
+    p.bob.shutdown().await;
+    Ok(())
+}

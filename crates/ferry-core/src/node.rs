@@ -60,6 +60,9 @@ pub struct Config {
     /// Speak `ferry/chat/2` (deliveries in batches) as well as `ferry/chat/1`. Off, the node
     /// speaks only `ferry/chat/1`, as releases before batches did: the compatibility tests.
     pub batches: bool,
+    /// How often the blob store drops what no transfer needs any more
+    /// ([`transfer::GC_INTERVAL`] unless a test shortens it).
+    pub gc_interval: Duration,
 }
 
 impl Default for Config {
@@ -73,6 +76,7 @@ impl Default for Config {
             accept_files: false,
             allowances: Allowances::default(),
             batches: true,
+            gc_interval: transfer::GC_INTERVAL,
         }
     }
 }
@@ -156,7 +160,7 @@ impl Node {
             local_discovery: config.local_discovery.unwrap_or(stored.local_discovery),
         };
         let endpoint = net::bind_endpoint(&identity, &store, &net, config.direct).await?;
-        let blobs = Blobs::open(home, config.accept_files).await?;
+        let blobs = Blobs::open(home, config.accept_files, config.gc_interval).await?;
         let me = identity.id();
         let cancel = CancellationToken::new();
         let events = Events::new();

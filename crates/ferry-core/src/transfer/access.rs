@@ -8,22 +8,46 @@ use super::*;
 #[derive(Debug, Default)]
 pub(crate) struct Access {
     conns: Mutex<HashMap<u64, ContactId>>,
-    /// contact → hash → whether the hash is a folder's root (children may be requested with it).
-    allowed: Mutex<HashMap<ContactId, HashMap<Hash, bool>>>,
+    /// contact → hash → the transfers that offer it, and whether it is a folder's root for
+    /// one of them (children may be requested with it). The same content offered twice stays
+    /// allowed until the last of its transfers ends.
+    allowed: Mutex<HashMap<ContactId, HashMap<Hash, Offered>>>,
+}
+
+/// One hash offered to one contact.
+#[derive(Debug, Default)]
+struct Offered {
+    folder_root: bool,
+    by: HashSet<TransferId>,
 }
 
 impl Access {
-    pub(super) fn allow(&self, contact: ContactId, hashes: impl IntoIterator<Item = (Hash, bool)>) {
+    pub(super) fn allow(
+        &self,
+        contact: ContactId,
+        transfer: TransferId,
+        hashes: impl IntoIterator<Item = (Hash, bool)>,
+    ) {
         if let Ok(mut a) = self.allowed.lock() {
-            a.entry(contact).or_default().extend(hashes);
+            let set = a.entry(contact).or_default();
+            for (hash, folder_root) in hashes {
+                let offered = set.entry(hash).or_default();
+                offered.folder_root |= folder_root;
+                offered.by.insert(transfer);
+            }
         }
     }
 
-    pub(super) fn revoke(&self, contact: &ContactId, hashes: &[Hash]) {
+    pub(super) fn revoke(&self, contact: &ContactId, transfer: &TransferId, hashes: &[Hash]) {
         if let Ok(mut a) = self.allowed.lock() {
             if let Some(set) = a.get_mut(contact) {
                 for h in hashes {
-                    set.remove(h);
+                    if let Some(offered) = set.get_mut(h) {
+                        offered.by.remove(transfer);
+                        if offered.by.is_empty() {
+                            set.remove(h);
+                        }
+                    }
                 }
             }
         }
@@ -39,7 +63,7 @@ impl Access {
             return false;
         };
         match a.get(peer).and_then(|s| s.get(hash)) {
-            Some(is_folder_root) => !children || *is_folder_root,
+            Some(offered) => !children || offered.folder_root,
             None => false,
         }
     }
@@ -230,5 +254,39 @@ fn live_outgoing(ctx: &Transfers, peer: &ContactId, root: &Hash) -> Option<Trans
 pub(super) fn outgoing_progress(ctx: &Arc<Transfers>, peer: &ContactId, root: &Hash, bytes: u64) {
     if let Some(t) = live_outgoing(ctx, peer, root) {
         emit_progress(ctx, &t, bytes.min(t.size));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_content_offered_twice_stays_allowed_until_both_end() {
+        let access = Access::default();
+        let bob = iroh::SecretKey::from_bytes(&[1; 32]).public();
+        let carol = iroh::SecretKey::from_bytes(&[2; 32]).public();
+        let (h, first, second) = (
+            Hash::new(b"photo"),
+            TransferId::random(),
+            TransferId::random(),
+        );
+        access.allow(bob, first, [(h, false)]);
+        access.allow(bob, second, [(h, false)]);
+        assert!(
+            !access.may_get(&carol, &h, false),
+            "only to whom it was offered"
+        );
+        access.revoke(&bob, &first, &[h]);
+        assert!(
+            access.may_get(&bob, &h, false),
+            "the second offer still stands"
+        );
+        assert!(
+            !access.may_get(&bob, &h, true),
+            "a file's hash has no children"
+        );
+        access.revoke(&bob, &second, &[h]);
+        assert!(!access.may_get(&bob, &h, false));
     }
 }

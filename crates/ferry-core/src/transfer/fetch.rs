@@ -61,7 +61,7 @@ pub(crate) async fn resume(ctx: &Arc<Transfers>, only: Option<&ContactId>) {
             Direction::Outgoing => {
                 if only.is_none() {
                     match offered_hashes(ctx, &t).await {
-                        Ok(h) => ctx.blobs.access.allow(t.contact, h),
+                        Ok(h) => ctx.blobs.access.allow(t.contact, t.id, h),
                         Err(e) => tracing::warn!(transfer = %t.id, "cannot serve: {e}"),
                     }
                 }
@@ -136,7 +136,102 @@ pub(super) fn start_download(ctx: &Arc<Transfers>, t: Transfer) {
     running.insert(id, handle.abort_handle());
 }
 
+/// Fetches what the store does not have yet from the sender, verified as it arrives.
+/// Interruptions leave the transfer `Paused` (and are the error).
+async fn fetch(ctx: &Arc<Transfers>, contact: &Contact, t: &mut Transfer) -> Result<(), Error> {
+    let what = content(t)?;
+    let remote = ctx.blobs.store.remote();
+    let have = remote
+        .local(what)
+        .await
+        .map(|l| l.local_bytes())
+        .unwrap_or(0);
+    let conn = tokio::time::timeout(
+        DIAL_TIMEOUT,
+        ctx.links
+            .endpoint()
+            .connect(endpoint_addr(contact.id, &contact.addr), iroh_blobs::ALPN),
+    )
+    .await;
+    let conn = match conn {
+        Ok(Ok(c)) => c,
+        other => {
+            let why = match other {
+                Ok(Err(e)) => e.to_string(),
+                _ => "no answer".into(),
+            };
+            set_state(ctx, t, TransferState::Paused, Some(why.clone())).await?;
+            return Err(Error::Network(why));
+        }
+    };
+    t.resumed_from = have;
+    t.bytes_done = have;
+    set_state(ctx, t, TransferState::Transferring, None).await?;
+    let mut progress = remote.fetch(conn.clone(), what).stream();
+    let mut outcome = None;
+    while let Some(item) = progress.next().await {
+        match item {
+            GetProgressItem::Progress(n) => {
+                let done = (have + n).min(t.size);
+                emit_progress(ctx, t, done);
+            }
+            GetProgressItem::Done(_) => outcome = Some(Ok(())),
+            GetProgressItem::Error(e) => outcome = Some(Err(e.to_string())),
+        }
+    }
+    conn.close(0u32.into(), b"done");
+    let why = match outcome {
+        Some(Ok(())) => return Ok(()),
+        Some(Err(why)) => {
+            t.bytes_done = remote
+                .local(what)
+                .await
+                .map(|l| l.local_bytes())
+                .unwrap_or(0);
+            why
+        }
+        None => "interrupted".into(),
+    };
+    set_state(ctx, t, TransferState::Paused, Some(why.clone())).await?;
+    Err(Error::Network(why))
+}
+
+/// Makes the blob store forget content whose data is no longer what it was (a saved copy it
+/// refers to was deleted or changed): this transfer lets go of it, the store's garbage
+/// collection drops it (nothing else may hold it), and it is protected again for the fetch.
+async fn forget(ctx: &Arc<Transfers>, t: &mut Transfer) -> Result<(), Error> {
+    let what = content(t)?;
+    if t.state != TransferState::Transferring {
+        t.bytes_done = 0;
+        set_state(ctx, t, TransferState::Transferring, None).await?;
+    }
+    let tags = ctx.blobs.store.tags();
+    tags.delete(tag_name(t)).await.map_err(blob_err)?;
+    let deadline = Instant::now() + ctx.blobs.gc_interval * 3 + Duration::from_secs(5);
+    let gone = loop {
+        match ctx.blobs.store.blobs().status(what.hash).await {
+            Ok(BlobStatus::NotFound) => break true,
+            _ if Instant::now() >= deadline => break false,
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    tags.set(tag_name(t), what).await.map_err(blob_err)?;
+    if gone {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(
+            "the copy of this content received before is gone or changed, and the blob store \
+             still holds it for another transfer; try again once that one has finished"
+                .into(),
+        ))
+    }
+}
+
 /// Fetches what is missing, then saves it. Interruptions leave the transfer `Paused`.
+///
+/// Content the store had before (received earlier, or offered by this node) is saved from
+/// there and hashed again. If that copy is gone or was changed since, the store is made to
+/// forget it and the content is fetched again, once.
 pub(super) async fn download(ctx: &Arc<Transfers>, mut t: Transfer) -> Result<(), Error> {
     let contact = ctx
         .store
@@ -144,71 +239,39 @@ pub(super) async fn download(ctx: &Arc<Transfers>, mut t: Transfer) -> Result<()
         .ok_or_else(|| Error::UnknownContact(t.contact.to_string()))?;
     let what = content(&t)?;
     let remote = ctx.blobs.store.remote();
-    let local = remote.local(what).await.ok();
-    let have = local.as_ref().map(|l| l.local_bytes()).unwrap_or(0);
-    let fetched = if local.is_some_and(|l| l.is_complete()) {
-        true
-    } else {
-        let conn = tokio::time::timeout(
-            DIAL_TIMEOUT,
-            ctx.links
-                .endpoint()
-                .connect(endpoint_addr(contact.id, &contact.addr), iroh_blobs::ALPN),
-        )
-        .await;
-        let conn = match conn {
-            Ok(Ok(c)) => c,
-            other => {
-                let why = match other {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => "no answer".into(),
-                };
-                set_state(ctx, &mut t, TransferState::Paused, Some(why.clone())).await?;
-                return Err(Error::Network(why));
-            }
-        };
-        t.resumed_from = have;
-        t.bytes_done = have;
-        set_state(ctx, &mut t, TransferState::Transferring, None).await?;
-        let mut progress = remote.fetch(conn.clone(), what).stream();
-        let mut outcome = None;
-        while let Some(item) = progress.next().await {
-            match item {
-                GetProgressItem::Progress(n) => {
-                    let done = (have + n).min(t.size);
-                    emit_progress(ctx, &t, done);
+    let mut forgotten = false;
+    let saved = loop {
+        let local = match remote.local(what).await {
+            Ok(l) => Some(l),
+            // The store lists the content but cannot open its data: a saved copy it refers
+            // to is gone.
+            Err(e) if !forgotten => {
+                tracing::info!(transfer = %t.id, "the copy held before cannot be opened ({e}); fetching it again");
+                forgotten = true;
+                if let Err(why) = forget(ctx, &mut t).await {
+                    break Err(why);
                 }
-                GetProgressItem::Done(_) => outcome = Some(Ok(())),
-                GetProgressItem::Error(e) => outcome = Some(Err(e.to_string())),
+                continue;
             }
+            Err(_) => None,
+        };
+        let had = local.as_ref().is_some_and(|l| l.is_complete());
+        if !had {
+            fetch(ctx, &contact, &mut t).await?;
         }
-        conn.close(0u32.into(), b"done");
-        match outcome {
-            Some(Ok(())) => true,
-            Some(Err(why)) => {
-                let local = remote
-                    .local(what)
-                    .await
-                    .map(|l| l.local_bytes())
-                    .unwrap_or(0);
-                t.bytes_done = local;
-                set_state(ctx, &mut t, TransferState::Paused, Some(why.clone())).await?;
-                return Err(Error::Network(why));
+        match save(ctx, &t, had).await {
+            Ok(p) => break Ok(p),
+            Err(e) if had && !forgotten => {
+                tracing::info!(transfer = %t.id, "the copy held before cannot be used ({e}); fetching it again");
+                forgotten = true;
+                if let Err(why) = forget(ctx, &mut t).await {
+                    break Err(why);
+                }
             }
-            None => false,
+            Err(e) => break Err(e),
         }
     };
-    if !fetched {
-        set_state(
-            ctx,
-            &mut t,
-            TransferState::Paused,
-            Some("interrupted".into()),
-        )
-        .await?;
-        return Err(Error::Network("fetch ended early".into()));
-    }
-    let saved = match save(ctx, &t).await {
+    let saved = match saved {
         Ok(p) => p,
         Err(e) => {
             let why = e.to_string();

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
-use iroh_blobs::api::blobs::{AddPathOptions, ExportMode, ExportOptions, ImportMode};
+use iroh_blobs::api::blobs::{AddPathOptions, BlobStatus, ExportMode, ExportOptions, ImportMode};
 use iroh_blobs::api::remote::GetProgressItem;
 use iroh_blobs::format::collection::Collection;
 use iroh_blobs::provider::events::{
@@ -136,6 +136,8 @@ pub(crate) struct Blobs {
     saving: Mutex<HashSet<TransferId>>,
     last_progress: Mutex<HashMap<TransferId, (Instant, u64)>>,
     pub(crate) accept_all: bool,
+    /// How often the store drops untagged blobs.
+    gc_interval: Duration,
 }
 
 impl std::fmt::Debug for Blobs {
@@ -146,12 +148,16 @@ impl std::fmt::Debug for Blobs {
 
 impl Blobs {
     /// Opens the blob store of a home, with garbage collection of untagged blobs.
-    pub(crate) async fn open(home: &Path, accept_all: bool) -> Result<Blobs, Error> {
+    pub(crate) async fn open(
+        home: &Path,
+        accept_all: bool,
+        gc_interval: Duration,
+    ) -> Result<Blobs, Error> {
         let dir = home.join(BLOBS_DIR);
         std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
         let mut options = iroh_blobs::store::fs::options::Options::new(&dir);
         options.gc = Some(GcConfig {
-            interval: GC_INTERVAL,
+            interval: gc_interval,
             add_protected: None,
         });
         let store = FsStore::load_with_opts(dir.join("blobs.db"), options)
@@ -164,6 +170,7 @@ impl Blobs {
             saving: Mutex::default(),
             last_progress: Mutex::default(),
             accept_all,
+            gc_interval,
         })
     }
 
@@ -300,7 +307,7 @@ async fn finish_locally(ctx: &Arc<Transfers>, t: &Transfer) {
     if t.direction == Direction::Outgoing {
         if let Ok(hashes) = offered_hashes(ctx, t).await {
             let hashes: Vec<Hash> = hashes.into_iter().map(|(h, _)| h).collect();
-            ctx.blobs.access.revoke(&t.contact, &hashes);
+            ctx.blobs.access.revoke(&t.contact, &t.id, &hashes);
         }
     }
     if let Err(e) = ctx.blobs.store.tags().delete(tag_name(t)).await {

@@ -88,7 +88,7 @@ pub(crate) async fn send_path(
     drop(tag);
     ctx.blobs
         .access
-        .allow(contact.id, offered_hashes(ctx, &t).await?);
+        .allow(contact.id, t.id, offered_hashes(ctx, &t).await?);
     let message = ctx
         .outbox
         .new_message(&contact.id, name.clone(), Some(t.id))?;
