@@ -191,6 +191,39 @@ async fn a_file_changed_after_the_offer_is_refused_with_a_reason() -> Result<()>
     Ok(())
 }
 
+/// The same for a folder: one of its files edited after the offer.
+#[tokio::test]
+async fn a_folder_with_a_file_changed_after_the_offer_is_refused_with_a_reason() -> Result<()> {
+    let p = paired().await?;
+    let folder = p.root.join("album");
+    std::fs::create_dir_all(folder.join("day 2"))?;
+    std::fs::write(folder.join("a.jpg"), data(40 * 1024, 21))?;
+    let edited = folder.join("day 2").join("b.jpg");
+    std::fs::write(&edited, data(50 * 1024, 22))?;
+    let mut rx = p.bob.subscribe();
+    let sent = p.alice.send_file("Bob", &folder).await?;
+    offered(&p.bob, &mut rx).await?;
+    // Same size, a later modification time: only the timestamp tells.
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    std::fs::write(&edited, data(50 * 1024, 23))?;
+    std::fs::File::options()
+        .write(true)
+        .open(&edited)?
+        .set_modified(later)?;
+
+    p.bob.accept_transfer(&sent.id.to_string()).await?;
+    state_becomes(&p.alice, sent.id, TransferState::Failed).await?;
+    state_becomes(&p.bob, sent.id, TransferState::Cancelled).await?;
+    for node in [&p.alice, &p.bob] {
+        let t = node.transfer_by_id(&sent.id)?.context("the transfer")?;
+        let why = t.error.unwrap_or_default();
+        assert!(why.contains("changed after it was offered"), "{why}");
+    }
+    p.alice.shutdown().await;
+    p.bob.shutdown().await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn decline_and_cancel_reach_the_other_side() -> Result<()> {
     let p = paired().await?;

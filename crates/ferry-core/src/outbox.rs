@@ -332,7 +332,10 @@ impl Outbox {
     }
 
     /// Delivers items in batches (`ferry/chat/2`), in order, one request and one flush on
-    /// each side per batch. Returns whether all went through.
+    /// each side per batch. A batch taken whole is recorded while the next one is on its way
+    /// (the receiver takes them in order either way; a crash before the record only means the
+    /// receiver is sent, and acknowledges, what it already has). Returns whether all went
+    /// through.
     async fn deliver_batches(
         &self,
         id: &ContactId,
@@ -340,6 +343,13 @@ impl Outbox {
         items: &[(u64, OutboxItem)],
     ) -> bool {
         let mut rest = items;
+        let mut recording: Option<tokio::task::JoinHandle<bool>> = None;
+        let all_recorded = |recording: Option<tokio::task::JoinHandle<bool>>| async move {
+            match recording {
+                Some(task) => task.await.unwrap_or(false),
+                None => true,
+            }
+        };
         while !rest.is_empty() {
             let batch = &rest[..batch_len(rest)];
             let req = ChatRequest::DeliverBatch(
@@ -351,7 +361,11 @@ impl Outbox {
                     })
                     .collect(),
             );
-            let (mut answers, retry_after) = match net::request(conn, &req).await {
+            let answer = net::request(conn, &req).await;
+            if !all_recorded(recording.take()).await {
+                return false;
+            }
+            let (mut answers, retry_after) = match answer {
                 Ok(ChatResponse::Batch {
                     answers,
                     retry_after_ms,
@@ -365,10 +379,19 @@ impl Outbox {
             // Never trust the count: answers beyond the batch answer nothing.
             answers.truncate(batch.len());
             let answered = answers.len();
+            let whole =
+                answered == batch.len() && answers.iter().all(|a| matches!(a, DeliveryAnswer::Ack));
+            rest = &rest[answered..];
+            if whole && !rest.is_empty() {
+                let (outbox, id, batch) = (self.clone(), *id, batch.to_vec());
+                recording = Some(tokio::spawn(async move {
+                    outbox.record(&id, &batch, &answers).await
+                }));
+                continue;
+            }
             if !self.record(id, &batch[..answered], &answers).await {
                 return false;
             }
-            rest = &rest[answered..];
             if answered < batch.len() {
                 match retry_after {
                     Some(ms) => {
@@ -386,7 +409,7 @@ impl Outbox {
                 }
             }
         }
-        true
+        all_recorded(recording).await
     }
 
     /// Waits the "retry after" a contact over its allowance asked for (capped). Returns false

@@ -131,7 +131,11 @@ pub(super) async fn provider_events(
                 // The file was imported by reference: if it changed since the offer, its bytes
                 // no longer match the hash. Say so, instead of letting the receiver fail on a
                 // verification error it cannot explain.
-                if let Some(t) = peer.and_then(|p| changed_since_offered(&ctx, &p, &root)) {
+                let changed = match peer {
+                    Some(p) => changed_since_offered(&ctx, &p, &root).await,
+                    None => None,
+                };
+                if let Some(t) = changed {
                     tracing::warn!(transfer = %t.id, "the offered file changed; not serving it");
                     msg.tx.send(deny).await.ok();
                     let ctx = ctx.clone();
@@ -201,12 +205,23 @@ pub(super) async fn provider_events(
 pub(crate) const CHANGED_SINCE_OFFERED: &str =
     "the file changed after it was offered; send it again";
 
-/// An outgoing single-file transfer to `peer` whose source no longer is what was offered:
-/// gone, another size, or modified after the offer (a folder's files are not checked yet).
-fn changed_since_offered(ctx: &Transfers, peer: &ContactId, root: &Hash) -> Option<Transfer> {
-    let t = live_outgoing(ctx, peer, root).filter(|t| !t.folder)?;
+/// An outgoing transfer to `peer` whose source no longer is what was offered: the file, or
+/// any file of the folder, gone, of another size, or modified after the offer.
+async fn changed_since_offered(ctx: &Transfers, peer: &ContactId, root: &Hash) -> Option<Transfer> {
+    let t = live_outgoing(ctx, peer, root)?;
     let source = t.path.as_ref()?;
-    let changed = match std::fs::metadata(source) {
+    let changed = if t.folder {
+        folder_changed(ctx, &t, source, root).await
+    } else {
+        file_changed(source, t.size, t.created_at)
+    };
+    changed.then_some(t)
+}
+
+/// Whether a file is gone, of another size than `size`, or modified after `offered_at` (Unix
+/// ms), with a second of slack for file systems with coarse timestamps.
+fn file_changed(path: &Path, size: u64, offered_at: u64) -> bool {
+    match std::fs::metadata(path) {
         Err(_) => true,
         Ok(meta) => {
             let modified_ms = meta
@@ -215,11 +230,37 @@ fn changed_since_offered(ctx: &Transfers, peer: &ContactId, root: &Hash) -> Opti
                 .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0);
-            // A second of slack for file systems with coarse timestamps.
-            meta.len() != t.size || modified_ms > t.created_at.saturating_add(1000)
+            meta.len() != size || modified_ms > offered_at.saturating_add(1000)
         }
+    }
+}
+
+/// Whether any file of an offered folder changed (each is checked against the size the store
+/// recorded for its hash). A collection the store cannot read counts as changed.
+async fn folder_changed(ctx: &Transfers, t: &Transfer, dir: &Path, root: &Hash) -> bool {
+    let Ok(collection) = Collection::load(*root, &*ctx.blobs.store).await else {
+        return true;
     };
-    changed.then_some(t)
+    for (rel, hash) in collection.iter() {
+        let size = match ctx.blobs.store.blobs().status(*hash).await {
+            Ok(BlobStatus::Complete { size }) => size,
+            _ => return true,
+        };
+        // The names are this node's own (`walk`, when it offered the folder): relative, with
+        // `/` between components. Anything else is not a file of this folder.
+        let parts: Vec<&str> = rel.split('/').collect();
+        if parts
+            .iter()
+            .any(|p| p.is_empty() || *p == "." || *p == "..")
+        {
+            return true;
+        }
+        let path = parts.iter().fold(dir.to_path_buf(), |p, c| p.join(c));
+        if file_changed(&path, size, t.created_at) {
+            return true;
+        }
+    }
+    false
 }
 
 /// Ends a transfer whose source changed: failed here with the reason, cancelled with the same
