@@ -394,11 +394,8 @@ impl Outbox {
             }
             if answered < batch.len() {
                 match retry_after {
-                    Some(ms) => {
-                        if !self.wait_as_asked(ms).await {
-                            return false;
-                        }
-                    }
+                    Some(ms) if !self.wait_as_asked(ms).await => return false,
+                    Some(_) => {}
                     // Stopped with nothing to say when to come back, or nothing taken at all
                     // (a receiver that cannot store now): try later, not in a tight loop.
                     None if answered == 0 => {
