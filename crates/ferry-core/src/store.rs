@@ -247,12 +247,36 @@ fn put_message(
     Ok(())
 }
 
+/// How long [`Store::open`] waits for sled's file lock held by a handle of this process that
+/// was just dropped.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens the sled database. The caller holds the home's lock, so no other process has it;
+/// if sled's own lock is still taken, it is this process's previous handle (`init` then
+/// `open`, or a restart): sled lets go of it a moment after the handle drops, when its flusher
+/// thread ends, so wait for that rather than fail.
+fn open_db(dir: &Path) -> Result<sled::Db, Error> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new().path(dir).open() {
+            // sled reports it as an `Other` I/O error with this text.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store in `dir` of the home whose id is `me`, checking the schema
     /// version. A schema-1 store is migrated to schema 2 first (resuming a migration a killed
     /// process left half done); a newer schema is refused.
     pub fn open(dir: &Path, me: &ContactId) -> Result<Self, Error> {
-        let db = sled::Config::new().path(dir).open()?;
+        let db = open_db(dir)?;
         let store = Store {
             meta: db.open_tree("meta")?,
             settings: db.open_tree("settings")?,
