@@ -5,8 +5,22 @@ use std::time::Duration;
 
 use anyhow::Result;
 use ferry_core::wire::{self, ChatRequest, ChatResponse, ALPN_CHAT};
-use ferry_core::{Config, Direction, Error, Event, MessageState, PathKind, Presence};
+use ferry_core::{Config, Direction, Error, Event, MessageState, Node, PathKind, Presence};
 use ferry_tests::*;
+
+/// The bodies of a conversation, oldest first.
+async fn bodies(node: &Node, contact: &str) -> Result<Vec<String>> {
+    let page = node.history(contact, None, 1000, false).await?;
+    Ok(page.into_iter().map(|m| m.body).collect())
+}
+
+/// Test settings with these allowances for every contact.
+fn allowing(allowances: ferry_core::inbox::Allowances) -> Config {
+    Config {
+        allowances,
+        ..test_config()
+    }
+}
 
 #[tokio::test]
 async fn pair_then_chat_both_ways_with_ticks_and_matching_safety_numbers() -> Result<()> {
@@ -151,10 +165,12 @@ async fn offline_recipient_gets_queued_messages_once_and_in_order() -> Result<()
 
     let alice = open(&ah, test_config()).await?;
     assert!(bob.wait_outbox_drained(None, WAIT).await?, "outbox drained");
-    let page = alice.history("Bob", None, 100, false).await?;
-    let bodies: Vec<&str> = page.iter().map(|m| m.body.as_str()).collect();
     let expected: Vec<String> = (0..12).map(|i| format!("queued {i}")).collect();
-    assert_eq!(bodies, expected, "each message once, in order");
+    assert_eq!(
+        bodies(&alice, "Bob").await?,
+        expected,
+        "each message once, in order"
+    );
     for id in &sent {
         assert_eq!(
             bob.message(id)?.map(|m| m.state),
@@ -219,14 +235,7 @@ async fn burst_against(
         },
     )
     .await?;
-    let bob = open(
-        &new_home(dir.path(), "Bob")?,
-        Config {
-            allowances,
-            ..test_config()
-        },
-    )
-    .await?;
+    let bob = open(&new_home(dir.path(), "Bob")?, allowing(allowances)).await?;
     pair(&alice, &bob).await?;
     let mut bob_events = bob.subscribe();
     let mut sent = Vec::new();
@@ -285,19 +294,14 @@ async fn queued_messages_go_in_batches_under_a_tight_frame_allowance() -> Result
         frames_burst: 3.0,
         ..Default::default()
     };
-    let bob = open(
-        &bh,
-        Config {
-            allowances: tight,
-            ..test_config()
-        },
-    )
-    .await?;
+    let bob = open(&bh, allowing(tight)).await?;
     assert!(alice.wait_outbox_drained(None, WAIT).await?, "drained");
-    let page = bob.history("Alice", None, 1000, false).await?;
-    let bodies: Vec<&str> = page.iter().map(|m| m.body.as_str()).collect();
     let expected: Vec<String> = (0..N).map(|i| format!("while away {i}")).collect();
-    assert_eq!(bodies, expected, "each message once, in order");
+    assert_eq!(
+        bodies(&bob, "Alice").await?,
+        expected,
+        "each message once, in order"
+    );
     alice.shutdown().await;
     bob.shutdown().await;
     Ok(())
@@ -333,14 +337,10 @@ async fn a_node_without_batches_and_this_one_talk_both_ways() -> Result<()> {
     }
     let older = open(&oh, old).await?;
     assert!(newer.wait_outbox_drained(None, WAIT).await?, "drained");
-    let page = older.history("New", None, 100, false).await?;
-    let bodies: Vec<&str> = page
-        .iter()
-        .map(|m| m.body.as_str())
-        .filter(|b| b.starts_with("queued"))
-        .collect();
+    let mut queued = bodies(&older, "New").await?;
+    queued.retain(|b| b.starts_with("queued"));
     assert_eq!(
-        bodies,
+        queued,
         ["queued 0", "queued 1", "queued 2", "queued 3", "queued 4"]
     );
     // And the other way, the new one away.

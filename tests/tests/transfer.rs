@@ -17,11 +17,16 @@ struct Pair {
 }
 
 async fn paired() -> Result<Pair> {
+    paired_with(test_config()).await
+}
+
+/// Alice (test settings) and Bob (`bob`), paired, Bob saving into `<root>/downloads`.
+async fn paired_with(bob: ferry_core::Config) -> Result<Pair> {
     init_tracing();
     let dir = tempfile::tempdir()?;
     let root = dir.path().to_path_buf();
     let alice = open(&new_home(&root, "Alice")?, test_config()).await?;
-    let bob = open(&new_home(&root, "Bob")?, test_config()).await?;
+    let bob = open(&new_home(&root, "Bob")?, bob).await?;
     pair(&alice, &bob).await?;
     let downloads = root.join("downloads");
     bob.set_downloads_dir(&downloads).await?;
@@ -32,6 +37,32 @@ async fn paired() -> Result<Pair> {
         bob,
         downloads,
     })
+}
+
+/// Rewrites a file and stamps it a few seconds in the future, as an author still editing it
+/// after the offer does.
+fn edit_later(path: &Path, bytes: &[u8]) -> Result<()> {
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    std::fs::write(path, bytes)?;
+    std::fs::File::options()
+        .write(true)
+        .open(path)?
+        .set_modified(later)?;
+    Ok(())
+}
+
+/// Bob accepts an offer whose source changed since: it fails on Alice's side and is cancelled
+/// on Bob's, both saying why.
+async fn accepted_but_changed(p: &Pair, id: TransferId) -> Result<()> {
+    p.bob.accept_transfer(&id.to_string()).await?;
+    state_becomes(&p.alice, id, TransferState::Failed).await?;
+    state_becomes(&p.bob, id, TransferState::Cancelled).await?;
+    for node in [&p.alice, &p.bob] {
+        let t = node.transfer_by_id(&id)?.context("the transfer")?;
+        let why = t.error.unwrap_or_default();
+        assert!(why.contains("changed after it was offered"), "{why}");
+    }
+    Ok(())
 }
 
 /// Deterministic pseudo-random bytes (no two chunks alike, so nothing deduplicates).
@@ -170,21 +201,8 @@ async fn a_file_changed_after_the_offer_is_refused_with_a_reason() -> Result<()>
     let sent = p.alice.send_file("Bob", &file).await?;
     offered(&p.bob, &mut rx).await?;
     // The author keeps editing: a later modification time and another size.
-    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
-    std::fs::write(&file, data(70 * 1024, 8))?;
-    std::fs::File::options()
-        .write(true)
-        .open(&file)?
-        .set_modified(later)?;
-
-    p.bob.accept_transfer(&sent.id.to_string()).await?;
-    state_becomes(&p.alice, sent.id, TransferState::Failed).await?;
-    state_becomes(&p.bob, sent.id, TransferState::Cancelled).await?;
-    for node in [&p.alice, &p.bob] {
-        let t = node.transfer_by_id(&sent.id)?.context("the transfer")?;
-        let why = t.error.unwrap_or_default();
-        assert!(why.contains("changed after it was offered"), "{why}");
-    }
+    edit_later(&file, &data(70 * 1024, 8))?;
+    accepted_but_changed(&p, sent.id).await?;
     assert!(!p.downloads.join("draft.txt").exists());
     p.alice.shutdown().await;
     p.bob.shutdown().await;
@@ -204,21 +222,8 @@ async fn a_folder_with_a_file_changed_after_the_offer_is_refused_with_a_reason()
     let sent = p.alice.send_file("Bob", &folder).await?;
     offered(&p.bob, &mut rx).await?;
     // Same size, a later modification time: only the timestamp tells.
-    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
-    std::fs::write(&edited, data(50 * 1024, 23))?;
-    std::fs::File::options()
-        .write(true)
-        .open(&edited)?
-        .set_modified(later)?;
-
-    p.bob.accept_transfer(&sent.id.to_string()).await?;
-    state_becomes(&p.alice, sent.id, TransferState::Failed).await?;
-    state_becomes(&p.bob, sent.id, TransferState::Cancelled).await?;
-    for node in [&p.alice, &p.bob] {
-        let t = node.transfer_by_id(&sent.id)?.context("the transfer")?;
-        let why = t.error.unwrap_or_default();
-        assert!(why.contains("changed after it was offered"), "{why}");
-    }
+    edit_later(&edited, &data(50 * 1024, 23))?;
+    accepted_but_changed(&p, sent.id).await?;
     p.alice.shutdown().await;
     p.bob.shutdown().await;
     Ok(())
@@ -363,26 +368,13 @@ async fn strangers_and_other_contacts_cannot_fetch_an_offered_hash() -> Result<(
 /// Alice and Bob with the blob store's garbage collection every second on Bob's side (the
 /// default is half a minute), and Bob accepting Alice's files.
 async fn paired_fast_gc() -> Result<Pair> {
-    init_tracing();
-    let dir = tempfile::tempdir()?;
-    let root = dir.path().to_path_buf();
-    let alice = open(&new_home(&root, "Alice")?, test_config()).await?;
     let fast = ferry_core::Config {
         gc_interval: std::time::Duration::from_secs(1),
         ..test_config()
     };
-    let bob = open(&new_home(&root, "Bob")?, fast).await?;
-    pair(&alice, &bob).await?;
-    let downloads = root.join("downloads");
-    bob.set_downloads_dir(&downloads).await?;
-    bob.set_auto_accept("Alice", Some(1 << 30)).await?;
-    Ok(Pair {
-        _dir: dir,
-        root,
-        alice,
-        bob,
-        downloads,
-    })
+    let p = paired_with(fast).await?;
+    p.bob.set_auto_accept("Alice", Some(1 << 30)).await?;
+    Ok(p)
 }
 
 /// The same content again, as a user meets it: the copy received first deleted, then the next

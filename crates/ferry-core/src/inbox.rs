@@ -20,7 +20,7 @@ use crate::model::{
 };
 use crate::sessions::SessionLocks;
 use crate::store::{Applied, Changes, Store};
-use crate::wire::{Delivery, DeliveryAnswer, Payload};
+use crate::wire::{Delivery, Payload};
 use crate::Error;
 
 /// Sealed bytes one contact may have us store per second, sustained.
@@ -282,31 +282,10 @@ impl Inbox {
         if let Err(wait) = self.allowed(&from, envelope.ciphertext.len()) {
             return Outcome::Slow(wait);
         }
-        match self.receive(from, id, envelope).await {
-            Ok(()) => Outcome::Taken,
-            Err(e) => Outcome::Refused(e),
+        match self.take_in_order(from, &[(id, envelope)]).await.pop() {
+            Some(Err(e)) => Outcome::Refused(e),
+            _ => Outcome::Taken,
         }
-    }
-
-    async fn receive(
-        &self,
-        from: ContactId,
-        id: MessageId,
-        envelope: &Envelope,
-    ) -> Result<(), Error> {
-        if self.store.was_received(&id)? {
-            return Ok(()); // a retry after our acknowledgement was lost
-        }
-        let guard = self.sessions.lock(&from).await;
-        let contact = self.sender(&from)?;
-        let taken = self.take(&contact, id, envelope).await?;
-        self.store.flush().await?;
-        // Follow-ups may seal to this contact again (an automatic accept): not under the lock.
-        drop(guard);
-        if let Some((applied, Some(after))) = taken {
-            after(applied).await;
-        }
-        Ok(())
     }
 
     /// Takes a batch from `from`, in order: one allowance for the whole frame, one session
@@ -315,69 +294,68 @@ impl Inbox {
         let bytes = batch.iter().map(|d| d.envelope.ciphertext.len()).sum();
         if let Err(wait) = self.allowed(&from, bytes) {
             return BatchOutcome {
-                answers: Vec::new(),
+                results: Vec::new(),
                 retry_after: Some(wait),
             };
         }
-        let refuse = |e: &Error| DeliveryAnswer::Reject {
-            reason: e.to_string(),
-            retry: e.is_transient(),
-        };
+        let items: Vec<(MessageId, &Envelope)> = batch
+            .iter()
+            .map(|d| (MessageId(d.message_id), &d.envelope))
+            .collect();
+        BatchOutcome {
+            results: self.take_in_order(from, &items).await,
+            retry_after: None,
+        }
+    }
+
+    /// Takes deliveries from `from` in order under its session lock, flushes once, and only
+    /// then runs the handlers' follow-ups (which may seal to this contact again, so not under
+    /// the lock). One result for each delivery of a prefix: it stops after the first one the
+    /// store could not take now (a transient error: ours, not the sender's). Nothing is
+    /// acknowledged that is not durable: if the flush fails, its error is the only result, the
+    /// sender sends it all again, and what did reach the disk is a duplicate then.
+    async fn take_in_order(
+        &self,
+        from: ContactId,
+        items: &[(MessageId, &Envelope)],
+    ) -> Vec<Result<(), Error>> {
         let guard = self.sessions.lock(&from).await;
         let contact = match self.sender(&from) {
             Ok(c) => c,
-            Err(e) => {
-                return BatchOutcome {
-                    answers: vec![refuse(&e)],
-                    retry_after: None,
-                }
-            }
+            Err(e) => return vec![Err(e)],
         };
-        let mut answers = Vec::with_capacity(batch.len());
+        let mut results = Vec::with_capacity(items.len());
         let mut afters = Vec::new();
-        for (i, d) in batch.iter().enumerate() {
+        for (i, (id, envelope)) in items.iter().enumerate() {
             // A long batch must not hold a runtime thread: another contact's delivery (or its
             // own link's pings) runs in between.
             if i % 16 == 15 {
                 tokio::task::yield_now().await;
             }
-            let id = MessageId(d.message_id);
-            match self.take(&contact, id, &d.envelope).await {
+            match self.take(&contact, *id, envelope).await {
                 Ok(taken) => {
-                    answers.push(DeliveryAnswer::Ack);
+                    results.push(Ok(()));
                     if let Some((applied, Some(after))) = taken {
                         afters.push((applied, after));
                     }
                 }
-                // Ours (the store, the disk), not the sender's: stop here, it tries again.
-                Err(e) if e.is_transient() => {
-                    tracing::warn!(peer = %from.fmt_short(), "could not take a delivery now: {e}");
-                    answers.push(refuse(&e));
-                    break;
-                }
                 Err(e) => {
-                    tracing::warn!(peer = %from.fmt_short(), "dropped a delivery: {e}");
-                    answers.push(refuse(&e));
+                    let stop = e.is_transient();
+                    results.push(Err(e));
+                    if stop {
+                        break;
+                    }
                 }
             }
         }
         if let Err(e) = self.store.flush().await {
-            // Nothing is acknowledged that is not durable: the sender sends it all again, and
-            // what did reach the disk is recognised as a duplicate then.
-            tracing::warn!(peer = %from.fmt_short(), "could not flush a batch: {e}");
-            return BatchOutcome {
-                answers: vec![refuse(&e)],
-                retry_after: None,
-            };
+            return vec![Err(e)];
         }
         drop(guard);
         for (applied, after) in afters {
             after(applied).await;
         }
-        BatchOutcome {
-            answers,
-            retry_after: None,
-        }
+        results
     }
 
     /// The stored contact a delivery comes from.
@@ -446,8 +424,8 @@ impl Inbox {
 /// How a batch went, for the chat protocol to answer.
 #[derive(Debug)]
 pub(crate) struct BatchOutcome {
-    /// One answer for each delivery of a prefix of the batch.
-    pub(crate) answers: Vec<DeliveryAnswer>,
+    /// One result for each delivery of a prefix of the batch.
+    pub(crate) results: Vec<Result<(), Error>>,
     /// The rest is over the sender's allowance: it may send it again after this long.
     pub(crate) retry_after: Option<Duration>,
 }

@@ -21,7 +21,9 @@ use crate::identity::Identity;
 use crate::inbox::{Inbox, Outcome};
 use crate::model::{Contact, ContactId, Event, MessageId, PathKind, Presence};
 use crate::store::Store;
-use crate::wire::{self, ChatRequest, ChatResponse, WireAddr, ALPN_CHAT, ALPN_PAIR, MAX_BATCH};
+use crate::wire::{
+    self, ChatRequest, ChatResponse, DeliveryAnswer, WireAddr, ALPN_CHAT, ALPN_PAIR, MAX_BATCH,
+};
 use crate::Error;
 
 /// Which relay servers to use.
@@ -533,14 +535,9 @@ impl Links {
                     tracing::debug!(peer = %from.fmt_short(), ?wait, "over its allowance");
                     ChatResponse::RetryAfter { ms: wait_ms(wait) }
                 }
-                // A store or disk failure here is ours, not the sender's: let it try again.
-                Outcome::Refused(e) if e.is_transient() => {
-                    tracing::warn!(peer = %from.fmt_short(), "could not take a delivery now: {e}");
-                    reject(e.to_string(), true)
-                }
                 Outcome::Refused(e) => {
-                    tracing::warn!(peer = %from.fmt_short(), "dropped a delivery: {e}");
-                    reject(e.to_string(), false)
+                    let (reason, retry) = refusal(&from, &e);
+                    ChatResponse::Reject { reason, retry }
                 }
             },
             ChatRequest::DeliverBatch(batch) if batch.len() > MAX_BATCH => {
@@ -555,13 +552,36 @@ impl Links {
                 if let Some(wait) = outcome.retry_after {
                     tracing::debug!(peer = %from.fmt_short(), ?wait, "over its allowance");
                 }
+                let answers = outcome
+                    .results
+                    .iter()
+                    .map(|r| match r {
+                        Ok(()) => DeliveryAnswer::Ack,
+                        Err(e) => {
+                            let (reason, retry) = refusal(&from, e);
+                            DeliveryAnswer::Reject { reason, retry }
+                        }
+                    })
+                    .collect();
                 ChatResponse::Batch {
-                    answers: outcome.answers,
+                    answers,
                     retry_after_ms: outcome.retry_after.map(wait_ms),
                 }
             }
         }
     }
+}
+
+/// How a delivery the inbox did not take is answered (and logged): a failure of our own store
+/// or disk lets the sender try again; anything else is refused for good.
+fn refusal(from: &ContactId, e: &Error) -> (String, bool) {
+    let retry = e.is_transient();
+    if retry {
+        tracing::warn!(peer = %from.fmt_short(), "could not take a delivery now: {e}");
+    } else {
+        tracing::warn!(peer = %from.fmt_short(), "dropped a delivery: {e}");
+    }
+    (e.to_string(), retry)
 }
 
 /// A wait as the wire says it: whole milliseconds, at least one.

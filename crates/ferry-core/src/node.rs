@@ -165,6 +165,7 @@ impl Node {
         let cancel = CancellationToken::new();
         let events = Events::new();
         let bus = Bus::default();
+        let chat_alpns = chat_alpns(config.batches);
         // Services, each from what it uses.
         let sessions = Arc::new(SessionLocks::default());
         let inbox = Arc::new(Inbox::new(
@@ -182,7 +183,7 @@ impl Node {
             net.relay.clone(),
             config.ping_interval,
             cancel.clone(),
-            chat_alpns(config.batches),
+            chat_alpns.clone(),
         );
         let outbox = Outbox::new(
             me,
@@ -226,7 +227,7 @@ impl Node {
         );
         let mut router = Router::builder(endpoint);
         // Preferred first: a contact that offers both gets batches.
-        for alpn in chat_alpns(config.batches) {
+        for alpn in chat_alpns {
             router = router.accept(alpn, ChatProtocol(links.clone()));
         }
         let router = router

@@ -241,27 +241,20 @@ pub(super) async fn download(ctx: &Arc<Transfers>, mut t: Transfer) -> Result<()
     let remote = ctx.blobs.store.remote();
     let mut forgotten = false;
     let saved = loop {
-        let local = match remote.local(what).await {
-            Ok(l) => Some(l),
+        let held = match remote.local(what).await {
+            // Had before this transfer: saved from the store, and checked.
+            Ok(l) if l.is_complete() => save(ctx, &t, true).await,
             // The store lists the content but cannot open its data: a saved copy it refers
             // to is gone.
-            Err(e) if !forgotten => {
-                tracing::info!(transfer = %t.id, "the copy held before cannot be opened ({e}); fetching it again");
-                forgotten = true;
-                if let Err(why) = forget(ctx, &mut t).await {
-                    break Err(why);
-                }
-                continue;
+            Err(e) if !forgotten => Err(blob_err(e)),
+            _ => {
+                fetch(ctx, &contact, &mut t).await?;
+                break save(ctx, &t, false).await;
             }
-            Err(_) => None,
         };
-        let had = local.as_ref().is_some_and(|l| l.is_complete());
-        if !had {
-            fetch(ctx, &contact, &mut t).await?;
-        }
-        match save(ctx, &t, had).await {
+        match held {
             Ok(p) => break Ok(p),
-            Err(e) if had && !forgotten => {
+            Err(e) if !forgotten => {
                 tracing::info!(transfer = %t.id, "the copy held before cannot be used ({e}); fetching it again");
                 forgotten = true;
                 if let Err(why) = forget(ctx, &mut t).await {
