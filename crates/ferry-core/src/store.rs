@@ -36,7 +36,7 @@ use sled::transaction::{
 use crate::e2e::Session;
 use crate::model::{
     Contact, ContactId, Conversation, ConversationId, Direction, Message, MessageId, MessageState,
-    Transfer, TransferId,
+    Transfer, TransferId, TransferState,
 };
 use crate::Error;
 
@@ -695,6 +695,27 @@ impl Store {
         Ok(())
     }
 
+    /// Writes `t` moved to state `to`, the move checked against the state stored now rather
+    /// than against `t`'s, which another task may have overtaken (a fetch failing just as the
+    /// sender's cancel arrives must not undo the cancel). On success `t` holds the new state.
+    pub fn advance_transfer(&self, t: &mut Transfer, to: TransferState) -> Result<(), Error> {
+        let stored = tx_result(self.transfers.transaction(|tx| {
+            let from = match tx.get(t.id.0)? {
+                Some(v) => tx_dec::<Transfer>(&v)?.state,
+                None => t.state,
+            };
+            let mut next = t.clone();
+            next.state = match from.next(to) {
+                Ok(s) => s,
+                Err(e) => return abort(e.into()),
+            };
+            tx.insert(&t.id.0[..], tx_enc(&next)?)?;
+            Ok(next)
+        }))?;
+        *t = stored;
+        Ok(())
+    }
+
     /// A message by id.
     pub fn message(&self, id: &MessageId) -> Result<Option<Message>, Error> {
         let Some(key) = self.message_ids.get(id.0)? else {
@@ -1204,6 +1225,45 @@ mod tests {
             })
             .unwrap();
         assert!(twice.read.is_empty());
+    }
+
+    #[test]
+    fn a_stale_copy_cannot_move_a_transfer_out_of_a_final_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &test_me()).unwrap();
+        let mut fetching = Transfer {
+            id: TransferId([3; 16]),
+            contact: iroh::SecretKey::from_bytes(&[2; 32]).public(),
+            direction: Direction::Incoming,
+            name: "a.bin".into(),
+            size: 10,
+            hash: String::new(),
+            folder: false,
+            files: 1,
+            media_type: "application/octet-stream".into(),
+            dangerous: false,
+            state: TransferState::Accepted,
+            bytes_done: 0,
+            resumed_from: 0,
+            path: None,
+            error: None,
+            created_at: 1,
+            updated_at: 1,
+        };
+        store
+            .advance_transfer(&mut fetching, TransferState::Transferring)
+            .unwrap();
+        // The sender cancels (another task, its own copy)...
+        let mut cancelling = fetching.clone();
+        store
+            .advance_transfer(&mut cancelling, TransferState::Cancelled)
+            .unwrap();
+        // ...and the fetch, still holding "transferring", fails a moment later.
+        assert!(store
+            .advance_transfer(&mut fetching, TransferState::Paused)
+            .is_err());
+        let stored = store.transfer(&fetching.id).unwrap().unwrap();
+        assert_eq!(stored.state, TransferState::Cancelled);
     }
 
     #[test]

@@ -321,10 +321,9 @@ async fn set_state(
     state: TransferState,
     error: Option<String>,
 ) -> Result<(), Error> {
-    t.state = t.state.next(state)?;
     t.error = error;
     t.updated_at = now_ms();
-    ctx.store.put_transfer(t)?;
+    ctx.store.advance_transfer(t, state)?;
     ctx.store.flush().await?;
     ctx.emit(Event::TransferChanged {
         transfer: t.clone(),
