@@ -480,3 +480,31 @@ async fn node_that_changed_port_is_reached_after_announcing_itself() -> Result<(
     bob.shutdown().await;
     Ok(())
 }
+
+/// At most `MAX_OPEN_INVITES` invites are open at once; one more is refused with a clear
+/// error, and using one makes room again.
+#[tokio::test]
+async fn open_invites_have_a_quota_and_using_one_makes_room() -> Result<()> {
+    use ferry_core::pairing::MAX_OPEN_INVITES;
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let alice = open(&new_home(dir.path(), "Alice")?, test_config()).await?;
+    let bob = open(&new_home(dir.path(), "Bob")?, test_config()).await?;
+    let mut invites = Vec::new();
+    for _ in 0..MAX_OPEN_INVITES {
+        invites.push(alice.create_invite(None).await?);
+    }
+    let over = alice.create_invite(None).await;
+    match over {
+        Err(e @ Error::Quota(_)) => {
+            assert_eq!(e.code(), "quota");
+            assert!(e.to_string().contains("invites are still open"), "{e}");
+        }
+        other => panic!("expected a quota error, got {other:?}"),
+    }
+    bob.pair(&invites[0]).await?;
+    alice.create_invite(None).await?;
+    alice.shutdown().await;
+    bob.shutdown().await;
+    Ok(())
+}

@@ -482,3 +482,220 @@ async fn the_same_file_to_two_contacts_and_from_two_contacts_at_once() -> Result
     p.bob.shutdown().await;
     Ok(())
 }
+
+/// The bytes under a folder (a node's blob store, say), every file counted.
+fn bytes_under(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => stack.push(entry.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// Alice's offer lies as `claim` says; Bob takes any file up to 64 KiB at once. The transfer
+/// fails on both sides with a reason that says the content is not what was offered, nothing
+/// is saved, and Bob's blob store grows by at most `most` bytes.
+async fn a_lie_is_stopped(
+    file_len: usize,
+    claim: ferry_core::transfer::Claim,
+    most: u64,
+) -> Result<()> {
+    let p = paired().await?;
+    let file = p.root.join("big.bin");
+    std::fs::write(&file, data(file_len, 31))?;
+    p.bob.set_auto_accept("Alice", Some(64 * 1024)).await?;
+    let blobs = p.root.join("bob").join(ferry_core::transfer::BLOBS_DIR);
+    let before = bytes_under(&blobs);
+    let sent = p.alice.send_file_claiming("Bob", &file, claim).await?;
+    state_becomes(&p.bob, sent.id, TransferState::Failed).await?;
+    let why = p
+        .bob
+        .transfer_by_id(&sent.id)?
+        .and_then(|t| t.error)
+        .unwrap_or_default();
+    assert!(
+        why.contains("not what the sender offered") || why.contains("more than it offered"),
+        "{why}"
+    );
+    state_becomes(&p.alice, sent.id, TransferState::Failed).await?;
+    let grew = bytes_under(&blobs).saturating_sub(before);
+    assert!(
+        grew <= most,
+        "Bob's blob store grew by {grew} bytes, at most {most} expected"
+    );
+    assert!(
+        std::fs::read_dir(&p.downloads).map_or(true, |mut d| d.next().is_none()),
+        "nothing is saved"
+    );
+    p.alice.shutdown().await;
+    p.bob.shutdown().await;
+    Ok(())
+}
+
+/// A sender that says 1 KiB and has 16 MiB is refused from the verified size, before any of
+/// the content is fetched (only its last chunk group was read, and not stored).
+#[tokio::test]
+async fn a_sender_claiming_a_small_size_is_refused_before_anything_is_fetched() -> Result<()> {
+    let claim = ferry_core::transfer::Claim {
+        size: 1024,
+        files: 1,
+        copies: 1,
+    };
+    a_lie_is_stopped(16 << 20, claim, 1 << 20).await
+}
+
+/// A folder of 300 entries, all one file, offered as a folder of one file: refused from the
+/// verified list of hashes, before any file is fetched.
+#[tokio::test]
+async fn a_collection_with_more_entries_than_offered_is_refused() -> Result<()> {
+    let claim = ferry_core::transfer::Claim {
+        size: 1024,
+        files: 1,
+        copies: 300,
+    };
+    a_lie_is_stopped(4 << 20, claim, 1 << 20).await
+}
+
+/// The same 16 MiB file 200 times, with the right count but a total of 1 KiB: the fetch stops
+/// as soon as more than the offer arrived, far below even one copy, and nothing is saved
+/// (saving would have written 200 copies).
+#[tokio::test]
+async fn a_collection_of_one_big_file_many_times_is_stopped_at_the_offered_size() -> Result<()> {
+    let claim = ferry_core::transfer::Claim {
+        size: 1024,
+        files: 200,
+        copies: 200,
+    };
+    a_lie_is_stopped(16 << 20, claim, 4 << 20).await
+}
+
+/// A contact may have at most `MAX_PENDING_OFFERS` offers waiting for an answer. One more is
+/// refused: the sender is told why, the receiver is told once, and once the receiver answers
+/// one, the next offer arrives.
+#[tokio::test]
+async fn offers_over_the_pending_quota_are_refused_with_a_notice_on_both_sides() -> Result<()> {
+    use ferry_core::transfer::MAX_PENDING_OFFERS;
+    let p = paired().await?;
+    let file = p.root.join("note.txt");
+    std::fs::write(&file, b"one of many")?;
+    let mut at_bob = p.bob.subscribe();
+    let mut at_alice = p.alice.subscribe();
+    let mut sent = Vec::new();
+    for _ in 0..MAX_PENDING_OFFERS {
+        sent.push(p.alice.send_file("Bob", &file).await?.id);
+    }
+    assert!(
+        p.alice.wait_outbox_drained(None, WAIT).await?,
+        "all offers delivered"
+    );
+    eventually(|| {
+        let waiting = p
+            .bob
+            .transfers()?
+            .iter()
+            .filter(|t| t.state == TransferState::Offered)
+            .count();
+        Ok(waiting == MAX_PENDING_OFFERS)
+    })
+    .await?;
+    let over = p.alice.send_file("Bob", &file).await?;
+    let told_alice = wait_for(&mut at_alice, |e| match e {
+        Event::Notice { text, .. } => Some(text.clone()),
+        _ => None,
+    })
+    .await?;
+    assert!(
+        told_alice.contains("offers are still waiting"),
+        "{told_alice}"
+    );
+    let told_bob = wait_for(&mut at_bob, |e| match e {
+        Event::Notice { name, text, .. } if name == "Alice" => Some(text.clone()),
+        _ => None,
+    })
+    .await?;
+    assert!(told_bob.contains("waiting for your answer"), "{told_bob}");
+    assert!(
+        p.bob.transfer_by_id(&over.id)?.is_none(),
+        "the refused offer is not stored"
+    );
+    let msg = p.alice.history("Bob", None, 1, false).await?;
+    assert_eq!(
+        msg.last().map(|m| m.state),
+        Some(ferry_core::MessageState::Failed)
+    );
+
+    p.bob.decline_transfer(&sent[0].to_string()).await?;
+    let next = p.alice.send_file("Bob", &file).await?;
+    eventually(|| Ok(p.bob.transfer_by_id(&next.id)?.is_some())).await?;
+    p.alice.shutdown().await;
+    p.bob.shutdown().await;
+    Ok(())
+}
+
+/// What a contact makes a node store in a day is counted: files accepted automatically
+/// count, and over the quota an offer waits for the user instead, and messages are refused.
+#[tokio::test]
+async fn the_daily_quota_holds_back_automatic_accepts_and_then_refuses() -> Result<()> {
+    let quota = 256 * 1024;
+    let bob = ferry_core::Config {
+        allowances: ferry_core::inbox::Allowances {
+            daily_bytes: quota,
+            ..Default::default()
+        },
+        ..test_config()
+    };
+    let p = paired_with(bob).await?;
+    p.bob.set_auto_accept("Alice", Some(1 << 20)).await?;
+    let mut at_bob = p.bob.subscribe();
+    // 200 KiB: taken at once, and counted.
+    let first = p.root.join("first.bin");
+    std::fs::write(&first, data(200 * 1024, 41))?;
+    let one = p.alice.send_file("Bob", &first).await?;
+    completed(&mut at_bob, one.id).await?;
+    // Another 200 KiB would pass the quota: it waits for Bob, who is told why.
+    let second = p.root.join("second.bin");
+    std::fs::write(&second, data(200 * 1024, 42))?;
+    let two = p.alice.send_file("Bob", &second).await?;
+    let told = wait_for(&mut at_bob, |e| match e {
+        Event::Notice { text, .. } => Some(text.clone()),
+        _ => None,
+    })
+    .await?;
+    assert!(told.contains("It waits for you to accept it"), "{told}");
+    eventually(|| {
+        Ok(p.bob.transfer_by_id(&two.id)?.map(|t| t.state) == Some(TransferState::Offered))
+    })
+    .await?;
+    // Accepted by Bob himself, it is not counted against Alice.
+    p.bob.accept_transfer(&two.id.to_string()).await?;
+    completed(&mut at_bob, two.id).await?;
+    // Messages fill the rest of the day's quota; then they are refused.
+    let body = "x".repeat(30 * 1024);
+    let mut refused = false;
+    for _ in 0..20 {
+        p.alice.send_text("Bob", &body).await?;
+        assert!(p.alice.wait_outbox_drained(None, WAIT).await?);
+        let last = p.alice.history("Bob", None, 1, false).await?;
+        if last.last().map(|m| m.state) == Some(ferry_core::MessageState::Failed) {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "messages over the daily quota are refused");
+    let told = wait_for(&mut at_bob, |e| match e {
+        Event::Notice { text, .. } if text.contains("today") => Some(text.clone()),
+        _ => None,
+    })
+    .await?;
+    assert!(told.contains("refused until tomorrow"), "{told}");
+    p.alice.shutdown().await;
+    p.bob.shutdown().await;
+    Ok(())
+}

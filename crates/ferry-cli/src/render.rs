@@ -137,6 +137,7 @@ pub(crate) fn event(ev: &Event) -> String {
         Event::TransferFailed { id, reason } => {
             format!("transfer {} failed: {reason}", &id.to_string()[..8])
         }
+        Event::Notice { text, .. } => format!("notice: {text}"),
         other => format!("{other:?}"),
     }
 }

@@ -93,6 +93,62 @@ pub enum Error {
     /// The node is shutting down.
     #[error("the node is shutting down")]
     Closed,
+    /// A contact (or this user) went over one of its quotas. The text is for the contact.
+    #[error("{0}")]
+    Quota(Quota),
+}
+
+/// A quota that was reached (the limits are named constants where they are enforced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Quota {
+    /// This many offers from the contact are still waiting for an answer.
+    PendingOffers(usize),
+    /// The contact made this node store this many bytes today (UTC).
+    DailyBytes(u64),
+    /// This many invites are open (issued, unused and unexpired).
+    OpenInvites(usize),
+}
+
+impl std::fmt::Display for Quota {
+    /// Said to whoever went over it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Quota::PendingOffers(n) => write!(
+                f,
+                "{n} of your offers are still waiting for an answer; send more once some are \
+                 answered"
+            ),
+            Quota::DailyBytes(n) => write!(
+                f,
+                "you have sent {} today, the most one contact may send in a day; try again \
+                 tomorrow",
+                crate::model::human_size(*n, crate::model::SizeUnits::Binary)
+            ),
+            Quota::OpenInvites(n) => write!(
+                f,
+                "{n} invites are still open; use or let some expire before making more"
+            ),
+        }
+    }
+}
+
+impl Quota {
+    /// Said to this node's user, about the contact `name`.
+    pub fn notice(&self, name: &str) -> String {
+        match self {
+            Quota::PendingOffers(n) => format!(
+                "{name} sent another file, refused: {n} of their offers are waiting for your \
+                 answer"
+            ),
+            Quota::DailyBytes(n) => format!(
+                "{name} has sent {} today, the most one contact may; more from them is \
+                 refused until tomorrow",
+                crate::model::human_size(*n, crate::model::SizeUnits::Binary)
+            ),
+            Quota::OpenInvites(n) => format!("{n} invites are open"),
+        }
+    }
 }
 
 impl Error {
@@ -119,6 +175,7 @@ impl Error {
             Error::E2e(_) => "e2e",
             Error::Remote { code, .. } => code,
             Error::Closed => "closed",
+            Error::Quota(_) => "quota",
         }
     }
 

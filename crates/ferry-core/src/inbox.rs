@@ -13,7 +13,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::bus::Events;
 use crate::e2e::{AssociatedData, E2eError, Envelope};
+use crate::model::Event;
 use crate::model::{
     now_ms, Contact, ContactId, ConversationId, Direction, Message, MessageId, MessageState,
     TransferId,
@@ -21,7 +23,7 @@ use crate::model::{
 use crate::sessions::SessionLocks;
 use crate::store::{Applied, Changes, Store};
 use crate::wire::{Delivery, Payload};
-use crate::Error;
+use crate::{Error, Quota};
 
 /// Sealed bytes one contact may have us store per second, sustained.
 pub const RATE_BYTES_PER_SEC: f64 = 1024.0 * 1024.0;
@@ -31,6 +33,12 @@ pub const RATE_BYTES_BURST: f64 = 4.0 * 1024.0 * 1024.0;
 pub const RATE_FRAMES_PER_SEC: f64 = 400.0;
 /// Deliveries (frames) one contact may send in a burst.
 pub const RATE_FRAMES_BURST: f64 = 1000.0;
+/// Bytes one contact may make us store in a day (UTC): sealed payloads, and files accepted
+/// automatically. Files the user accepts do not count. Over it, what the contact sends is
+/// refused until the next day, and the user is told.
+pub const DAILY_BYTES_PER_CONTACT: u64 = 2 * 1024 * 1024 * 1024;
+/// A notice about one contact and one quota is shown at most this often.
+const NOTICE_EVERY: Duration = Duration::from_secs(60);
 
 /// A boxed future, for handlers behind a trait object.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -127,6 +135,8 @@ pub struct Allowances {
     pub frames_per_sec: f64,
     /// Frames in a burst.
     pub frames_burst: f64,
+    /// Bytes stored per day ([`DAILY_BYTES_PER_CONTACT`]).
+    pub daily_bytes: u64,
 }
 
 impl Default for Allowances {
@@ -136,6 +146,7 @@ impl Default for Allowances {
             bytes_burst: RATE_BYTES_BURST,
             frames_per_sec: RATE_FRAMES_PER_SEC,
             frames_burst: RATE_FRAMES_BURST,
+            daily_bytes: DAILY_BYTES_PER_CONTACT,
         }
     }
 }
@@ -230,6 +241,9 @@ pub(crate) struct Inbox {
     limits: Mutex<HashMap<ContactId, Allowance>>,
     /// Set once by the node after the features exist.
     handlers: OnceLock<HashMap<PayloadKind, Arc<dyn PayloadHandler>>>,
+    events: Events,
+    /// When the user was last told about a contact over a quota (by the quota's kind).
+    noticed: Mutex<HashMap<(ContactId, std::mem::Discriminant<Quota>), Instant>>,
 }
 
 impl std::fmt::Debug for Inbox {
@@ -245,6 +259,7 @@ impl Inbox {
         store: Store,
         sessions: Arc<SessionLocks>,
         allowances: Allowances,
+        events: Events,
     ) -> Inbox {
         Inbox {
             me,
@@ -253,6 +268,8 @@ impl Inbox {
             allowances,
             limits: Mutex::default(),
             handlers: OnceLock::new(),
+            events,
+            noticed: Mutex::default(),
         }
     }
 
@@ -261,7 +278,9 @@ impl Inbox {
         let _ = self.handlers.set(table.into_iter().collect());
     }
 
-    fn allowed(&self, from: &ContactId, bytes: usize) -> Result<(), Duration> {
+    /// Charges one frame of `bytes` to `from`'s allowance, or says how long until it fits.
+    /// Every request a contact makes goes through here.
+    pub(crate) fn allowed(&self, from: &ContactId, bytes: usize) -> Result<(), Duration> {
         let mut limits = match self.limits.lock() {
             Ok(l) => l,
             Err(poisoned) => poisoned.into_inner(),
@@ -333,6 +352,10 @@ impl Inbox {
                 tokio::task::yield_now().await;
             }
             match self.take(&contact, *id, envelope).await {
+                Err(Error::Quota(q)) => {
+                    self.notice(&contact, q);
+                    results.push(Err(Error::Quota(q)));
+                }
                 Ok(taken) => {
                     results.push(Ok(()));
                     if let Some((applied, Some(after))) = taken {
@@ -358,6 +381,30 @@ impl Inbox {
         results
     }
 
+    /// Tells the user that `contact` went over a quota, at most once per [`NOTICE_EVERY`] for
+    /// each contact and quota.
+    fn notice(&self, contact: &Contact, quota: Quota) {
+        let key = (contact.id, std::mem::discriminant(&quota));
+        let now = Instant::now();
+        let mut noticed = match self.noticed.lock() {
+            Ok(n) => n,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if noticed
+            .get(&key)
+            .is_some_and(|at| now.duration_since(*at) < NOTICE_EVERY)
+        {
+            return;
+        }
+        noticed.insert(key, now);
+        tracing::warn!(peer = %contact.id.fmt_short(), "over a quota: {quota:?}");
+        self.events.emit(Event::Notice {
+            contact: contact.id,
+            name: contact.name.clone(),
+            text: quota.notice(&contact.name),
+        });
+    }
+
     /// The stored contact a delivery comes from.
     fn sender(&self, from: &ContactId) -> Result<Contact, Error> {
         self.store
@@ -376,6 +423,10 @@ impl Inbox {
     ) -> Result<Option<(Applied, Option<After>)>, Error> {
         if self.store.was_received(&id)? {
             return Ok(None);
+        }
+        let today = self.store.stored_today(&from.id)?;
+        if today >= self.allowances.daily_bytes {
+            return Err(Error::Quota(Quota::DailyBytes(today)));
         }
         let mut session = self
             .store
@@ -413,6 +464,9 @@ impl Inbox {
             .await?;
         changes.session = Some((from.id, session));
         changes.received = Some(id);
+        changes.stored_bytes = changes
+            .stored_bytes
+            .saturating_add(envelope.ciphertext.len() as u64);
         let applied = self.store.apply(&changes)?;
         if applied.duplicate {
             return Ok(None);
@@ -469,7 +523,13 @@ mod tests {
             verified: false,
         };
         store.store_pairing(&contact, &mine, None, 1).unwrap();
-        let inbox = Inbox::new(me.id(), store, Arc::default(), Allowances::default());
+        let inbox = Inbox::new(
+            me.id(),
+            store,
+            Arc::default(),
+            Allowances::default(),
+            Events::new(),
+        );
         let count = Arc::new(Count(Mutex::default()));
         let kinds = [PayloadKind::Text, PayloadKind::Read];
         inbox.register(

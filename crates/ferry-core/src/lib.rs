@@ -36,7 +36,7 @@ pub mod store;
 pub mod transfer;
 pub mod wire;
 
-pub use error::Error;
+pub use error::{Error, Quota};
 pub use home::default_home;
 pub use model::*;
 pub use node::{Config, NetSettings, Node, RelayChoice};

@@ -97,6 +97,10 @@ pub(crate) const SETTING_PORT: &str = "port";
 pub(crate) const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one request on a stream may take.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most direct addresses kept from a contact's announce.
+pub(crate) const MAX_ANNOUNCED_ADDRS: usize = 16;
+/// The longest relay URL kept from a contact's announce.
+pub(crate) const MAX_RELAY_URL: usize = 512;
 
 /// Binds the endpoint according to the settings; keeps this home's UDP port stable.
 pub(crate) async fn bind_endpoint(
@@ -511,6 +515,18 @@ impl Links {
         match req {
             ChatRequest::Ping => ChatResponse::Pong,
             ChatRequest::Announce(addr) => {
+                // It writes to the store, so it is charged like a delivery, and what is kept
+                // of it is bounded.
+                let size =
+                    postcard::to_allocvec(&addr).map_or(crate::limits::MAX_FRAME, |v| v.len());
+                if let Err(wait) = self.0.inbox.allowed(&from, size) {
+                    return ChatResponse::RetryAfter { ms: wait_ms(wait) };
+                }
+                let mut addr = addr;
+                addr.direct.truncate(MAX_ANNOUNCED_ADDRS);
+                if addr.relay.as_ref().is_some_and(|r| r.len() > MAX_RELAY_URL) {
+                    addr.relay = None;
+                }
                 if let Ok(Some(mut c)) = self.0.store.contact(&from) {
                     if c.addr != addr && (!addr.direct.is_empty() || addr.relay.is_some()) {
                         c.addr = addr;

@@ -160,7 +160,13 @@ impl Node {
             local_discovery: config.local_discovery.unwrap_or(stored.local_discovery),
         };
         let endpoint = net::bind_endpoint(&identity, &store, &net, config.direct).await?;
-        let blobs = Blobs::open(home, config.accept_files, config.gc_interval).await?;
+        let blobs = Blobs::open(
+            home,
+            config.accept_files,
+            config.gc_interval,
+            config.allowances.daily_bytes,
+        )
+        .await?;
         let me = identity.id();
         let cancel = CancellationToken::new();
         let events = Events::new();
@@ -173,6 +179,7 @@ impl Node {
             store.clone(),
             sessions.clone(),
             config.allowances,
+            events.clone(),
         ));
         let links = Links::new(
             endpoint.clone(),
@@ -400,6 +407,18 @@ impl Node {
     ) -> Result<Transfer, Error> {
         let contact = self.roster.resolve(query)?;
         transfer::send_path(&self.transfers, &contact, path, Some(name)).await
+    }
+
+    /// Offers a file with an offer that lies as `claim` says (tests of a hostile sender).
+    #[doc(hidden)]
+    pub async fn send_file_claiming(
+        &self,
+        query: &str,
+        path: &Path,
+        claim: transfer::Claim,
+    ) -> Result<Transfer, Error> {
+        let contact = self.roster.resolve(query)?;
+        transfer::send_path_claiming(&self.transfers, &contact, path, claim).await
     }
 
     /// All transfers, oldest first.

@@ -440,7 +440,7 @@ impl Outbox {
                     retry: false,
                 } => {
                     tracing::warn!(contact = %id.fmt_short(), "delivery refused for good: {reason}");
-                    failed.push((*seq, item));
+                    failed.push((*seq, item, reason));
                 }
                 DeliveryAnswer::Reject {
                     reason,
@@ -459,7 +459,7 @@ impl Outbox {
                 return false;
             }
         };
-        for (seq, item) in &failed {
+        for (seq, item, _) in &failed {
             let _ = store.drop_outbox_item(*seq);
             let _ = store.set_message_state(&item.message_id, MessageState::Failed);
         }
@@ -475,12 +475,23 @@ impl Outbox {
                 });
             }
         }
-        // A receipt or transfer update has no message to show as failed.
-        for (_, item) in failed.iter().filter(|(_, i)| i.kind == OutboxKind::Message) {
+        // A receipt or transfer update has no message to show as failed. The user is told
+        // why a message was refused (a quota the contact keeps, say).
+        let name = || store.contact(id).ok().flatten().map(|c| c.name);
+        for (_, item, reason) in failed
+            .iter()
+            .filter(|(_, i, _)| i.kind == OutboxKind::Message)
+        {
             self.0.events.emit(Event::DeliveryChanged {
                 id: item.message_id,
                 contact: *id,
                 state: MessageState::Failed,
+            });
+            let name = name().unwrap_or_else(|| id.fmt_short().to_string());
+            self.0.events.emit(Event::Notice {
+                contact: *id,
+                text: format!("{name} refused a message: {reason}"),
+                name,
             });
         }
         if stopped {

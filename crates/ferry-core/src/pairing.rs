@@ -23,6 +23,10 @@ use crate::store::{InviteRecord, InviteRefusal, Store};
 use crate::wire::{self, PairFrame, PairIdentity, Payload, ALPN_PAIR};
 use crate::Error;
 
+/// The most invites that may be open at once (issued, unused, unexpired); making another is
+/// refused with a clear error until one is used or expires.
+pub const MAX_OPEN_INVITES: usize = 100;
+
 /// The pairing feature: what it uses, and nothing else.
 #[derive(Debug)]
 pub(crate) struct Pairing {
@@ -74,6 +78,10 @@ async fn my_identity(ctx: &Pairing) -> Result<PairIdentity, Error> {
 }
 
 pub(crate) async fn create_invite(ctx: &Pairing, ttl: Duration) -> Result<String, Error> {
+    let open = ctx.store.open_invites(now_ms())?;
+    if open >= MAX_OPEN_INVITES {
+        return Err(Error::Quota(crate::Quota::OpenInvites(open)));
+    }
     let mut secret = [0u8; 16];
     rand_core::OsRng.fill_bytes(&mut secret);
     let expires_ms = now_ms().saturating_add(ttl.as_millis() as u64);

@@ -16,6 +16,7 @@
 //! | `received` | message id (16) | empty: every payload the inbox took (added with no schema change: an empty tree means none known) |
 //! | `conversations` | conversation id (16) | [`Conversation`] (schema 2) |
 //! | `counters` | `u` ‖ conversation id (16), `q` ‖ endpoint id (32) | `u64` BE: unread incoming messages of a conversation, queued outgoing messages to a contact; kept in the same transactions as what they count, built at open when `meta/counters` is missing |
+//! | `quotas` | `d` ‖ endpoint id (32) | day (u32 BE, days since 1970 UTC) ‖ bytes (u64 BE): what a contact made us store that day (added with no schema change: none means nothing yet) |
 //!
 //! Every logical change is one multi-tree transaction; callers [`Store::flush`] before
 //! acknowledging anything to a peer or a user.
@@ -35,8 +36,8 @@ use sled::transaction::{
 
 use crate::e2e::Session;
 use crate::model::{
-    Contact, ContactId, Conversation, ConversationId, Direction, Message, MessageId, MessageState,
-    Transfer, TransferId, TransferState,
+    now_ms, Contact, ContactId, Conversation, ConversationId, Direction, Message, MessageId,
+    MessageState, Transfer, TransferId, TransferState,
 };
 use crate::Error;
 
@@ -71,12 +72,15 @@ pub struct Changes {
     pub received: Option<MessageId>,
     /// A new incoming message (a duplicate id makes the whole change a no-op).
     pub message: Option<Message>,
-    /// A transfer first offered by this payload (kept as it is if already known).
+    /// A transfer first offered by this payload (an id already in use refuses the whole change).
     pub new_transfer: Option<Transfer>,
     /// Transfer records replaced by this payload.
     pub transfers: Vec<Transfer>,
     /// A read receipt from a contact: its outgoing messages among the ids become read.
     pub read_receipt: Option<(ContactId, Vec<MessageId>)>,
+    /// Bytes this payload makes the sender (`session`'s contact) store, counted against its
+    /// daily quota: the sealed payload, and a file accepted automatically.
+    pub stored_bytes: u64,
 }
 
 /// What [`Store::apply`] did.
@@ -104,6 +108,7 @@ pub struct Store {
     received: sled::Tree,
     conversations: sled::Tree,
     counters: sled::Tree,
+    quotas: sled::Tree,
     /// This home's own id (the author of what it sends).
     me: ContactId,
     /// Shares one flush among the callers who ask at the same time.
@@ -164,6 +169,38 @@ fn tx_result<T>(r: Result<T, TransactionError<Error>>) -> Result<T, Error> {
         TransactionError::Abort(e) => e,
         TransactionError::Storage(e) => Error::Store(e),
     })
+}
+
+/// The day (UTC) of a Unix time in ms.
+fn day_of(ms: u64) -> u32 {
+    u32::try_from(ms / 86_400_000).unwrap_or(u32::MAX)
+}
+
+/// `quotas` key of a contact's bytes stored today: `d` ‖ endpoint id.
+fn daily_key(contact: &ContactId) -> [u8; 33] {
+    let mut k = [b'd'; 33];
+    k[1..].copy_from_slice(contact.as_bytes());
+    k
+}
+
+/// `quotas` value: day (u32 BE) ‖ bytes that day (u64 BE).
+fn daily_value(day: u32, bytes: u64) -> [u8; 12] {
+    let mut v = [0u8; 12];
+    v[..4].copy_from_slice(&day.to_be_bytes());
+    v[4..].copy_from_slice(&bytes.to_be_bytes());
+    v
+}
+
+/// The bytes a stored `quotas` value counts for `today` (0 for another day or no value).
+fn daily_bytes(value: Option<&[u8]>, today: u32) -> u64 {
+    match value {
+        Some(v) if v.len() == 12 && v[..4] == today.to_be_bytes() => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&v[4..]);
+            u64::from_be_bytes(b)
+        }
+        _ => 0,
+    }
 }
 
 fn unread_key(conversation: &ConversationId) -> [u8; 17] {
@@ -290,6 +327,7 @@ impl Store {
             received: db.open_tree("received")?,
             conversations: db.open_tree("conversations")?,
             counters: db.open_tree("counters")?,
+            quotas: db.open_tree("quotas")?,
             me: *me,
             commits: Arc::default(),
             db,
@@ -613,6 +651,23 @@ impl Store {
         Ok(())
     }
 
+    /// Counts the open invites (unused, unexpired) at `now`, and forgets invites that expired
+    /// more than a week ago (until then, using one is answered "expired", not "unknown").
+    pub fn open_invites(&self, now: u64) -> Result<usize, Error> {
+        const FORGET_AFTER_MS: u64 = 7 * 24 * 3600 * 1000;
+        let mut open = 0;
+        for entry in self.invites.iter() {
+            let (secret, v) = entry?;
+            let record: InviteRecord = dec(&v)?;
+            if record.expires_at.saturating_add(FORGET_AFTER_MS) < now {
+                self.invites.remove(secret)?;
+            } else if !record.used && record.expires_at >= now {
+                open += 1;
+            }
+        }
+        Ok(open)
+    }
+
     /// Checks an invite secret without consuming it.
     pub fn check_invite(&self, secret: &[u8; 16], now: u64) -> Result<(), InviteRefusal> {
         let Ok(Some(v)) = self.invites.get(secret) else {
@@ -742,6 +797,12 @@ impl Store {
         Ok(self.message_ids.contains_key(id.0)? || self.received.contains_key(id.0)?)
     }
 
+    /// The bytes `contact` made this node store today (UTC): see [`Changes::stored_bytes`].
+    pub fn stored_today(&self, contact: &ContactId) -> Result<u64, Error> {
+        let v = self.quotas.get(daily_key(contact))?;
+        Ok(daily_bytes(v.as_deref(), day_of(now_ms())))
+    }
+
     /// Applies one received payload's changes in one transaction: the advanced session with
     /// whatever the payload's handler decided. A message whose id is already stored makes the
     /// whole change a duplicate (nothing is written: a retry after a lost acknowledgement).
@@ -757,6 +818,7 @@ impl Store {
             .iter()
             .map(|t| Ok((t.id, enc(t)?)))
             .collect::<Result<Vec<_>, Error>>()?;
+        let today = day_of(now_ms());
         tx_result(
             (
                 &self.sessions,
@@ -765,8 +827,9 @@ impl Store {
                 &self.transfers,
                 &self.received,
                 &self.counters,
+                &self.quotas,
             )
-                .transaction(|(ses, msgs, ids, trs, rec, cnt)| {
+                .transaction(|(ses, msgs, ids, trs, rec, cnt, quo)| {
                     if let Some(m) = &changes.message {
                         if ids.get(m.id.0)?.is_some() {
                             return Ok(Applied {
@@ -779,16 +842,27 @@ impl Store {
                             bump(cnt, &unread_key(&m.conversation), 1)?;
                         }
                     }
+                    if let (Some(t), Some(bytes)) = (&changes.new_transfer, &new_transfer) {
+                        // The id is the sender's choice: one that is taken is refused whole.
+                        if trs.get(t.id.0)?.is_some() {
+                            return abort(Error::Protocol(format!(
+                                "transfer id {} is already in use",
+                                t.id
+                            )));
+                        }
+                        trs.insert(&t.id.0[..], bytes.clone())?;
+                    }
                     if let Some((id, bytes)) = &session {
                         ses.insert(id.as_bytes(), bytes.clone())?;
+                        if changes.stored_bytes > 0 {
+                            let key = daily_key(id);
+                            let had = daily_bytes(quo.get(key)?.as_deref(), today);
+                            let now = had.saturating_add(changes.stored_bytes);
+                            quo.insert(&key[..], &daily_value(today, now)[..])?;
+                        }
                     }
                     if let Some(id) = &changes.received {
                         rec.insert(&id.0[..], &[][..])?;
-                    }
-                    if let (Some(t), Some(bytes)) = (&changes.new_transfer, &new_transfer) {
-                        if trs.get(t.id.0)?.is_none() {
-                            trs.insert(&t.id.0[..], bytes.clone())?;
-                        }
                     }
                     for (id, bytes) in &transfers {
                         trs.insert(&id.0[..], bytes.clone())?;
@@ -1041,6 +1115,7 @@ mod tests {
                 received: db.open_tree("received").unwrap(),
                 conversations: db.open_tree("conversations").unwrap(),
                 counters: db.open_tree("counters").unwrap(),
+                quotas: db.open_tree("quotas").unwrap(),
                 me: test_me(),
                 commits: Arc::default(),
                 db,
@@ -1227,13 +1302,10 @@ mod tests {
         assert!(twice.read.is_empty());
     }
 
-    #[test]
-    fn a_stale_copy_cannot_move_a_transfer_out_of_a_final_state() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &test_me()).unwrap();
-        let mut fetching = Transfer {
-            id: TransferId([3; 16]),
-            contact: iroh::SecretKey::from_bytes(&[2; 32]).public(),
+    fn incoming_transfer(id: u8, contact: ContactId, state: TransferState) -> Transfer {
+        Transfer {
+            id: TransferId([id; 16]),
+            contact,
             direction: Direction::Incoming,
             name: "a.bin".into(),
             size: 10,
@@ -1242,14 +1314,79 @@ mod tests {
             files: 1,
             media_type: "application/octet-stream".into(),
             dangerous: false,
-            state: TransferState::Accepted,
+            state,
             bytes_done: 0,
             resumed_from: 0,
             path: None,
             error: None,
             created_at: 1,
             updated_at: 1,
+        }
+    }
+
+    #[test]
+    fn a_transfer_id_in_use_refuses_the_whole_offer_and_what_is_stored_counts_per_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &test_me()).unwrap();
+        let bob = iroh::SecretKey::from_bytes(&[1; 32]).public();
+        let carol = iroh::SecretKey::from_bytes(&[2; 32]).public();
+        let mine = incoming_transfer(4, carol, TransferState::Offered);
+        let offer = |id: u8, stored_bytes| Changes {
+            session: Some((bob, session())),
+            message: Some(message(
+                id,
+                bob,
+                Direction::Incoming,
+                MessageState::Received,
+            )),
+            new_transfer: Some(incoming_transfer(4, bob, TransferState::Offered)),
+            stored_bytes,
+            ..Changes::default()
         };
+        store
+            .apply(&Changes {
+                new_transfer: Some(mine.clone()),
+                ..Changes::default()
+            })
+            .unwrap();
+        // Bob's offer reuses Carol's transfer id: nothing of it is stored, nor counted.
+        let refused = store.apply(&offer(1, 500));
+        assert!(matches!(refused, Err(Error::Protocol(_))), "{refused:?}");
+        assert_eq!(store.transfer(&mine.id).unwrap(), Some(mine));
+        assert_eq!(store.message(&MessageId([1; 16])).unwrap(), None);
+        assert!(store.session(&bob).unwrap().is_none());
+        assert_eq!(store.stored_today(&bob).unwrap(), 0);
+        // What is taken is counted, per contact, and only for today.
+        store
+            .apply(&Changes {
+                session: Some((bob, session())),
+                stored_bytes: 700,
+                ..Changes::default()
+            })
+            .unwrap();
+        store
+            .apply(&Changes {
+                session: Some((bob, session())),
+                stored_bytes: 50,
+                ..Changes::default()
+            })
+            .unwrap();
+        assert_eq!(store.stored_today(&bob).unwrap(), 750);
+        assert_eq!(store.stored_today(&carol).unwrap(), 0);
+        let yesterday = day_of(now_ms()) - 1;
+        store
+            .quotas
+            .insert(daily_key(&carol), &daily_value(yesterday, 9_000)[..])
+            .unwrap();
+        assert_eq!(store.stored_today(&carol).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_stale_copy_cannot_move_a_transfer_out_of_a_final_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &test_me()).unwrap();
+        let contact = iroh::SecretKey::from_bytes(&[2; 32]).public();
+        let mut fetching = incoming_transfer(3, contact, TransferState::Accepted);
         store
             .advance_transfer(&mut fetching, TransferState::Transferring)
             .unwrap();

@@ -541,6 +541,16 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// Something from a contact was refused (a quota was reached) and the user should know.
+    Notice {
+        /// The contact.
+        #[cfg_attr(feature = "specta", specta(type = String))]
+        contact: ContactId,
+        /// Their display name.
+        name: String,
+        /// What happened, in a sentence.
+        text: String,
+    },
 }
 
 #[cfg(test)]

@@ -283,6 +283,11 @@ export class Store {
         delete this.progress[ev.id];
         break;
       }
+      case "notice":
+        // Something from a contact was refused (a quota): the engine sends it at most once a
+        // minute per contact and quota.
+        this.say(ev.text, true);
+        break;
     }
   }
 

@@ -110,6 +110,13 @@ describe("Store", () => {
     expect(s.notice).toEqual({ text: "No such contact", error: true });
   });
 
+  it("shows what the engine refused from a contact (a quota) as a notice that stays", async () => {
+    const s = new Store(fakeApi());
+    await s.start();
+    s.apply({ type: "notice", contact: "b0b", name: "Bob", text: "Bob sent another file, refused" });
+    expect(s.notice).toEqual({ text: "Bob sent another file, refused", error: true });
+  });
+
   it("reports the paths a send refused", async () => {
     const api = fakeApi({
       sendPaths: vi.fn(async () => ({ sent: [], failed: [{ path: "/x/secret", error: { code: "io", message: "permission denied" } }] })),

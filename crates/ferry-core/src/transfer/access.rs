@@ -157,12 +157,17 @@ pub(super) async fn provider_events(
                         };
                         match update {
                             RequestUpdate::Started(_) => {
-                                done_before += current;
+                                done_before = done_before.saturating_add(current);
                                 current = 0;
                             }
                             RequestUpdate::Progress(p) => {
                                 current = p.end_offset;
-                                outgoing_progress(&ctx, &peer, &root, done_before + current);
+                                outgoing_progress(
+                                    &ctx,
+                                    &peer,
+                                    &root,
+                                    done_before.saturating_add(current),
+                                );
                             }
                             RequestUpdate::Completed(_) | RequestUpdate::Aborted(_) => break,
                         }

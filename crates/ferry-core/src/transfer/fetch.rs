@@ -29,7 +29,7 @@ pub(super) fn check_space(
     let free = |p: &Path| fs4::available_space(p).map_err(Error::io(format!("{}", p.display())));
     let (blob_free, dl_free) = (free(&blob_dir)?, free(downloads)?);
     let short = if same_device(&blob_dir, downloads) {
-        (missing + t.size).saturating_sub(blob_free)
+        missing.saturating_add(t.size).saturating_sub(blob_free)
     } else {
         missing
             .saturating_sub(blob_free)
@@ -136,16 +136,203 @@ pub(super) fn start_download(ctx: &Arc<Transfers>, t: Transfer) {
     running.insert(id, handle.abort_handle());
 }
 
-/// Fetches what the store does not have yet from the sender, verified as it arrives.
-/// Interruptions leave the transfer `Paused` (and are the error).
-async fn fetch(ctx: &Arc<Transfers>, contact: &Contact, t: &mut Transfer) -> Result<(), Error> {
-    let what = content(t)?;
-    let remote = ctx.blobs.store.remote();
-    let have = remote
+/// How a fetch that did not complete ended.
+enum Stopped {
+    /// The sender's content is not what it offered: fail the transfer.
+    Lie(String),
+    /// The connection or the stream broke: pause and try again later.
+    Broken(String),
+}
+
+/// Fetches what the local store lacks of `what` over `conn`, verified as it arrives, and stops
+/// as soon as the bytes held (`have` before, plus what arrives) would exceed `cap`: a sender
+/// cannot make this node store more than it offered. `progress` sees the bytes held.
+async fn fetch_capped(
+    ctx: &Transfers,
+    conn: &iroh::endpoint::Connection,
+    what: HashAndFormat,
+    have: u64,
+    cap: u64,
+    mut progress: impl FnMut(u64),
+) -> Result<(), Stopped> {
+    let mut stream = ctx.blobs.store.remote().fetch(conn.clone(), what).stream();
+    while let Some(item) = stream.next().await {
+        match item {
+            GetProgressItem::Progress(n) => {
+                let held = have.saturating_add(n);
+                if held > cap {
+                    return Err(Stopped::Lie(format!(
+                        "the sender sent more than it offered ({held} bytes, offered {cap}); \
+                         stopped"
+                    )));
+                }
+                progress(held);
+            }
+            GetProgressItem::Done(_) => return Ok(()),
+            GetProgressItem::Error(e) => return Err(Stopped::Broken(e.to_string())),
+        }
+    }
+    Err(Stopped::Broken("interrupted".into()))
+}
+
+/// Reads, from verified data and before the content itself is fetched, how much the sender's
+/// content really holds, and refuses it unless that is what it offered: the exact size of a
+/// file; the number of files of a folder (and so the size of its list of hashes), with its
+/// list of names bounded. Returns the most bytes the whole fetch may store.
+async fn probe(
+    ctx: &Transfers,
+    conn: &iroh::endpoint::Connection,
+    t: &Transfer,
+) -> Result<u64, Stopped> {
+    let root = hash_of(t).map_err(|e| Stopped::Broken(e.to_string()))?;
+    let verified_size = |hash: Hash| async move {
+        iroh_blobs::get::request::get_verified_size(conn, &hash)
+            .await
+            .map(|(size, _)| size)
+            .map_err(|e| Stopped::Broken(e.to_string()))
+    };
+    if !t.folder {
+        let size = verified_size(root).await?;
+        return if size == t.size {
+            Ok(size)
+        } else {
+            Err(Stopped::Lie(mismatch(t, "bytes", t.size, size)))
+        };
+    }
+    // A folder: its list of hashes (one per file, after the list of names) is fetched first,
+    // no bigger than the most files a folder may have.
+    let max_list = (MAX_FOLDER_FILES as u64 + 1) * 32;
+    let have = local_bytes(ctx, HashAndFormat::raw(root)).await;
+    fetch_capped(ctx, conn, HashAndFormat::raw(root), have, max_list, |_| {}).await?;
+    let list = ctx
+        .blobs
+        .store
+        .blobs()
+        .get_bytes(root)
+        .await
+        .map_err(|e| Stopped::Broken(e.to_string()))?;
+    let list = iroh_blobs::hashseq::HashSeq::try_from(list)
+        .map_err(|e| Stopped::Lie(format!("the folder's list of files is malformed: {e}")))?;
+    let files = list.len().saturating_sub(1);
+    if list.is_empty() || files > MAX_FOLDER_FILES || files as u64 != u64::from(t.files) {
+        return Err(Stopped::Lie(mismatch(
+            t,
+            "files",
+            u64::from(t.files),
+            files as u64,
+        )));
+    }
+    let Some(names) = list.get(0) else {
+        return Err(Stopped::Lie("the folder has no list of names".into()));
+    };
+    let names_size = verified_size(names).await?;
+    if names_size > MAX_FOLDER_LISTING {
+        return Err(Stopped::Lie(format!(
+            "the folder's list of names is {names_size} bytes, more than the {MAX_FOLDER_LISTING} \
+             a folder may have"
+        )));
+    }
+    Ok(t.size
+        .saturating_add(list.len() as u64 * 32)
+        .saturating_add(names_size))
+}
+
+fn mismatch(t: &Transfer, what: &str, offered: u64, real: u64) -> String {
+    format!(
+        "{} is not what the sender offered: it holds {real} {what}, the offer said {offered}; \
+         nothing was saved",
+        t.name
+    )
+}
+
+/// The bytes of `what` the local store holds (0 if it cannot say).
+async fn local_bytes(ctx: &Transfers, what: HashAndFormat) -> u64 {
+    ctx.blobs
+        .store
+        .remote()
         .local(what)
         .await
         .map(|l| l.local_bytes())
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+/// Checks, before anything is saved, that what the store holds is what was offered: a file of
+/// exactly the offered size, or a folder with the offered number of entries (at most
+/// [`MAX_FOLDER_FILES`]) whose sizes, each entry counted, add up to the offered size. The
+/// content may have been in the store before this transfer, so nothing here trusts the offer.
+pub(super) async fn check_content(ctx: &Transfers, t: &Transfer) -> Result<(), Error> {
+    let root = hash_of(t)?;
+    let size_of = |hash: Hash| async move {
+        match ctx.blobs.store.blobs().status(hash).await {
+            Ok(BlobStatus::Complete { size }) => Ok(size),
+            Ok(_) => Err(Error::Protocol(format!(
+                "{} is incomplete",
+                hash.fmt_short()
+            ))),
+            Err(e) => Err(blob_err(e)),
+        }
+    };
+    if !t.folder {
+        let size = size_of(root).await?;
+        return match size == t.size {
+            true => Ok(()),
+            false => Err(Error::Protocol(mismatch(t, "bytes", t.size, size))),
+        };
+    }
+    let list_size = size_of(root).await?;
+    if list_size > (MAX_FOLDER_FILES as u64 + 1) * 32 {
+        return Err(Error::Protocol(mismatch(
+            t,
+            "files",
+            u64::from(t.files),
+            (list_size / 32).saturating_sub(1),
+        )));
+    }
+    let list = iroh_blobs::hashseq::HashSeq::try_from(
+        ctx.blobs
+            .store
+            .blobs()
+            .get_bytes(root)
+            .await
+            .map_err(blob_err)?,
+    )
+    .map_err(|e| Error::Protocol(format!("the folder's list of files is malformed: {e}")))?;
+    let names = list
+        .get(0)
+        .ok_or_else(|| Error::Protocol("the folder has no list of names".into()))?;
+    if size_of(names).await? > MAX_FOLDER_LISTING {
+        return Err(Error::Protocol(
+            "the folder's list of names is too long".into(),
+        ));
+    }
+    let files = list.len() - 1;
+    if files as u64 != u64::from(t.files) {
+        return Err(Error::Protocol(mismatch(
+            t,
+            "files",
+            u64::from(t.files),
+            files as u64,
+        )));
+    }
+    let mut total = 0u64;
+    for hash in list.into_iter().skip(1) {
+        total = total.saturating_add(size_of(hash).await?);
+        if total > t.size {
+            break;
+        }
+    }
+    match total == t.size {
+        true => Ok(()),
+        false => Err(Error::Protocol(mismatch(t, "bytes", t.size, total))),
+    }
+}
+
+/// Fetches what the store does not have yet from the sender, verified as it arrives, after
+/// checking from verified data that the content is what was offered and that there is room
+/// for it. An interruption leaves the transfer `Paused` (and is the error); content that is
+/// not what was offered is an [`Error::Protocol`], for the caller to fail the transfer.
+async fn fetch(ctx: &Arc<Transfers>, contact: &Contact, t: &mut Transfer) -> Result<(), Error> {
+    let what = content(t)?;
     let conn = tokio::time::timeout(
         DIAL_TIMEOUT,
         ctx.links
@@ -164,34 +351,36 @@ async fn fetch(ctx: &Arc<Transfers>, contact: &Contact, t: &mut Transfer) -> Res
             return Err(Error::Network(why));
         }
     };
-    t.resumed_from = have;
-    t.bytes_done = have;
-    set_state(ctx, t, TransferState::Transferring, None).await?;
-    let mut progress = remote.fetch(conn.clone(), what).stream();
-    let mut outcome = None;
-    while let Some(item) = progress.next().await {
-        match item {
-            GetProgressItem::Progress(n) => {
-                let done = (have + n).min(t.size);
-                emit_progress(ctx, t, done);
-            }
-            GetProgressItem::Done(_) => outcome = Some(Ok(())),
-            GetProgressItem::Error(e) => outcome = Some(Err(e.to_string())),
-        }
+    let fetched = async {
+        let cap = probe(ctx, &conn, t).await?;
+        let have = local_bytes(ctx, what).await;
+        // The space check at accept used the offer's size; now that is the real size, and the
+        // disk may have filled since.
+        let downloads = downloads_dir(ctx).map_err(|e| Stopped::Broken(e.to_string()))?;
+        check_space(ctx, t, have, &downloads).map_err(|e| Stopped::Broken(e.to_string()))?;
+        t.resumed_from = have;
+        t.bytes_done = have;
+        set_state(ctx, t, TransferState::Transferring, None)
+            .await
+            .map_err(|e| Stopped::Broken(e.to_string()))?;
+        let size = t.size;
+        let shown = t.clone();
+        fetch_capped(ctx, &conn, what, have, cap, |held| {
+            emit_progress(ctx, &shown, held.min(size))
+        })
+        .await
     }
+    .await;
     conn.close(0u32.into(), b"done");
-    let why = match outcome {
-        Some(Ok(())) => return Ok(()),
-        Some(Err(why)) => {
-            t.bytes_done = remote
-                .local(what)
-                .await
-                .map(|l| l.local_bytes())
-                .unwrap_or(0);
-            why
+    let why = match fetched {
+        Ok(()) => return Ok(()),
+        Err(Stopped::Lie(why)) => {
+            tracing::warn!(transfer = %t.id, "refused the sender's content: {why}");
+            return Err(Error::Protocol(why));
         }
-        None => "interrupted".into(),
+        Err(Stopped::Broken(why)) => why,
     };
+    t.bytes_done = local_bytes(ctx, what).await;
     set_state(ctx, t, TransferState::Paused, Some(why.clone())).await?;
     Err(Error::Network(why))
 }
@@ -242,18 +431,31 @@ pub(super) async fn download(ctx: &Arc<Transfers>, mut t: Transfer) -> Result<()
     let mut forgotten = false;
     let saved = loop {
         let held = match remote.local(what).await {
-            // Had before this transfer: saved from the store, and checked.
-            Ok(l) if l.is_complete() => save(ctx, &t, true).await,
+            // Had before this transfer: checked against the offer, saved from the store, and
+            // hashed again.
+            Ok(l) if l.is_complete() => match check_content(ctx, &t).await {
+                Ok(()) => save(ctx, &t, true).await,
+                Err(e) => Err(e),
+            },
             // The store lists the content but cannot open its data: a saved copy it refers
             // to is gone.
             Err(e) if !forgotten => Err(blob_err(e)),
             _ => {
-                fetch(ctx, &contact, &mut t).await?;
-                break save(ctx, &t, false).await;
+                match fetch(ctx, &contact, &mut t).await {
+                    Ok(()) => {}
+                    // Not what was offered: the transfer fails, below.
+                    Err(e @ Error::Protocol(_)) => break Err(e),
+                    Err(e) => return Err(e),
+                }
+                break match check_content(ctx, &t).await {
+                    Ok(()) => save(ctx, &t, false).await,
+                    Err(e) => Err(e),
+                };
             }
         };
         match held {
             Ok(p) => break Ok(p),
+            Err(e @ Error::Protocol(_)) => break Err(e),
             Err(e) if !forgotten => {
                 tracing::info!(transfer = %t.id, "the copy held before cannot be used ({e}); fetching it again");
                 forgotten = true;

@@ -52,6 +52,7 @@ pub(crate) use access::*;
 use export::*;
 pub(crate) use fetch::*;
 pub(crate) use offer::*;
+pub use send::Claim;
 pub(crate) use send::*;
 
 /// The blob store's folder inside a home.
@@ -60,6 +61,10 @@ pub const BLOBS_DIR: &str = "blobs";
 pub const GC_INTERVAL: Duration = Duration::from_secs(30);
 /// The most files one folder offer may hold.
 pub const MAX_FOLDER_FILES: usize = 100_000;
+/// The most offers from one contact that may wait for an answer; more are refused.
+pub const MAX_PENDING_OFFERS: usize = 100;
+/// The longest list of names (a folder offer's collection metadata) a receiver reads.
+pub const MAX_FOLDER_LISTING: u64 = 64 * 1024 * 1024;
 /// Progress events at most this often per transfer.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
@@ -136,6 +141,8 @@ pub(crate) struct Blobs {
     saving: Mutex<HashSet<TransferId>>,
     last_progress: Mutex<HashMap<TransferId, (Instant, u64)>>,
     pub(crate) accept_all: bool,
+    /// A contact's daily quota, which files accepted automatically count against.
+    pub(crate) daily_bytes: u64,
     /// How often the store drops untagged blobs.
     gc_interval: Duration,
 }
@@ -152,6 +159,7 @@ impl Blobs {
         home: &Path,
         accept_all: bool,
         gc_interval: Duration,
+        daily_bytes: u64,
     ) -> Result<Blobs, Error> {
         let dir = home.join(BLOBS_DIR);
         std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
@@ -170,6 +178,7 @@ impl Blobs {
             saving: Mutex::default(),
             last_progress: Mutex::default(),
             accept_all,
+            daily_bytes,
             gc_interval,
         })
     }

@@ -73,6 +73,34 @@ fn on_offer(
     conversation: ConversationId,
     offer: Offer,
 ) -> Result<Handled, Error> {
+    let files = offer.files as usize;
+    if (offer.folder && (files == 0 || files > MAX_FOLDER_FILES)) || (!offer.folder && files != 1) {
+        return Err(Error::Protocol(format!(
+            "an offer of {} with {files} files",
+            if offer.folder { "a folder" } else { "a file" }
+        )));
+    }
+    // Sent again under a new message id, or chosen to collide with another transfer: refused
+    // before anything is stored (the store refuses it too, in the transaction).
+    if ctx.store.transfer(&offer.id)?.is_some() {
+        return Err(Error::Protocol(format!(
+            "transfer id {} is already in use",
+            offer.id
+        )));
+    }
+    let pending = ctx
+        .store
+        .transfers()?
+        .iter()
+        .filter(|t| {
+            t.contact == contact.id
+                && t.direction == Direction::Incoming
+                && t.state == TransferState::Offered
+        })
+        .count();
+    if pending >= MAX_PENDING_OFFERS {
+        return Err(Error::Quota(crate::Quota::PendingOffers(pending)));
+    }
     let name = naming::safe_name(&offer.remote_name);
     let t = Transfer {
         size: offer.size,
@@ -98,12 +126,19 @@ fn on_offer(
         Some(offer.id),
     );
     let cap = auto_accept_limit(ctx, &contact.id)?;
-    let accept_now = ctx.blobs.accept_all || cap.is_some_and(|cap| offer.size <= cap);
+    let wanted = ctx.blobs.accept_all || cap.is_some_and(|cap| offer.size <= cap);
+    // Files accepted automatically count against the contact's daily quota; over it, the
+    // offer waits for the user.
+    let today = ctx.store.stored_today(&contact.id)?;
+    let within = today.saturating_add(offer.size) <= ctx.blobs.daily_bytes;
+    let accept_now = wanted && within;
+    let held_back = (wanted && !within).then_some(crate::Quota::DailyBytes(today));
     let (shown, ctx) = (message.clone(), ctx.clone());
     Ok(Handled {
         changes: Changes {
             message: Some(message),
             new_transfer: Some(t.clone()),
+            stored_bytes: if accept_now { offer.size } else { 0 },
             ..Changes::default()
         },
         after: Some(Box::new(move |_| {
@@ -113,6 +148,16 @@ fn on_offer(
                     from: contact.name.clone(),
                 });
                 ctx.emit(Event::TransferOffered { transfer: t });
+                if let Some(quota) = held_back {
+                    ctx.emit(Event::Notice {
+                        contact: contact.id,
+                        name: contact.name.clone(),
+                        text: format!(
+                            "{} It waits for you to accept it.",
+                            quota.notice(&contact.name)
+                        ),
+                    });
+                }
                 if accept_now {
                     let id = offer.id;
                     tokio::spawn(async move {

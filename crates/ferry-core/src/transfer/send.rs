@@ -3,12 +3,45 @@
 
 use super::*;
 
+/// What a lying sender claims in its offer, for tests of the receiver (a real sender never
+/// lies: the offer says what was imported).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct Claim {
+    /// The size the offer says.
+    pub size: u64,
+    /// The number of files the offer says.
+    pub files: u32,
+    /// Above 1: offer a folder of this many entries, each the same file.
+    pub copies: usize,
+}
+
 /// Imports a file or folder and offers it to a contact. Returns once the offer is stored.
 pub(crate) async fn send_path(
     ctx: &Arc<Transfers>,
     contact: &Contact,
     path: &Path,
     name_override: Option<&str>,
+) -> Result<Transfer, Error> {
+    offer_path(ctx, contact, path, name_override, None).await
+}
+
+/// [`send_path`], with an offer that says what `claim` says instead of the truth.
+pub(crate) async fn send_path_claiming(
+    ctx: &Arc<Transfers>,
+    contact: &Contact,
+    path: &Path,
+    claim: Claim,
+) -> Result<Transfer, Error> {
+    offer_path(ctx, contact, path, None, Some(claim)).await
+}
+
+async fn offer_path(
+    ctx: &Arc<Transfers>,
+    contact: &Contact,
+    path: &Path,
+    name_override: Option<&str>,
+    claim: Option<Claim>,
 ) -> Result<Transfer, Error> {
     let path = std::path::absolute(path).map_err(Error::io(format!("{}", path.display())))?;
     let meta = tokio::fs::metadata(&path)
@@ -19,8 +52,15 @@ pub(crate) async fn send_path(
         .or_else(|| path.file_name().map(|n| n.to_string_lossy().into_owned()))
         .ok_or_else(|| Error::InvalidInput(format!("{} has no file name", path.display())))?;
     let store = &ctx.blobs.store;
-    let (tag, size, files) = if meta.is_dir() {
-        let entries = walk(&path)?;
+    let copies = claim.map_or(1, |c| c.copies);
+    let folder = meta.is_dir() || copies > 1;
+    let (tag, size, files) = if folder {
+        let entries = match meta.is_dir() {
+            true => walk(&path)?,
+            false => (0..copies)
+                .map(|i| (format!("copy-{i}"), path.clone(), meta.len()))
+                .collect(),
+        };
         if entries.is_empty() {
             return Err(Error::InvalidInput(format!(
                 "the folder {} has no files",
@@ -76,10 +116,11 @@ pub(crate) async fn send_path(
             contact.id,
             Direction::Outgoing,
             name.clone(),
-            meta.is_dir(),
+            folder,
             naming::classify_remote(&name),
         )
     };
+    let (size, files) = claim.map_or((size, files), |c| (c.size, c.files));
     store
         .tags()
         .set(tag_name(&t), tag.hash_and_format())
