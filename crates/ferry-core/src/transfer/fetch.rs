@@ -225,7 +225,9 @@ async fn probe(
     let Some(names) = list.get(0) else {
         return Err(Stopped::Lie("the folder has no list of names".into()));
     };
-    let names_size = verified_size(names).await?;
+    let names_size = names_size(conn, root, names)
+        .await
+        .map_err(|e| Stopped::Broken(format!("reading the folder's list of names: {e}")))?;
     if names_size > MAX_FOLDER_LISTING {
         return Err(Stopped::Lie(format!(
             "the folder's list of names is {names_size} bytes, more than the {MAX_FOLDER_LISTING} \
@@ -235,6 +237,36 @@ async fn probe(
     Ok(t.size
         .saturating_add(list.len() as u64 * 32)
         .saturating_add(names_size))
+}
+
+/// The verified size of a folder's list of names (the collection's first child), asked as
+/// part of the folder (the sender lets a contact ask for it only that way): the last chunk
+/// group of the first child, and nothing of the root.
+async fn names_size(
+    conn: &iroh::endpoint::Connection,
+    root: Hash,
+    names: Hash,
+) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+    use iroh_blobs::get::fsm;
+    use iroh_blobs::protocol::{ChunkRanges, ChunkRangesExt, ChunkRangesSeq, GetRequest};
+    let request = GetRequest::new(
+        root,
+        ChunkRangesSeq::from_ranges([ChunkRanges::empty(), ChunkRanges::last_chunk()]),
+    );
+    let connected = fsm::start(conn.clone(), request, Default::default())
+        .next()
+        .await?;
+    let fsm::ConnectedNext::StartChild(child) = connected.next().await? else {
+        return Err("the sender did not answer with the list of names".into());
+    };
+    let (content, size) = child.next(names).next().await?;
+    // Draining checks the last chunk against the hash, which is what makes the size true.
+    let closing = match content.drain().await?.next() {
+        fsm::EndBlobNext::Closing(closing) => closing,
+        fsm::EndBlobNext::MoreChildren(more) => more.finish(),
+    };
+    closing.next().await?;
+    Ok(size)
 }
 
 fn mismatch(t: &Transfer, what: &str, offered: u64, real: u64) -> String {
