@@ -240,7 +240,15 @@ path: string } |
 /**  Which transfer. */
 id: TransferId; 
 /**  Why. */
-reason: string };
+reason: string } | 
+/**  Something from a contact was refused (a quota was reached) and the user should know. */
+{ type: "notice"; 
+/**  The contact. */
+contact: string; 
+/**  Their display name. */
+name: string; 
+/**  What happened, in a sentence. */
+text: string };
 
 /**  Something that happened, for front ends to show. */
 export type Event_Serialize = 
@@ -305,7 +313,15 @@ path: string } |
 /**  Which transfer. */
 id: TransferId; 
 /**  Why. */
-reason: string };
+reason: string } | 
+/**  Something from a contact was refused (a quota was reached) and the user should know. */
+{ type: "notice"; 
+/**  The contact. */
+contact: string; 
+/**  Their display name. */
+name: string; 
+/**  What happened, in a sentence. */
+text: string };
 
 /**  A fresh single-use invite, as text and as a QR code. */
 export type Invite = {
