@@ -483,6 +483,18 @@ async fn the_same_file_to_two_contacts_and_from_two_contacts_at_once() -> Result
     Ok(())
 }
 
+/// The text of the first notice `keep` (given the contact's name and the text) picks.
+async fn notice(
+    rx: &mut tokio::sync::broadcast::Receiver<Event>,
+    keep: impl Fn(&str, &str) -> bool,
+) -> Result<String> {
+    wait_for(rx, |e| match e {
+        Event::Notice { name, text, .. } if keep(name, text) => Some(text.clone()),
+        _ => None,
+    })
+    .await
+}
+
 /// The bytes under a folder (a node's blob store, say), every file counted.
 fn bytes_under(dir: &Path) -> u64 {
     let mut total = 0;
@@ -606,20 +618,12 @@ async fn offers_over_the_pending_quota_are_refused_with_a_notice_on_both_sides()
     })
     .await?;
     let over = p.alice.send_file("Bob", &file).await?;
-    let told_alice = wait_for(&mut at_alice, |e| match e {
-        Event::Notice { text, .. } => Some(text.clone()),
-        _ => None,
-    })
-    .await?;
+    let told_alice = notice(&mut at_alice, |_, _| true).await?;
     assert!(
         told_alice.contains("offers are still waiting"),
         "{told_alice}"
     );
-    let told_bob = wait_for(&mut at_bob, |e| match e {
-        Event::Notice { name, text, .. } if name == "Alice" => Some(text.clone()),
-        _ => None,
-    })
-    .await?;
+    let told_bob = notice(&mut at_bob, |name, _| name == "Alice").await?;
     assert!(told_bob.contains("waiting for your answer"), "{told_bob}");
     assert!(
         p.bob.transfer_by_id(&over.id)?.is_none(),
@@ -663,11 +667,7 @@ async fn the_daily_quota_holds_back_automatic_accepts_and_then_refuses() -> Resu
     let second = p.root.join("second.bin");
     std::fs::write(&second, data(200 * 1024, 42))?;
     let two = p.alice.send_file("Bob", &second).await?;
-    let told = wait_for(&mut at_bob, |e| match e {
-        Event::Notice { text, .. } => Some(text.clone()),
-        _ => None,
-    })
-    .await?;
+    let told = notice(&mut at_bob, |_, _| true).await?;
     assert!(told.contains("It waits for you to accept it"), "{told}");
     eventually(|| {
         Ok(p.bob.transfer_by_id(&two.id)?.map(|t| t.state) == Some(TransferState::Offered))
@@ -689,11 +689,7 @@ async fn the_daily_quota_holds_back_automatic_accepts_and_then_refuses() -> Resu
         }
     }
     assert!(refused, "messages over the daily quota are refused");
-    let told = wait_for(&mut at_bob, |e| match e {
-        Event::Notice { text, .. } if text.contains("today") => Some(text.clone()),
-        _ => None,
-    })
-    .await?;
+    let told = notice(&mut at_bob, |_, text| text.contains("today")).await?;
     assert!(told.contains("refused until tomorrow"), "{told}");
     p.alice.shutdown().await;
     p.bob.shutdown().await;

@@ -394,7 +394,7 @@ impl Node {
     /// holds this home serves it.
     pub async fn send_file(&self, query: &str, path: &Path) -> Result<Transfer, Error> {
         let contact = self.roster.resolve(query)?;
-        transfer::send_path(&self.transfers, &contact, path, None).await
+        transfer::send_path(&self.transfers, &contact, path, None, None).await
     }
 
     /// Like [`Node::send_file`] but offering the file under another name (tests of hostile names).
@@ -406,7 +406,7 @@ impl Node {
         name: &str,
     ) -> Result<Transfer, Error> {
         let contact = self.roster.resolve(query)?;
-        transfer::send_path(&self.transfers, &contact, path, Some(name)).await
+        transfer::send_path(&self.transfers, &contact, path, Some(name), None).await
     }
 
     /// Offers a file with an offer that lies as `claim` says (tests of a hostile sender).
@@ -418,7 +418,7 @@ impl Node {
         claim: transfer::Claim,
     ) -> Result<Transfer, Error> {
         let contact = self.roster.resolve(query)?;
-        transfer::send_path_claiming(&self.transfers, &contact, path, claim).await
+        transfer::send_path(&self.transfers, &contact, path, None, Some(claim)).await
     }
 
     /// All transfers, oldest first.

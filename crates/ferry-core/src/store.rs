@@ -1357,20 +1357,14 @@ mod tests {
         assert!(store.session(&bob).unwrap().is_none());
         assert_eq!(store.stored_today(&bob).unwrap(), 0);
         // What is taken is counted, per contact, and only for today.
-        store
-            .apply(&Changes {
+        for stored_bytes in [700, 50] {
+            let taken = Changes {
                 session: Some((bob, session())),
-                stored_bytes: 700,
+                stored_bytes,
                 ..Changes::default()
-            })
-            .unwrap();
-        store
-            .apply(&Changes {
-                session: Some((bob, session())),
-                stored_bytes: 50,
-                ..Changes::default()
-            })
-            .unwrap();
+            };
+            store.apply(&taken).unwrap();
+        }
         assert_eq!(store.stored_today(&bob).unwrap(), 750);
         assert_eq!(store.stored_today(&carol).unwrap(), 0);
         let yesterday = day_of(now_ms()) - 1;

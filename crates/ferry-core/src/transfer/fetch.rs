@@ -185,14 +185,10 @@ async fn probe(
     t: &Transfer,
 ) -> Result<u64, Stopped> {
     let root = hash_of(t).map_err(|e| Stopped::Broken(e.to_string()))?;
-    let verified_size = |hash: Hash| async move {
-        iroh_blobs::get::request::get_verified_size(conn, &hash)
-            .await
-            .map(|(size, _)| size)
-            .map_err(|e| Stopped::Broken(e.to_string()))
-    };
     if !t.folder {
-        let size = verified_size(root).await?;
+        let (size, _) = iroh_blobs::get::request::get_verified_size(conn, &root)
+            .await
+            .map_err(|e| Stopped::Broken(e.to_string()))?;
         return if size == t.size {
             Ok(size)
         } else {
@@ -201,30 +197,20 @@ async fn probe(
     }
     // A folder: its list of hashes (one per file, after the list of names) is fetched first,
     // no bigger than the most files a folder may have.
-    let max_list = (MAX_FOLDER_FILES as u64 + 1) * 32;
     let have = local_bytes(ctx, HashAndFormat::raw(root)).await;
-    fetch_capped(ctx, conn, HashAndFormat::raw(root), have, max_list, |_| {}).await?;
-    let list = ctx
-        .blobs
-        .store
-        .blobs()
-        .get_bytes(root)
-        .await
-        .map_err(|e| Stopped::Broken(e.to_string()))?;
-    let list = iroh_blobs::hashseq::HashSeq::try_from(list)
-        .map_err(|e| Stopped::Lie(format!("the folder's list of files is malformed: {e}")))?;
-    let files = list.len().saturating_sub(1);
-    if list.is_empty() || files > MAX_FOLDER_FILES || files as u64 != u64::from(t.files) {
-        return Err(Stopped::Lie(mismatch(
-            t,
-            "files",
-            u64::from(t.files),
-            files as u64,
-        )));
-    }
-    let Some(names) = list.get(0) else {
-        return Err(Stopped::Lie("the folder has no list of names".into()));
-    };
+    fetch_capped(
+        ctx,
+        conn,
+        HashAndFormat::raw(root),
+        have,
+        MAX_FOLDER_LIST,
+        |_| {},
+    )
+    .await?;
+    let (list, names) = folder_list(ctx, t, root).await.map_err(|e| match e {
+        Error::Protocol(why) => Stopped::Lie(why),
+        other => Stopped::Broken(other.to_string()),
+    })?;
     let names_size = names_size(conn, root, names)
         .await
         .map_err(|e| Stopped::Broken(format!("reading the folder's list of names: {e}")))?;
@@ -269,6 +255,42 @@ async fn names_size(
     Ok(size)
 }
 
+/// The longest list of hashes a folder of [`MAX_FOLDER_FILES`] files has (its list of names
+/// first, then one hash per file).
+const MAX_FOLDER_LIST: u64 = (MAX_FOLDER_FILES as u64 + 1) * 32;
+
+/// Reads a folder's list of hashes from the store and checks it holds the offered number of
+/// files (at most [`MAX_FOLDER_FILES`]). Returns it and the hash of its list of names. A list
+/// that is not what was offered is an [`Error::Protocol`].
+async fn folder_list(
+    ctx: &Transfers,
+    t: &Transfer,
+    root: Hash,
+) -> Result<(iroh_blobs::hashseq::HashSeq, Hash), Error> {
+    let bytes = ctx
+        .blobs
+        .store
+        .blobs()
+        .get_bytes(root)
+        .await
+        .map_err(blob_err)?;
+    let list = iroh_blobs::hashseq::HashSeq::try_from(bytes)
+        .map_err(|e| Error::Protocol(format!("the folder's list of files is malformed: {e}")))?;
+    let files = list.len().saturating_sub(1);
+    if files > MAX_FOLDER_FILES || files as u64 != u64::from(t.files) {
+        return Err(Error::Protocol(mismatch(
+            t,
+            "files",
+            t.files.into(),
+            files as u64,
+        )));
+    }
+    let names = list
+        .get(0)
+        .ok_or_else(|| Error::Protocol("the folder has no list of names".into()))?;
+    Ok((list, names))
+}
+
 fn mismatch(t: &Transfer, what: &str, offered: u64, real: u64) -> String {
     format!(
         "{} is not what the sender offered: it holds {real} {what}, the offer said {offered}; \
@@ -292,7 +314,7 @@ async fn local_bytes(ctx: &Transfers, what: HashAndFormat) -> u64 {
 /// exactly the offered size, or a folder with the offered number of entries (at most
 /// [`MAX_FOLDER_FILES`]) whose sizes, each entry counted, add up to the offered size. The
 /// content may have been in the store before this transfer, so nothing here trusts the offer.
-pub(super) async fn check_content(ctx: &Transfers, t: &Transfer) -> Result<(), Error> {
+async fn check_content(ctx: &Transfers, t: &Transfer) -> Result<(), Error> {
     let root = hash_of(t)?;
     let size_of = |hash: Hash| async move {
         match ctx.blobs.store.blobs().status(hash).await {
@@ -312,39 +334,15 @@ pub(super) async fn check_content(ctx: &Transfers, t: &Transfer) -> Result<(), E
         };
     }
     let list_size = size_of(root).await?;
-    if list_size > (MAX_FOLDER_FILES as u64 + 1) * 32 {
-        return Err(Error::Protocol(mismatch(
-            t,
-            "files",
-            u64::from(t.files),
-            (list_size / 32).saturating_sub(1),
-        )));
+    if list_size > MAX_FOLDER_LIST {
+        let files = (list_size / 32).saturating_sub(1);
+        return Err(Error::Protocol(mismatch(t, "files", t.files.into(), files)));
     }
-    let list = iroh_blobs::hashseq::HashSeq::try_from(
-        ctx.blobs
-            .store
-            .blobs()
-            .get_bytes(root)
-            .await
-            .map_err(blob_err)?,
-    )
-    .map_err(|e| Error::Protocol(format!("the folder's list of files is malformed: {e}")))?;
-    let names = list
-        .get(0)
-        .ok_or_else(|| Error::Protocol("the folder has no list of names".into()))?;
+    let (list, names) = folder_list(ctx, t, root).await?;
     if size_of(names).await? > MAX_FOLDER_LISTING {
         return Err(Error::Protocol(
             "the folder's list of names is too long".into(),
         ));
-    }
-    let files = list.len() - 1;
-    if files as u64 != u64::from(t.files) {
-        return Err(Error::Protocol(mismatch(
-            t,
-            "files",
-            u64::from(t.files),
-            files as u64,
-        )));
     }
     let mut total = 0u64;
     for hash in list.into_iter().skip(1) {
@@ -357,6 +355,12 @@ pub(super) async fn check_content(ctx: &Transfers, t: &Transfer) -> Result<(), E
         true => Ok(()),
         false => Err(Error::Protocol(mismatch(t, "bytes", t.size, total))),
     }
+}
+
+/// Saves content the store holds once [`check_content`] finds it is what was offered.
+async fn checked_save(ctx: &Transfers, t: &Transfer, recheck: bool) -> Result<PathBuf, Error> {
+    check_content(ctx, t).await?;
+    save(ctx, t, recheck).await
 }
 
 /// Fetches what the store does not have yet from the sender, verified as it arrives, after
@@ -465,10 +469,7 @@ pub(super) async fn download(ctx: &Arc<Transfers>, mut t: Transfer) -> Result<()
         let held = match remote.local(what).await {
             // Had before this transfer: checked against the offer, saved from the store, and
             // hashed again.
-            Ok(l) if l.is_complete() => match check_content(ctx, &t).await {
-                Ok(()) => save(ctx, &t, true).await,
-                Err(e) => Err(e),
-            },
+            Ok(l) if l.is_complete() => checked_save(ctx, &t, true).await,
             // The store lists the content but cannot open its data: a saved copy it refers
             // to is gone.
             Err(e) if !forgotten => Err(blob_err(e)),
@@ -479,10 +480,7 @@ pub(super) async fn download(ctx: &Arc<Transfers>, mut t: Transfer) -> Result<()
                     Err(e @ Error::Protocol(_)) => break Err(e),
                     Err(e) => return Err(e),
                 }
-                break match check_content(ctx, &t).await {
-                    Ok(()) => save(ctx, &t, false).await,
-                    Err(e) => Err(e),
-                };
+                break checked_save(ctx, &t, false).await;
             }
         };
         match held {

@@ -80,14 +80,8 @@ fn on_offer(
             if offer.folder { "a folder" } else { "a file" }
         )));
     }
-    // Sent again under a new message id, or chosen to collide with another transfer: refused
-    // before anything is stored (the store refuses it too, in the transaction).
-    if ctx.store.transfer(&offer.id)?.is_some() {
-        return Err(Error::Protocol(format!(
-            "transfer id {} is already in use",
-            offer.id
-        )));
-    }
+    // A transfer id already in use (sent again under a new message id, or chosen to collide)
+    // is refused by the store, in the transaction that would store the offer.
     let pending = ctx
         .store
         .transfers()?

@@ -16,27 +16,9 @@ pub struct Claim {
     pub copies: usize,
 }
 
-/// Imports a file or folder and offers it to a contact. Returns once the offer is stored.
+/// Imports a file or folder and offers it to a contact, under `name_override` if given.
+/// Returns once the offer is stored. `claim` makes the offer lie (tests only).
 pub(crate) async fn send_path(
-    ctx: &Arc<Transfers>,
-    contact: &Contact,
-    path: &Path,
-    name_override: Option<&str>,
-) -> Result<Transfer, Error> {
-    offer_path(ctx, contact, path, name_override, None).await
-}
-
-/// [`send_path`], with an offer that says what `claim` says instead of the truth.
-pub(crate) async fn send_path_claiming(
-    ctx: &Arc<Transfers>,
-    contact: &Contact,
-    path: &Path,
-    claim: Claim,
-) -> Result<Transfer, Error> {
-    offer_path(ctx, contact, path, None, Some(claim)).await
-}
-
-async fn offer_path(
     ctx: &Arc<Transfers>,
     contact: &Contact,
     path: &Path,
