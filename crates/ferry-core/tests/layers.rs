@@ -81,6 +81,7 @@ const CORE: &[(&str, Layer)] = &[
 const ROOT_ITEMS: &[(&str, &str)] = &[
     ("ProtoError", "error"),
     ("Error", "error"),
+    ("Quota", "error"),
     ("Node", "node"),
     ("Config", "node"),
     ("NetSettings", "node"),
