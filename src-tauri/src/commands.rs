@@ -136,6 +136,89 @@ pub async fn set_verified(
     Ok(node(&state).await?.set_verified(&contact, verified).await?)
 }
 
+/// A contact's safety number as a QR code the contact can scan (or open as a picture).
+#[derive(Debug, Clone, Serialize, Type)]
+pub struct SafetyQr {
+    /// The QR code's text (`ferry-safety:1:…`).
+    pub text: String,
+    /// The same as an SVG QR code.
+    pub svg: String,
+}
+
+/// This side's safety number with a contact, as a QR code.
+#[tauri::command]
+#[specta::specta]
+pub async fn safety_qr(state: State<'_, AppState>, contact: String) -> Result<SafetyQr> {
+    let text = node(&state).await?.safety_text(&contact)?;
+    let svg = ferry_core::qr::svg(&text).map_err(ferry_core::Error::from)?;
+    Ok(SafetyQr { text, svg })
+}
+
+/// Checks a safety number read from a picture of the contact's QR code (a file): marks the
+/// contact verified when it matches, and is an error, changing nothing, when it does not.
+#[tauri::command]
+#[specta::specta]
+pub async fn verify_scanned_image(
+    state: State<'_, AppState>,
+    path: PathBuf,
+) -> Result<ContactView> {
+    let text = decode(move || {
+        let data = std::fs::read(&path).map_err(|e| {
+            ferry_core::Error::InvalidInput(format!("cannot open {}: {e}", path.display()))
+        })?;
+        Ok(ferry_core::qr::read_safety_bytes(&data)?)
+    })
+    .await?;
+    Ok(node(&state).await?.verify_scanned(&text).await?)
+}
+
+/// Like [`verify_scanned_image`], from a picture in memory, base64-encoded (a pasted
+/// screenshot or a camera frame).
+#[tauri::command]
+#[specta::specta]
+pub async fn verify_scanned_data(
+    state: State<'_, AppState>,
+    base64: String,
+) -> Result<ContactView> {
+    let text = decode(move || {
+        let data = data_encoding::BASE64
+            .decode(base64.trim().as_bytes())
+            .map_err(|e| ferry_core::Error::InvalidInput(format!("not a picture: {e}")))?;
+        Ok(ferry_core::qr::read_safety_bytes(&data)?)
+    })
+    .await?;
+    Ok(node(&state).await?.verify_scanned(&text).await?)
+}
+
+/// Blocks a contact.
+#[tauri::command]
+#[specta::specta]
+pub async fn block_contact(state: State<'_, AppState>, contact: String) -> Result<ContactView> {
+    Ok(node(&state).await?.block(&contact).await?)
+}
+
+/// Unblocks a contact.
+#[tauri::command]
+#[specta::specta]
+pub async fn unblock_contact(state: State<'_, AppState>, contact: String) -> Result<ContactView> {
+    Ok(node(&state).await?.unblock(&contact).await?)
+}
+
+/// Removes a contact, with its history unless `keep_history`.
+#[tauri::command]
+#[specta::specta]
+pub async fn remove_contact(
+    state: State<'_, AppState>,
+    contact: String,
+    keep_history: bool,
+) -> Result<()> {
+    node(&state)
+        .await?
+        .remove_contact(&contact, keep_history)
+        .await?;
+    Ok(())
+}
+
 /// Sends a text message; it is stored before this returns and delivered in the background.
 #[tauri::command]
 #[specta::specta]

@@ -99,13 +99,35 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Mark a contact verified after comparing safety numbers.
+    /// Print the safety number you share with a contact (digits on stdout, a QR code the
+    /// contact can scan on stderr); with --mark, mark the contact verified after comparing.
     Verify {
         /// Display name or id prefix.
         contact: String,
-        /// Remove the mark instead.
+        /// Mark the contact verified (the numbers matched).
+        #[arg(long, conflicts_with = "unmark")]
+        mark: bool,
+        /// Remove the verified mark.
+        #[arg(long, alias = "undo")]
+        unmark: bool,
+    },
+    /// Block a contact: nothing it sends is taken, nothing goes to it, until you unblock it.
+    Block {
+        /// Display name or id prefix.
+        contact: String,
+    },
+    /// Unblock a contact: the conversation goes on as it was.
+    Unblock {
+        /// Display name or id prefix.
+        contact: String,
+    },
+    /// Remove a contact, with its history unless --keep-history.
+    Remove {
+        /// Display name or id prefix.
+        contact: String,
+        /// Keep the conversation's messages (they show again if you pair with them again).
         #[arg(long)]
-        undo: bool,
+        keep_history: bool,
     },
     /// Offer a file or folder to a contact (returns once the offer is stored).
     SendFile {
@@ -479,23 +501,87 @@ async fn run(cli: Cli) -> Result<()> {
                 render::history(contact, &page);
             }
         }
-        Command::Verify { contact, undo } => {
+        Command::Verify {
+            contact,
+            mark,
+            unmark,
+        } => {
+            let mut b = cli.backend().await?;
+            let v = if *mark || *unmark {
+                b.call(Call::Verify {
+                    contact: contact.clone(),
+                    verified: *mark,
+                })
+                .await
+            } else {
+                b.call(Call::SafetyNumber {
+                    contact: contact.clone(),
+                })
+                .await
+            };
+            b.close().await;
+            if *mark || *unmark {
+                let c: ContactView = v?.try_into()?;
+                println!("{} is {}", c.name, render::trust_word(c.state));
+            } else {
+                let s: control::SafetyNumber = v?.try_into()?;
+                eprintln!("{}", s.qr);
+                eprintln!(
+                    "Compare these digits with {} (in person or on a call), or let them scan \
+                     the code; then `ferry verify {} --mark`. {} is {} now.",
+                    s.contact.name,
+                    contact,
+                    s.contact.name,
+                    render::trust_word(s.contact.state)
+                );
+                println!("{}", s.contact.safety_number);
+            }
+        }
+        Command::Block { contact } => {
             let mut b = cli.backend().await?;
             let v = b
-                .call(Call::Verify {
+                .call(Call::Block {
                     contact: contact.clone(),
-                    verified: !undo,
                 })
                 .await;
             b.close().await;
             let c: ContactView = v?.try_into()?;
             println!(
-                "{} is {}",
-                c.name,
-                if c.verified {
-                    "verified"
+                "Blocked {}: nothing they send is taken, and nothing goes to them.",
+                c.name
+            );
+        }
+        Command::Unblock { contact } => {
+            let mut b = cli.backend().await?;
+            let v = b
+                .call(Call::Unblock {
+                    contact: contact.clone(),
+                })
+                .await;
+            b.close().await;
+            let c: ContactView = v?.try_into()?;
+            println!("Unblocked {}.", c.name);
+        }
+        Command::Remove {
+            contact,
+            keep_history,
+        } => {
+            let mut b = cli.backend().await?;
+            let v = b
+                .call(Call::Remove {
+                    contact: contact.clone(),
+                    keep_history: *keep_history,
+                })
+                .await;
+            b.close().await;
+            let r: control::Removed = v?.try_into()?;
+            println!(
+                "Removed {}{}.",
+                r.name,
+                if *keep_history {
+                    " (the history stays, and shows again if you pair again)"
                 } else {
-                    "not verified"
+                    " and your history with them"
                 }
             );
         }

@@ -1,7 +1,7 @@
 //! Human-readable output.
 
 use ferry_core::{
-    ContactView, Direction, Event, Message, MessageState, PathKind, Presence, Transfer,
+    ContactView, Direction, Event, Message, MessageState, PathKind, Presence, Transfer, TrustState,
 };
 
 pub(crate) fn presence(p: &Presence) -> String {
@@ -33,6 +33,14 @@ pub(crate) fn state_word(s: MessageState) -> &'static str {
     }
 }
 
+pub(crate) fn trust_word(s: TrustState) -> &'static str {
+    match s {
+        TrustState::Verified => "verified",
+        TrustState::Unverified => "not verified",
+        TrustState::Blocked => "blocked",
+    }
+}
+
 pub(crate) fn contacts(list: &[ContactView]) {
     if list.is_empty() {
         println!(
@@ -48,8 +56,9 @@ pub(crate) fn contacts(list: &[ContactView]) {
         if c.queued > 0 {
             extra.push(format!("{} queued", c.queued));
         }
-        if c.verified {
-            extra.push("verified".into());
+        match c.state {
+            TrustState::Verified | TrustState::Blocked => extra.push(trust_word(c.state).into()),
+            TrustState::Unverified => {}
         }
         println!(
             "{:<20} {}  {}{}",
@@ -138,6 +147,10 @@ pub(crate) fn event(ev: &Event) -> String {
             format!("transfer {} failed: {reason}", &id.to_string()[..8])
         }
         Event::Notice { text, .. } => format!("notice: {text}"),
+        Event::ContactChanged { contact } => {
+            format!("{} is {}", contact.name, trust_word(contact.state))
+        }
+        Event::ContactRemoved { name, .. } => format!("{name} was removed"),
         other => format!("{other:?}"),
     }
 }

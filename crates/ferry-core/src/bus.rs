@@ -1,6 +1,6 @@
 //! Two ways news travels inside a node: [`Events`], the stream front ends follow, and [`Bus`],
-//! the internal signals (a link came up or went down, a tick) that let a feature react to the
-//! network without the network knowing the feature.
+//! the internal signals (a link came up or went down, a tick, a contact blocked or removed) that
+//! let a feature react to the network, or to another feature, without knowing it.
 
 use std::sync::{Arc, RwLock};
 
@@ -39,6 +39,12 @@ pub(crate) enum Signal {
     LinkDown(ContactId),
     /// The periodic presence round finished.
     Tick,
+    /// The user blocked this contact (the store says so already; its link is closed).
+    Blocked(ContactId),
+    /// The user unblocked this contact.
+    Unblocked(ContactId),
+    /// The user is removing this contact: sent just before its records go.
+    Removing(ContactId),
 }
 
 type Subscriber = Arc<dyn Fn(Signal) + Send + Sync>;

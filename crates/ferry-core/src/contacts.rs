@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::identity::safety_number;
-use crate::model::{Contact, ContactId, ContactView, ConversationId};
+use crate::model::{Contact, ContactId, ContactView, ConversationId, TrustState};
 use crate::net::Links;
 use crate::store::Store;
 use crate::Error;
@@ -59,12 +59,20 @@ impl Roster {
     /// What a front end shows of a contact.
     pub(crate) fn view(&self, c: &Contact) -> Result<ContactView, Error> {
         let conv = self.conversation_with(&c.id);
+        let state = if self.store.is_blocked(&c.id)? {
+            TrustState::Blocked
+        } else if c.verified {
+            TrustState::Verified
+        } else {
+            TrustState::Unverified
+        };
         Ok(ContactView {
             id: c.id,
             name: c.name.clone(),
             presence: self.links.presence_of(&c.id),
             safety_number: self.safety_number_with(c),
             verified: c.verified,
+            state,
             unread: self.store.unread_count(&conv)?,
             queued: self.store.queued_count(&c.id)?,
         })

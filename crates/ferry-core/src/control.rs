@@ -114,6 +114,54 @@ pub enum Call {
     },
     /// Stream events on this connection.
     Subscribe,
+    /// Block a contact.
+    Block {
+        /// Name or id prefix.
+        contact: String,
+    },
+    /// Unblock a contact.
+    Unblock {
+        /// Name or id prefix.
+        contact: String,
+    },
+    /// Remove a contact.
+    Remove {
+        /// Name or id prefix.
+        contact: String,
+        /// Keep the conversation's messages (they show again if you pair again).
+        keep_history: bool,
+    },
+    /// A contact's safety number with its QR code.
+    SafetyNumber {
+        /// Name or id prefix.
+        contact: String,
+    },
+    /// Check a safety number scanned from the contact's screen (its `ferry-safety:` text):
+    /// marks the contact verified when it matches.
+    VerifyScanned {
+        /// The scanned text.
+        text: String,
+    },
+}
+
+/// A contact's safety number, as digits and as the QR code the contact scans.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SafetyNumber {
+    /// The contact (its `safety_number` is the digits).
+    pub contact: ContactView,
+    /// The QR code's text (`ferry-safety:1:…`).
+    pub text: String,
+    /// The QR code in block characters.
+    pub qr: String,
+}
+
+/// A contact that was removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removed {
+    /// Its id.
+    pub contact: ContactId,
+    /// Its name.
+    pub name: String,
 }
 
 /// A new invite: its text and the same as a terminal QR code.
@@ -159,7 +207,8 @@ pub enum Answer {
     Profile(Profile),
     /// [`Call::Invite`].
     Invite(InviteText),
-    /// [`Call::Pair`], [`Call::Verify`].
+    /// [`Call::Pair`], [`Call::Verify`], [`Call::Block`], [`Call::Unblock`],
+    /// [`Call::VerifyScanned`].
     Contact(ContactView),
     /// [`Call::Contacts`].
     Contacts(Vec<ContactView>),
@@ -179,6 +228,10 @@ pub enum Answer {
     Downloads(Downloads),
     /// [`Call::Subscribe`]: events follow on the connection.
     Subscribed,
+    /// [`Call::Remove`].
+    Removed(Removed),
+    /// [`Call::SafetyNumber`].
+    SafetyNumber(SafetyNumber),
 }
 
 impl Answer {
@@ -190,7 +243,13 @@ impl Answer {
         Ok(match call {
             Call::Profile => Answer::Profile(de(value)?),
             Call::Invite { .. } => Answer::Invite(de(value)?),
-            Call::Pair { .. } | Call::Verify { .. } => Answer::Contact(de(value)?),
+            Call::Pair { .. }
+            | Call::Verify { .. }
+            | Call::Block { .. }
+            | Call::Unblock { .. }
+            | Call::VerifyScanned { .. } => Answer::Contact(de(value)?),
+            Call::Remove { .. } => Answer::Removed(de(value)?),
+            Call::SafetyNumber { .. } => Answer::SafetyNumber(de(value)?),
             Call::Contacts { .. } => Answer::Contacts(de(value)?),
             Call::Send { .. } => Answer::Message(de(value)?),
             Call::History { .. } => Answer::History(de(value)?),
@@ -238,6 +297,8 @@ answer_into!(
     Transfers => Vec<Transfer>,
     AutoAccept => AutoAccept,
     Downloads => Downloads,
+    Removed => Removed,
+    SafetyNumber => SafetyNumber,
 );
 
 /// Runs a call against a node. Every front end goes through here.
@@ -299,6 +360,27 @@ pub async fn dispatch(node: &Node, call: Call) -> Result<Answer, Error> {
                 dir: node.downloads_dir()?,
             })
         }
+        Call::Block { contact } => Answer::Contact(node.block(&contact).await?),
+        Call::Unblock { contact } => Answer::Contact(node.unblock(&contact).await?),
+        Call::Remove {
+            contact,
+            keep_history,
+        } => {
+            let c = node.remove_contact(&contact, keep_history).await?;
+            Answer::Removed(Removed {
+                contact: c.id,
+                name: c.name,
+            })
+        }
+        Call::SafetyNumber { contact } => {
+            let text = node.safety_text(&contact)?;
+            Answer::SafetyNumber(SafetyNumber {
+                contact: node.contact(&contact)?,
+                qr: crate::qr::terminal(&text)?,
+                text,
+            })
+        }
+        Call::VerifyScanned { text } => Answer::Contact(node.verify_scanned(&text).await?),
         Call::Subscribe => {
             return Err(Error::InvalidInput(
                 "subscribe works only over the control socket".into(),

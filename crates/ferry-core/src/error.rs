@@ -96,6 +96,9 @@ pub enum Error {
     /// A contact (or this user) went over one of its quotas. The text is for the contact.
     #[error("{0}")]
     Quota(Quota),
+    /// The contact is blocked: nothing goes to it until it is unblocked.
+    #[error("{0} is blocked; unblock them first")]
+    Blocked(String),
 }
 
 /// A quota that was reached (the limits are named constants where they are enforced).
@@ -176,6 +179,7 @@ impl Error {
             Error::Remote { code, .. } => code,
             Error::Closed => "closed",
             Error::Quota(_) => "quota",
+            Error::Blocked(_) => "blocked",
         }
     }
 

@@ -405,10 +405,11 @@ impl Inbox {
         });
     }
 
-    /// The stored contact a delivery comes from.
+    /// The stored contact a delivery comes from (a blocked one is refused like a stranger,
+    /// should a delivery race the block).
     fn sender(&self, from: &ContactId) -> Result<Contact, Error> {
         self.store
-            .contact(from)?
+            .admitted(from)?
             .ok_or_else(|| Error::UnknownContact(from.to_string()))
     }
 
@@ -522,7 +523,7 @@ mod tests {
             paired_at: 1,
             verified: false,
         };
-        store.store_pairing(&contact, &mine, None, 1).unwrap();
+        store.store_pairing(&contact, &mine, None, None, 1).unwrap();
         let inbox = Inbox::new(
             me.id(),
             store,

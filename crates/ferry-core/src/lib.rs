@@ -34,6 +34,7 @@ pub mod qr;
 mod sessions;
 pub mod store;
 pub mod transfer;
+mod trust;
 pub mod wire;
 
 pub use error::{Error, Quota};

@@ -289,8 +289,12 @@ impl Links {
         }
     }
 
-    /// The live link to a contact, dialling if there is none.
+    /// The live link to a contact, dialling if there is none. A blocked contact is never
+    /// dialled.
     pub(crate) async fn link(&self, contact: &Contact) -> Result<Connection, Error> {
+        if self.0.store.is_blocked(&contact.id)? {
+            return Err(Error::Blocked(contact.name.clone()));
+        }
         if let Some(conn) = self.live_link(&contact.id) {
             return Ok(conn);
         }
@@ -322,6 +326,16 @@ impl Links {
             tracing::debug!(contact = %contact.id.fmt_short(), "announce failed: {e}");
         }
         Ok(conn)
+    }
+
+    /// Closes the live link to a contact, if any (it was blocked or removed); presence shows
+    /// it offline at once.
+    pub(crate) fn drop_link(&self, id: &ContactId, why: &'static [u8]) {
+        let conn = self.0.live.lock().ok().and_then(|mut l| l.remove(id));
+        if let Some(conn) = conn {
+            conn.close(403u32.into(), why);
+        }
+        self.update_presence(id);
     }
 
     fn live_link(&self, id: &ContactId) -> Option<Connection> {
@@ -440,6 +454,9 @@ impl Links {
         };
         let mut set = tokio::task::JoinSet::new();
         for c in contacts {
+            if !matches!(self.0.store.is_blocked(&c.id), Ok(false)) {
+                continue;
+            }
             let links = self.clone();
             set.spawn(async move { links.check(&c).await });
         }
@@ -451,7 +468,7 @@ impl Links {
     pub(crate) fn dial_soon(&self, id: ContactId) {
         let links = self.clone();
         tokio::spawn(async move {
-            if let Ok(Some(c)) = links.0.store.contact(&id) {
+            if let Ok(Some(c)) = links.0.store.admitted(&id) {
                 links.check(&c).await;
             }
         });
@@ -632,17 +649,18 @@ pub(crate) async fn request(conn: &Connection, req: &ChatRequest) -> Result<Chat
         .map_err(|_| Error::Network("no answer in time".into()))?
 }
 
-/// The `ferry/chat/1` handler: refuses strangers, then serves the link.
+/// The `ferry/chat/1` handler: refuses strangers and blocked contacts, then serves the link.
 #[derive(Debug, Clone)]
 pub(crate) struct ChatProtocol(pub(crate) Links);
 
 impl ProtocolHandler for ChatProtocol {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
         let remote = conn.remote_id();
-        match self.0 .0.store.contact(&remote) {
+        match self.0 .0.store.admitted(&remote) {
             Ok(Some(_)) => {}
             Ok(None) => {
-                tracing::info!(peer = %remote.fmt_short(), "refused chat from a stranger");
+                // A blocked contact is refused exactly like a stranger.
+                tracing::info!(peer = %remote.fmt_short(), "refused chat from a stranger or a blocked contact");
                 conn.close(403u32.into(), b"not a contact");
                 return Ok(());
             }

@@ -29,6 +29,7 @@ use crate::pairing::{self, PairProtocol, Pairing};
 use crate::sessions::SessionLocks;
 use crate::store::{Store, SETTING_NAME, SETTING_NET};
 use crate::transfer::{self, Blobs, Transfers};
+use crate::trust::Trust;
 use crate::wire::{ALPN_CHAT, ALPN_CHAT_2, ALPN_PAIR};
 use crate::Error;
 
@@ -63,6 +64,10 @@ pub struct Config {
     /// How often the blob store drops what no transfer needs any more
     /// ([`transfer::GC_INTERVAL`] unless a test shortens it).
     pub gc_interval: Duration,
+    /// Fault injection for tests: as inviter, store the next pairing and then never send the
+    /// joiner the final `Done` (a pairing only this side kept).
+    #[doc(hidden)]
+    pub drop_next_pair_done: bool,
 }
 
 impl Default for Config {
@@ -77,6 +82,7 @@ impl Default for Config {
             allowances: Allowances::default(),
             batches: true,
             gc_interval: transfer::GC_INTERVAL,
+            drop_next_pair_done: false,
         }
     }
 }
@@ -100,6 +106,7 @@ pub struct Node {
     messaging: Messaging,
     transfers: Arc<Transfers>,
     pairing: Arc<Pairing>,
+    trust: Trust,
     net: NetSettings,
     cancel: CancellationToken,
     router: Router,
@@ -220,6 +227,14 @@ impl Node {
             links.clone(),
             roster.clone(),
             events.clone(),
+            config.drop_next_pair_done,
+        );
+        let trust = Trust::new(
+            store.clone(),
+            links.clone(),
+            roster.clone(),
+            events.clone(),
+            bus.clone(),
         );
         inbox.register(
             messaging
@@ -257,6 +272,7 @@ impl Node {
             messaging,
             transfers,
             pairing,
+            trust,
             net,
             cancel,
             router,
@@ -353,17 +369,77 @@ impl Node {
 
     /// Marks a contact verified (after comparing safety numbers) or not.
     pub async fn set_verified(&self, query: &str, verified: bool) -> Result<ContactView, Error> {
-        let mut c = self.roster.resolve(query)?;
-        c.verified = verified;
-        self.store.put_contact(&c)?;
-        self.store.flush().await?;
-        self.roster.view(&c)
+        let c = self.roster.resolve(query)?;
+        self.trust.set_verified(c, verified).await
+    }
+
+    /// The text of the QR code that shows this side's safety number with a contact
+    /// (`ferry-safety:1:…`): the contact scans it, or opens a picture of it, to verify.
+    pub fn safety_text(&self, query: &str) -> Result<String, Error> {
+        let c = self.roster.resolve(query)?;
+        Ok(identity::safety_text(
+            &self.identity.id(),
+            &self.roster.safety_number_with(&c),
+        ))
+    }
+
+    /// Checks a safety number scanned from a contact's screen (its QR text): when it is the
+    /// one this side computes for that contact, the contact is marked verified. A mismatch is
+    /// an error, and changes nothing.
+    pub async fn verify_scanned(&self, text: &str) -> Result<ContactView, Error> {
+        let (shower, number) = identity::parse_safety_text(text)?;
+        if shower == self.identity.id() {
+            return Err(Error::InvalidInput(
+                "this is your own safety number: scan the one your contact shows".into(),
+            ));
+        }
+        let c = self.store.contact(&shower)?.ok_or_else(|| {
+            Error::InvalidInput("this safety number is from someone who is not your contact".into())
+        })?;
+        if self.roster.safety_number_with(&c) != number {
+            return Err(Error::InvalidInput(format!(
+                "this safety number does not match the one you have for {}: do not mark them \
+                 verified; the keys one of you sees are not the other's",
+                c.name
+            )));
+        }
+        self.trust.set_verified(c, true).await
+    }
+
+    /// Blocks a contact: it is refused on every protocol, nothing it sends is taken, and
+    /// nothing goes to it (what is queued waits) until it is unblocked.
+    pub async fn block(&self, query: &str) -> Result<ContactView, Error> {
+        let c = self.roster.resolve(query)?;
+        self.trust.block(&c).await
+    }
+
+    /// Unblocks a contact: the conversation goes on as it was.
+    pub async fn unblock(&self, query: &str) -> Result<ContactView, Error> {
+        let c = self.roster.resolve(query)?;
+        self.trust.unblock(&c).await
+    }
+
+    /// Removes a contact with everything about it (its history too, unless `keep_history`).
+    /// Returns the removed record.
+    pub async fn remove_contact(&self, query: &str, keep_history: bool) -> Result<Contact, Error> {
+        let c = self.roster.resolve(query)?;
+        self.trust.remove(&c, keep_history).await?;
+        Ok(c)
+    }
+
+    /// A contact something may be sent to: known, and not blocked.
+    fn recipient(&self, query: &str) -> Result<Contact, Error> {
+        let c = self.roster.resolve(query)?;
+        if self.store.is_blocked(&c.id)? {
+            return Err(Error::Blocked(c.name));
+        }
+        Ok(c)
     }
 
     /// Sends a text message: sealed, stored in the outbox and flushed before this returns;
     /// delivered in the background.
     pub async fn send_text(&self, query: &str, text: &str) -> Result<Message, Error> {
-        let contact = self.roster.resolve(query)?;
+        let contact = self.recipient(query)?;
         self.messaging.send_text(&contact, text).await
     }
 
@@ -393,7 +469,7 @@ impl Node {
     /// Offers a file or folder to a contact; returns once the offer is stored. Whichever process
     /// holds this home serves it.
     pub async fn send_file(&self, query: &str, path: &Path) -> Result<Transfer, Error> {
-        let contact = self.roster.resolve(query)?;
+        let contact = self.recipient(query)?;
         transfer::send_path(&self.transfers, &contact, path, None, None).await
     }
 
@@ -405,7 +481,7 @@ impl Node {
         path: &Path,
         name: &str,
     ) -> Result<Transfer, Error> {
-        let contact = self.roster.resolve(query)?;
+        let contact = self.recipient(query)?;
         transfer::send_path(&self.transfers, &contact, path, Some(name), None).await
     }
 
@@ -417,7 +493,7 @@ impl Node {
         path: &Path,
         claim: transfer::Claim,
     ) -> Result<Transfer, Error> {
-        let contact = self.roster.resolve(query)?;
+        let contact = self.recipient(query)?;
         transfer::send_path(&self.transfers, &contact, path, None, Some(claim)).await
     }
 

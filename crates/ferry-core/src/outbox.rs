@@ -99,7 +99,9 @@ impl Outbox {
         // A contact that just came online gets what waits for it now, not after a backoff.
         let weak = Arc::downgrade(&outbox.0);
         bus.subscribe(move |signal| {
-            if let (Signal::LinkUp(id), Some(inner)) = (signal, weak.upgrade()) {
+            if let (Signal::LinkUp(id) | Signal::Unblocked(id), Some(inner)) =
+                (signal, weak.upgrade())
+            {
                 let outbox = Outbox(inner);
                 outbox.clear_backoff(&id);
                 outbox.0.wake.notify_one();
@@ -527,6 +529,10 @@ impl Outbox {
                 let Some(id) = items.first().map(|(_, i)| i.contact) else {
                     continue;
                 };
+                // What waits for a blocked contact is held until it is unblocked.
+                if !matches!(self.0.store.admitted(&id), Ok(Some(_))) {
+                    continue;
+                }
                 let until = self
                     .0
                     .backoff

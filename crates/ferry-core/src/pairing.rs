@@ -4,6 +4,7 @@
 //! [`crate::e2e`] handshake; the joiner's first sealed message confirms both derived the same
 //! keys. The invite is consumed in the same store transaction that records the contact.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +36,8 @@ pub(crate) struct Pairing {
     links: Links,
     roster: Roster,
     events: Events,
+    /// Test fault injection: the next `Done` is not sent (see `Config::drop_next_pair_done`).
+    drop_next_done: AtomicBool,
 }
 
 impl Pairing {
@@ -44,6 +47,7 @@ impl Pairing {
         links: Links,
         roster: Roster,
         events: Events,
+        drop_next_done: bool,
     ) -> Arc<Pairing> {
         Arc::new(Pairing {
             identity,
@@ -51,6 +55,7 @@ impl Pairing {
             links,
             roster,
             events,
+            drop_next_done: AtomicBool::new(drop_next_done),
         })
     }
 
@@ -128,12 +133,15 @@ pub(crate) async fn join(ctx: &Arc<Pairing>, text: &str) -> Result<Contact, Erro
     if invite.id == ctx.id() {
         return Err(Error::InvalidInvite("this is your own invite".into()));
     }
-    if let Some(c) = ctx.store.contact(&invite.id)? {
+    if ctx.store.is_blocked(&invite.id)? {
         return Err(Error::InvalidInput(format!(
-            "already paired with {}",
-            c.name
+            "{} is blocked; unblock them before pairing again",
+            invite.name
         )));
     }
+    // Pairing again with a contact replaces the pairing (it repairs one the other side lost);
+    // what was stored when it began is checked again when it is written.
+    let seen = ctx.store.contact(&invite.id)?.map(|c| c.paired_at);
     let addr = net::endpoint_addr(invite.id, &invite.addr);
     let conn = tokio::time::timeout(
         Duration::from_secs(15),
@@ -147,14 +155,19 @@ pub(crate) async fn join(ctx: &Arc<Pairing>, text: &str) -> Result<Contact, Erro
         ))
     })?
     .map_err(|e| Error::Network(format!("dialling {}: {e}", invite.name)))?;
-    let result = join_on(ctx, &conn, &invite).await;
+    let result = join_on(ctx, &conn, &invite, seen).await;
     conn.close(0u32.into(), b"done");
     let contact = result?;
     ctx.completed(&contact);
     Ok(contact)
 }
 
-async fn join_on(ctx: &Arc<Pairing>, conn: &Connection, invite: &Invite) -> Result<Contact, Error> {
+async fn join_on(
+    ctx: &Arc<Pairing>,
+    conn: &Connection,
+    invite: &Invite,
+    seen: Option<u64>,
+) -> Result<Contact, Error> {
     let (mut send, mut recv) = conn
         .open_bi()
         .await
@@ -228,7 +241,7 @@ async fn join_on(ctx: &Arc<Pairing>, conn: &Connection, invite: &Invite) -> Resu
         verified: false,
     };
     ctx.store
-        .store_pairing(&contact, &session, None, now_ms())?;
+        .store_pairing(&contact, &session, None, seen, now_ms())?;
     ctx.store.flush().await?;
     Ok(contact)
 }
@@ -240,6 +253,11 @@ pub(crate) struct PairProtocol(pub(crate) Arc<Pairing>);
 impl ProtocolHandler for PairProtocol {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
         let remote = conn.remote_id();
+        if matches!(self.0.store.is_blocked(&remote), Ok(true)) {
+            tracing::info!(peer = %remote.fmt_short(), "refused pairing from a blocked contact");
+            conn.close(403u32.into(), b"refused");
+            return Ok(());
+        }
         match answer(&self.0, &conn).await {
             Ok(contact) => {
                 tracing::info!(peer = %remote.fmt_short(), name = %contact.name, "paired");
@@ -259,6 +277,9 @@ async fn answer(ctx: &Arc<Pairing>, conn: &Connection) -> Result<Contact, Error>
         .await
         .map_err(|_| Error::Pairing("no request".into()))?
         .map_err(|e| Error::Network(e.to_string()))?;
+    // Pairing again with a contact replaces the pairing (it repairs one the other side lost);
+    // what was stored when it began is checked again when it is written.
+    let seen = ctx.store.contact(&remote)?.map(|c| c.paired_at);
     let refuse = |reason: &str| PairFrame::Refuse {
         reason: reason.to_string(),
     };
@@ -281,8 +302,6 @@ async fn answer(ctx: &Arc<Pairing>, conn: &Connection) -> Result<Contact, Error>
             Some("your identity key is not signed by your endpoint key")
         } else if clean_display_name(&theirs.name).is_err() {
             Some("your display name is not acceptable")
-        } else if matches!(ctx.store.contact(&remote), Ok(Some(_))) {
-            Some("you are already paired")
         } else {
             None
         }
@@ -334,13 +353,17 @@ async fn answer(ctx: &Arc<Pairing>, conn: &Connection) -> Result<Contact, Error>
     };
     if let Err(e) = ctx
         .store
-        .store_pairing(&contact, &session, Some(secret), now_ms())
+        .store_pairing(&contact, &session, Some(secret), seen, now_ms())
     {
         write(&mut send, &refuse(&e.to_string())).await?;
         let _ = send.finish();
         return Err(e);
     }
     ctx.store.flush().await?;
+    if ctx.drop_next_done.swap(false, Ordering::SeqCst) {
+        tracing::warn!("test fault: not sending Done");
+        return Ok(contact);
+    }
     write(&mut send, &PairFrame::Done).await?;
     let _ = send.finish();
     Ok(contact)

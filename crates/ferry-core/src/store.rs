@@ -17,6 +17,10 @@
 //! | `conversations` | conversation id (16) | [`Conversation`] (schema 2) |
 //! | `counters` | `u` ‖ conversation id (16), `q` ‖ endpoint id (32) | `u64` BE: unread incoming messages of a conversation, queued outgoing messages to a contact; kept in the same transactions as what they count, built at open when `meta/counters` is missing |
 //! | `quotas` | `d` ‖ endpoint id (32) | day (u32 BE, days since 1970 UTC) ‖ bytes (u64 BE): what a contact made us store that day (added with no schema change: none means nothing yet) |
+//! | `blocked` | endpoint id (32) | when it was blocked (Unix ms, u64 BE) (added with no schema change: none means nobody is blocked) |
+//!
+//! `meta` also holds `"purge/"` ‖ conversation id (16) → `0` (delete its messages) or `1` (mark
+//! them read): the rest of a contact's removal, finished at the next open if it was cut short.
 //!
 //! Every logical change is one multi-tree transaction; callers [`Store::flush`] before
 //! acknowledging anything to a peer or a user.
@@ -109,6 +113,7 @@ pub struct Store {
     conversations: sled::Tree,
     counters: sled::Tree,
     quotas: sled::Tree,
+    blocked: sled::Tree,
     /// This home's own id (the author of what it sends).
     me: ContactId,
     /// Shares one flush among the callers who ask at the same time.
@@ -213,6 +218,13 @@ fn queued_key(contact: &ContactId) -> [u8; 33] {
     let mut k = [b'q'; 33];
     k[1..].copy_from_slice(contact.as_bytes());
     k
+}
+
+/// The `meta` keys of removals still to finish.
+const PURGE_PREFIX: &[u8] = b"purge/";
+
+fn purge_key(conversation: &ConversationId) -> Vec<u8> {
+    [PURGE_PREFIX, &conversation.0[..]].concat()
 }
 
 fn read_u64(v: &[u8]) -> u64 {
@@ -328,6 +340,7 @@ impl Store {
             conversations: db.open_tree("conversations")?,
             counters: db.open_tree("counters")?,
             quotas: db.open_tree("quotas")?,
+            blocked: db.open_tree("blocked")?,
             me: *me,
             commits: Arc::default(),
             db,
@@ -346,6 +359,7 @@ impl Store {
         if store.meta.get("counters")?.is_none() {
             store.build_counters()?;
         }
+        store.finish_purges()?;
         Ok(store)
     }
 
@@ -598,15 +612,22 @@ impl Store {
             .transpose()
     }
 
-    /// Stores a new pairing: contact and session together, consuming the invite if one was used.
+    /// Stores a pairing: contact and session together, consuming the invite if one was used.
+    ///
+    /// `seen` is when the pairing with this contact that was stored as the pairing began was
+    /// made (`None`: there was none). It is checked in the same transaction as the write, so
+    /// of two pairings between the same endpoints that run at once, one is refused instead of
+    /// both writing half. A pairing replaces an older one (a fresh invite repairs a pairing
+    /// only one side kept); the verified mark stays only if the identity key is the same. A
+    /// blocked contact is refused.
     pub fn store_pairing(
         &self,
         contact: &Contact,
         session: &Session,
         invite: Option<[u8; 16]>,
+        seen: Option<u64>,
         now: u64,
     ) -> Result<(), Error> {
-        let c = enc(contact)?;
         let s = enc(session)?;
         let conversation = Conversation::direct(&self.me, &contact.id, now);
         let conv = enc(&conversation)?;
@@ -616,8 +637,26 @@ impl Store {
                 &self.sessions,
                 &self.invites,
                 &self.conversations,
+                &self.blocked,
             )
-                .transaction(|(con, ses, inv, convs)| {
+                .transaction(|(con, ses, inv, convs, blk)| {
+                    if blk.get(contact.id.as_bytes())?.is_some() {
+                        return abort(Error::PairingRefused(format!(
+                            "{} is blocked here; unblock them first",
+                            contact.name
+                        )));
+                    }
+                    let before = con
+                        .get(contact.id.as_bytes())?
+                        .map(|v| tx_dec::<Contact>(&v))
+                        .transpose()?;
+                    if before.as_ref().map(|c| c.paired_at) != seen {
+                        return abort(Error::PairingRefused(
+                            "already paired: another pairing with the same person just \
+                             completed"
+                                .into(),
+                        ));
+                    }
                     if let Some(secret) = invite {
                         let record = inv.get(secret)?;
                         let Some(record) = record else {
@@ -633,7 +672,11 @@ impl Store {
                         record.used = true;
                         inv.insert(&secret[..], tx_enc(&record)?)?;
                     }
-                    con.insert(contact.id.as_bytes(), c.clone())?;
+                    let mut contact = contact.clone();
+                    if let Some(b) = &before {
+                        contact.verified = b.verified && b.x25519 == contact.x25519;
+                    }
+                    con.insert(contact.id.as_bytes(), tx_enc(&contact)?)?;
                     ses.insert(contact.id.as_bytes(), s.clone())?;
                     if convs.get(conversation.id.0)?.is_none() {
                         convs.insert(&conversation.id.0[..], conv.clone())?;
@@ -641,6 +684,164 @@ impl Store {
                     Ok(())
                 }),
         )
+    }
+
+    // ---- trust: blocking and removal ----
+
+    /// Whether a contact is blocked.
+    pub fn is_blocked(&self, id: &ContactId) -> Result<bool, Error> {
+        Ok(self.blocked.contains_key(id.as_bytes())?)
+    }
+
+    /// A contact that may reach this node: paired and not blocked (`None` for a stranger or a
+    /// blocked contact, which every protocol refuses alike).
+    pub fn admitted(&self, id: &ContactId) -> Result<Option<Contact>, Error> {
+        if self.is_blocked(id)? {
+            return Ok(None);
+        }
+        self.contact(id)
+    }
+
+    /// Blocks or unblocks a contact. Returns whether that changed anything.
+    pub fn set_blocked(&self, id: &ContactId, blocked: bool, now: u64) -> Result<bool, Error> {
+        let changed = if blocked {
+            if self.contacts.get(id.as_bytes())?.is_none() {
+                return Err(Error::UnknownContact(id.to_string()));
+            }
+            self.blocked
+                .compare_and_swap(
+                    id.as_bytes(),
+                    None as Option<&[u8]>,
+                    Some(&now.to_be_bytes()[..]),
+                )?
+                .is_ok()
+        } else {
+            self.blocked.remove(id.as_bytes())?.is_some()
+        };
+        Ok(changed)
+    }
+
+    /// Removes a contact and everything about it: its session, its outbox items, its transfers,
+    /// its counters and quotas, its blocked mark; and its conversation's messages unless
+    /// `keep_history` (kept ones are marked read, and show again if the same person pairs
+    /// again). The records go in one transaction; the messages, which may be many, in batches
+    /// after it, recorded in `meta` so a removal cut short finishes at the next open.
+    pub fn remove_contact(&self, id: &ContactId, keep_history: bool) -> Result<Contact, Error> {
+        let contact = self
+            .contact(id)?
+            .ok_or_else(|| Error::UnknownContact(id.to_string()))?;
+        let conversation = ConversationId::direct(&self.me, id);
+        let outbox: Vec<[u8; 8]> = self
+            .outbox()?
+            .into_iter()
+            .filter(|(_, i)| i.contact == *id)
+            .map(|(seq, _)| seq.to_be_bytes())
+            .collect();
+        let transfers: Vec<TransferId> = self
+            .transfers()?
+            .into_iter()
+            .filter(|t| t.contact == *id)
+            .map(|t| t.id)
+            .collect();
+        let purge = purge_key(&conversation);
+        tx_result(
+            (
+                &self.contacts,
+                &self.sessions,
+                &self.outbox,
+                &self.transfers,
+                &self.counters,
+                &self.quotas,
+                &self.blocked,
+                &self.meta,
+            )
+                .transaction(|(con, ses, out, trs, cnt, quo, blk, meta)| {
+                    con.remove(id.as_bytes())?;
+                    ses.remove(id.as_bytes())?;
+                    for seq in &outbox {
+                        out.remove(&seq[..])?;
+                    }
+                    for t in &transfers {
+                        trs.remove(&t.0[..])?;
+                    }
+                    cnt.remove(&queued_key(id)[..])?;
+                    quo.remove(&daily_key(id)[..])?;
+                    blk.remove(id.as_bytes())?;
+                    meta.insert(&purge[..], &[u8::from(keep_history)][..])?;
+                    Ok(())
+                }),
+        )?;
+        self.finish_purges()?;
+        Ok(contact)
+    }
+
+    /// Finishes the removals recorded in `meta` (see [`Store::remove_contact`]): each batch is
+    /// atomic, and the record goes last.
+    fn finish_purges(&self) -> Result<(), Error> {
+        for kv in self.meta.scan_prefix(PURGE_PREFIX) {
+            let (key, mode) = kv?;
+            let Ok(conv) = <[u8; 16]>::try_from(&key[PURGE_PREFIX.len()..]) else {
+                self.meta.remove(key)?;
+                continue;
+            };
+            let conversation = ConversationId(conv);
+            let keep = mode.first() == Some(&1);
+            // Where the next batch starts (kept messages stay, so a batch goes on after them).
+            let mut from = conversation.0.to_vec();
+            loop {
+                let mut msgs = sled::Batch::default();
+                let mut ids = sled::Batch::default();
+                let mut n = 0;
+                for kv in self.messages.range(from.clone()..) {
+                    let (k, v) = kv?;
+                    if !k.starts_with(&conversation.0) {
+                        break;
+                    }
+                    from = [&k[..], &[0u8][..]].concat();
+                    if keep {
+                        let Ok(mut m) = dec::<Message>(&v) else {
+                            continue;
+                        };
+                        if m.direction != Direction::Incoming || m.state != MessageState::Received {
+                            continue;
+                        }
+                        m.state = MessageState::Seen;
+                        msgs.insert(k, enc(&m)?);
+                    } else {
+                        if let Ok(m) = dec::<Message>(&v) {
+                            ids.remove(&m.id.0[..]);
+                        }
+                        msgs.remove(k);
+                    }
+                    n += 1;
+                    if n == MIGRATION_BATCH {
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+                tx_result((&self.messages, &self.message_ids).transaction(|(m, i)| {
+                    m.apply_batch(&msgs)?;
+                    i.apply_batch(&ids)?;
+                    Ok(())
+                }))?;
+            }
+            tx_result(
+                (&self.conversations, &self.counters, &self.meta).transaction(
+                    |(convs, cnt, meta)| {
+                        if !keep {
+                            convs.remove(&conversation.0[..])?;
+                        }
+                        cnt.remove(&unread_key(&conversation)[..])?;
+                        meta.remove(&key)?;
+                        Ok(())
+                    },
+                ),
+            )?;
+        }
+        self.db.flush()?;
+        Ok(())
     }
 
     // ---- invites ----
@@ -1116,6 +1317,7 @@ mod tests {
                 conversations: db.open_tree("conversations").unwrap(),
                 counters: db.open_tree("counters").unwrap(),
                 quotas: db.open_tree("quotas").unwrap(),
+                blocked: db.open_tree("blocked").unwrap(),
                 me: test_me(),
                 commits: Arc::default(),
                 db,

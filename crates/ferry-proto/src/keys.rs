@@ -138,6 +138,35 @@ pub fn safety_number(a: (&PublicKey, &[u8; 32]), b: (&PublicKey, &[u8; 32])) -> 
         .join(" ")
 }
 
+/// What a safety number's QR code holds, before the endpoint id and the 60 digits:
+/// `ferry-safety:1:<id of the one showing it>:<digits>`.
+pub const SAFETY_SCHEME: &str = "ferry-safety:1:";
+
+/// The text of a safety number's QR code, shown by `shower`.
+pub fn safety_text(shower: &PublicKey, number: &str) -> String {
+    let digits: String = number.chars().filter(char::is_ascii_digit).collect();
+    format!("{SAFETY_SCHEME}{shower}:{digits}")
+}
+
+/// Reads a safety number's QR text back: who showed it, and the number in groups as
+/// [`safety_number`] writes it. Either case is accepted (the QR code carries upper case).
+pub fn parse_safety_text(text: &str) -> Result<(PublicKey, String), ProtoError> {
+    let bad = |why: &str| ProtoError::InvalidInput(format!("not a Ferry safety number: {why}"));
+    let text = text.trim().to_ascii_lowercase();
+    let rest = text
+        .strip_prefix(SAFETY_SCHEME)
+        .ok_or_else(|| bad("it does not start with ferry-safety:1:"))?;
+    let (id, digits) = rest.split_once(':').ok_or_else(|| bad("no digits"))?;
+    let id: PublicKey = id
+        .parse()
+        .map_err(|_| bad("the id is not an endpoint id"))?;
+    if digits.len() != 60 || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Err(bad("it must hold 60 digits"));
+    }
+    let groups: Vec<&str> = (0..12).map(|i| &digits[i * 5..i * 5 + 5]).collect();
+    Ok((id, groups.join(" ")))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -192,5 +221,28 @@ mod tests {
         assert_ne!(ab, safety_number((&a.id(), &ax), (&c.id(), &cx)));
         assert_eq!(ab.split(' ').count(), 12);
         assert!(ab.split(' ').all(|g| g.len() == 5));
+    }
+
+    #[test]
+    fn safety_texts_read_back_in_either_case_and_garbage_is_refused() {
+        let a = Identity::generate();
+        let b = Identity::generate();
+        let n = safety_number((&a.id(), &a.x25519_public()), (&b.id(), &b.x25519_public()));
+        let text = safety_text(&a.id(), &n);
+        assert_eq!(parse_safety_text(&text).unwrap(), (a.id(), n.clone()));
+        assert_eq!(
+            parse_safety_text(&text.to_ascii_uppercase()).unwrap(),
+            (a.id(), n)
+        );
+        for bad in [
+            "",
+            "ferry-safety:1:",
+            "ferry-safety:2:abc:123",
+            &format!("{SAFETY_SCHEME}nothex:{}", "1".repeat(60)),
+            &format!("{SAFETY_SCHEME}{}:{}", a.id(), "1".repeat(59)),
+            &format!("{SAFETY_SCHEME}{}:{}x", a.id(), "1".repeat(59)),
+        ] {
+            assert!(parse_safety_text(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -225,12 +225,27 @@ pub struct ContactView {
     pub presence: Presence,
     /// Safety number to compare out of band.
     pub safety_number: String,
-    /// Marked verified by the user.
+    /// Marked verified by the user (also in `state`; kept for front ends that read only this).
     pub verified: bool,
+    /// Verified, unverified or blocked.
+    pub state: TrustState,
     /// Messages received and not yet read.
     pub unread: u64,
     /// Messages waiting in the outbox for this contact.
     pub queued: u64,
+}
+
+/// How far the user trusts a contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "snake_case")]
+pub enum TrustState {
+    /// The user compared safety numbers and marked them verified.
+    Verified,
+    /// Paired, not verified.
+    Unverified,
+    /// Blocked: nothing it sends is taken, nothing is sent to it.
+    Blocked,
 }
 
 /// Who wrote a message.
@@ -540,6 +555,19 @@ pub enum Event {
         id: TransferId,
         /// Why.
         reason: String,
+    },
+    /// A contact's state changed (verified, blocked, unblocked).
+    ContactChanged {
+        /// The contact as it is now.
+        contact: ContactView,
+    },
+    /// A contact was removed.
+    ContactRemoved {
+        /// The contact.
+        #[cfg_attr(feature = "specta", specta(type = String))]
+        contact: ContactId,
+        /// Their display name.
+        name: String,
     },
     /// Something from a contact was refused (a quota was reached) and the user should know.
     Notice {

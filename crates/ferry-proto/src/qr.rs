@@ -1,5 +1,5 @@
-//! QR codes of invites: SVG for the desktop UI, block characters for a terminal, and reading
-//! an invite back from a picture of one (a screenshot or a photo), given as bytes.
+//! QR codes of invites and safety numbers: SVG for the desktop UI, block characters for a
+//! terminal, and reading one back from a picture of it (a screenshot or a photo), given as bytes.
 //!
 //! The invite is encoded in upper case so the QR code can use its compact alphanumeric mode;
 //! [`Invite::parse`] accepts either case.
@@ -38,6 +38,28 @@ pub fn terminal(text: &str) -> Result<String, ProtoError> {
 /// Reads a Ferry invite from an encoded picture in memory (PNG, JPEG, WebP, BMP or GIF): a
 /// screenshot pasted from the clipboard, or a camera frame.
 pub fn read_invite_bytes(data: &[u8]) -> Result<String, ProtoError> {
+    read_invite(&decode(data)?)
+}
+
+/// Reads a Ferry invite from a grey-scale picture (see [`read_invite_bytes`]).
+pub fn read_invite(picture: &image::GrayImage) -> Result<String, ProtoError> {
+    read_with(picture, |text| {
+        Invite::parse(text)?;
+        Ok(text.to_ascii_lowercase())
+    })
+}
+
+/// Reads a safety number's QR text (`ferry-safety:1:…`, see
+/// [`crate::keys::parse_safety_text`]) from an encoded picture in memory.
+pub fn read_safety_bytes(data: &[u8]) -> Result<String, ProtoError> {
+    read_with(&decode(data)?, |text| {
+        crate::keys::parse_safety_text(text)?;
+        Ok(text.to_ascii_lowercase())
+    })
+}
+
+/// Decodes a picture, bounded in bytes and in pixels.
+fn decode(data: &[u8]) -> Result<image::GrayImage, ProtoError> {
     if data.len() > MAX_IMAGE_BYTES {
         return Err(ProtoError::InvalidInput(format!(
             "this picture is too large ({} bytes; the limit is {MAX_IMAGE_BYTES})",
@@ -54,11 +76,14 @@ pub fn read_invite_bytes(data: &[u8]) -> Result<String, ProtoError> {
     let picture = reader.decode().map_err(|e| {
         ProtoError::InvalidInput(format!("this is not a picture Ferry can read: {e}"))
     })?;
-    read_invite(&picture.to_luma8())
+    Ok(picture.to_luma8())
 }
 
-/// Reads a Ferry invite from a grey-scale picture (see [`read_invite_bytes`]).
-pub fn read_invite(picture: &image::GrayImage) -> Result<String, ProtoError> {
+/// The first QR code in the picture whose text `accept` takes.
+fn read_with(
+    picture: &image::GrayImage,
+    accept: impl Fn(&str) -> Result<String, ProtoError>,
+) -> Result<String, ProtoError> {
     let mut prepared = rqrr::PreparedImage::prepare(picture.clone());
     let grids = prepared.detect_grids();
     if grids.is_empty() {
@@ -69,8 +94,8 @@ pub fn read_invite(picture: &image::GrayImage) -> Result<String, ProtoError> {
     let mut last = None;
     // A grid that does not decode is skipped: the next one may.
     for (_, text) in grids.iter().filter_map(|g| g.decode().ok()) {
-        match Invite::parse(text.trim()) {
-            Ok(_) => return Ok(text.trim().to_ascii_lowercase()),
+        match accept(text.trim()) {
+            Ok(t) => return Ok(t),
             Err(e) => last = Some(e),
         }
     }
@@ -151,6 +176,17 @@ mod tests {
                 invite.to_ascii_lowercase()
             );
         }
+    }
+
+    #[test]
+    fn a_safety_number_survives_a_screenshot_and_an_invite_is_not_one() {
+        let id = iroh_base::SecretKey::from_bytes(&[7; 32]).public();
+        let number = crate::keys::safety_number((&id, &[1; 32]), (&id, &[2; 32]));
+        let text = crate::keys::safety_text(&id, &number);
+        let read = read_safety_bytes(&png(&picture(&text, 4, 9))).unwrap();
+        assert_eq!(crate::keys::parse_safety_text(&read).unwrap(), (id, number));
+        let e = read_safety_bytes(&png(&picture(&invite(), 3, 0))).unwrap_err();
+        assert!(e.to_string().contains("not a Ferry safety number"), "{e}");
     }
 
     #[test]

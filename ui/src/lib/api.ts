@@ -17,6 +17,7 @@ export type Message = Message_Serialize;
 export type Transfer = Transfer_Serialize;
 export type Profile = Profile_Serialize;
 export type EngineEvent = Event_Serialize;
+export type TrustState = Contact["state"];
 export type Api = typeof commands;
 export { commands, events };
 

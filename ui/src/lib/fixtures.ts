@@ -8,6 +8,7 @@ export function contact(over: Partial<Contact> = {}): Contact {
     presence: { state: "online", path: "direct", rtt_ms: 2 },
     safety_number: "12345 67890",
     verified: false,
+    state: "unverified",
     unread: 0,
     queued: 0,
     ...over,

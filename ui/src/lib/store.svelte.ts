@@ -125,6 +125,26 @@ export class Store {
     this.transfers = map;
   }
 
+  /** Blocks a contact (the engine's event updates the list). */
+  async block(id: string): Promise<void> {
+    const c = await this.attempt(() => this.api.blockContact(id));
+    if (c) this.say(`${c.name} is blocked. Nothing they send reaches you, and nothing goes to them.`);
+  }
+
+  async unblock(id: string): Promise<void> {
+    const c = await this.attempt(() => this.api.unblockContact(id));
+    if (c) this.say(`${c.name} is unblocked.`);
+  }
+
+  /** Removes a contact, with its history unless `keepHistory`. */
+  async remove(id: string, keepHistory: boolean): Promise<void> {
+    const name = this.contact(id)?.name ?? "The contact";
+    const done = await this.attempt(() => this.api.removeContact(id, keepHistory));
+    if (done === undefined) return;
+    this.apply({ type: "contact_removed", contact: id, name });
+    this.say(`${name} was removed.`);
+  }
+
   /** Opens a conversation and marks what it shows as read. */
   async select(id: string): Promise<void> {
     this.selected = id;
@@ -281,6 +301,21 @@ export class Store {
           t.error = ev.reason;
         }
         delete this.progress[ev.id];
+        break;
+      }
+      case "contact_changed": {
+        const i = this.contacts.findIndex((c) => c.id === ev.contact.id);
+        if (i >= 0) this.contacts[i] = ev.contact;
+        break;
+      }
+      case "contact_removed": {
+        this.contacts = this.contacts.filter((c) => c.id !== ev.contact);
+        delete this.messages[ev.contact];
+        delete this.last[ev.contact];
+        if (this.selected === ev.contact) {
+          this.selected = this.contacts[0]?.id ?? null;
+          this.view = { kind: "chat" };
+        }
         break;
       }
       case "notice":

@@ -53,6 +53,13 @@ impl Access {
         }
     }
 
+    /// Forgets every grant to a contact (it was removed).
+    pub(super) fn revoke_all(&self, contact: &ContactId) {
+        if let Ok(mut a) = self.allowed.lock() {
+            a.remove(contact);
+        }
+    }
+
     pub(super) fn peer(&self, connection_id: u64) -> Option<ContactId> {
         self.conns.lock().ok()?.get(&connection_id).copied()
     }
@@ -97,7 +104,7 @@ pub(super) async fn provider_events(
             ProviderMessage::ClientConnected(msg) => {
                 let contact = msg
                     .endpoint_id
-                    .filter(|id| matches!(ctx.store.contact(id), Ok(Some(_))));
+                    .filter(|id| matches!(ctx.store.admitted(id), Ok(Some(_))));
                 let res = match contact {
                     Some(id) => {
                         if let Ok(mut c) = access.conns.lock() {
@@ -120,7 +127,8 @@ pub(super) async fn provider_events(
             ProviderMessage::GetRequestReceived(mut msg) => {
                 let peer = access.peer(msg.connection_id);
                 let ok = peer.is_some_and(|p| {
-                    access.may_get(&p, &msg.request.hash, !msg.request.ranges.is_blob())
+                    matches!(ctx.store.is_blocked(&p), Ok(false))
+                        && access.may_get(&p, &msg.request.hash, !msg.request.ranges.is_blob())
                 });
                 if !ok {
                     tracing::warn!(?peer, hash = %msg.request.hash, "refused a get");
@@ -160,6 +168,13 @@ pub(super) async fn provider_events(
                                 done_before = done_before.saturating_add(current);
                                 current = 0;
                             }
+                            // Blocked meanwhile: dropping the updates aborts the request.
+                            RequestUpdate::Progress(_)
+                                if !matches!(ctx.store.is_blocked(&peer), Ok(false)) =>
+                            {
+                                tracing::info!(peer = %peer.fmt_short(), "stopped serving a blocked contact");
+                                break;
+                            }
                             RequestUpdate::Progress(p) => {
                                 current = p.end_offset;
                                 outgoing_progress(
@@ -177,16 +192,21 @@ pub(super) async fn provider_events(
             ProviderMessage::GetManyRequestReceived(msg) => {
                 let peer = access.peer(msg.connection_id);
                 let ok = peer.is_some_and(|p| {
-                    msg.request
-                        .hashes
-                        .iter()
-                        .all(|h| access.may_get(&p, h, false))
+                    matches!(ctx.store.is_blocked(&p), Ok(false))
+                        && msg
+                            .request
+                            .hashes
+                            .iter()
+                            .all(|h| access.may_get(&p, h, false))
                 });
                 msg.tx.send(if ok { Ok(()) } else { deny }).await.ok();
             }
             ProviderMessage::ObserveRequestReceived(msg) => {
                 let peer = access.peer(msg.connection_id);
-                let ok = peer.is_some_and(|p| access.may_get(&p, &msg.request.hash, false));
+                let ok = peer.is_some_and(|p| {
+                    matches!(ctx.store.is_blocked(&p), Ok(false))
+                        && access.may_get(&p, &msg.request.hash, false)
+                });
                 msg.tx.send(if ok { Ok(()) } else { deny }).await.ok();
             }
             ProviderMessage::PushRequestReceived(msg) => {

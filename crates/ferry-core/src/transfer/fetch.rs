@@ -458,9 +458,10 @@ async fn forget(ctx: &Arc<Transfers>, t: &mut Transfer) -> Result<(), Error> {
 /// there and hashed again. If that copy is gone or was changed since, the store is made to
 /// forget it and the content is fetched again, once.
 pub(super) async fn download(ctx: &Arc<Transfers>, mut t: Transfer) -> Result<(), Error> {
+    // A blocked contact's downloads wait until it is unblocked.
     let contact = ctx
         .store
-        .contact(&t.contact)?
+        .admitted(&t.contact)?
         .ok_or_else(|| Error::UnknownContact(t.contact.to_string()))?;
     let what = content(&t)?;
     let remote = ctx.blobs.store.remote();

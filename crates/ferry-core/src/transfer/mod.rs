@@ -122,6 +122,11 @@ impl Transfers {
                 Signal::Tick => retry_paused(&ctx),
                 // A fetch notices a lost link itself and pauses.
                 Signal::LinkDown(_) => {}
+                Signal::Blocked(id) => stop_for(&ctx, &id, false),
+                Signal::Unblocked(id) => {
+                    tokio::spawn(async move { resume(&ctx, Some(&id)).await });
+                }
+                Signal::Removing(id) => stop_for(&ctx, &id, true),
             }
         });
         ctx
@@ -443,6 +448,12 @@ pub(crate) async fn accept(ctx: &Arc<Transfers>, id: &TransferId) -> Result<Tran
             t.state
         )));
     }
+    if ctx.store.is_blocked(&t.contact)? {
+        let name = ctx.store.contact(&t.contact)?.map(|c| c.name);
+        return Err(Error::Blocked(
+            name.unwrap_or_else(|| t.contact.to_string()),
+        ));
+    }
     let downloads = downloads_dir(ctx)?;
     std::fs::create_dir_all(&downloads)
         .map_err(Error::io(format!("creating {}", downloads.display())))?;
@@ -495,6 +506,45 @@ pub(crate) async fn cancel(ctx: &Arc<Transfers>, id: &TransferId) -> Result<Tran
     finish_locally(ctx, &t).await;
     tell(ctx, &t, TransferState::Cancelled, None).await?;
     Ok(t)
+}
+
+/// Stops a contact's transfers: its fetches end (a blocked contact's pause, to resume when it
+/// is unblocked; the providing side refuses it by itself). For a contact being `removed`, its
+/// grants and the blob-store tags of its transfers go too (the records go with the contact).
+fn stop_for(ctx: &Arc<Transfers>, contact: &ContactId, removed: bool) {
+    let Ok(all) = ctx.store.transfers() else {
+        return;
+    };
+    let mine: Vec<Transfer> = all
+        .into_iter()
+        .filter(|t| t.contact == *contact && !t.state.is_final())
+        .collect();
+    for t in &mine {
+        if t.direction == Direction::Incoming {
+            abort_fetch(ctx, &t.id);
+        }
+    }
+    if removed {
+        ctx.blobs.access.revoke_all(contact);
+    }
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        for mut t in mine {
+            if removed {
+                let _ = ctx.blobs.store.tags().delete(tag_name(&t)).await;
+            } else if t.direction == Direction::Incoming
+                && matches!(
+                    t.state,
+                    TransferState::Accepted | TransferState::Transferring
+                )
+            {
+                let why = Some("the sender is blocked".to_string());
+                if let Err(e) = set_state(&ctx, &mut t, TransferState::Paused, why).await {
+                    tracing::debug!(transfer = %t.id, "not paused: {e}");
+                }
+            }
+        }
+    });
 }
 
 /// Drops the blob-store tags that no live transfer needs: those of transfers in a final state

@@ -1,0 +1,249 @@
+//! Trust between real nodes on loopback: blocking and unblocking, removing and pairing again,
+//! a pairing only one side kept, and verifying by a scanned safety number.
+
+use anyhow::{ensure, Result};
+use ferry_core::wire::{self, ChatRequest, ChatResponse, ALPN_CHAT, ALPN_PAIR};
+use ferry_core::{Config, Event, MessageState, Node, TransferState, TrustState};
+use ferry_tests::*;
+
+/// The error of something that must fail.
+fn failed<T: std::fmt::Debug>(r: Result<T, ferry_core::Error>) -> Result<ferry_core::Error> {
+    match r {
+        Ok(v) => anyhow::bail!("succeeded: {v:?}"),
+        Err(e) => Ok(e),
+    }
+}
+
+async fn bodies(node: &Node, contact: &str) -> Result<Vec<String>> {
+    let page = node.history(contact, None, 1000, false).await?;
+    Ok(page.into_iter().map(|m| m.body).collect())
+}
+
+/// How a connection from `from` to `to` on `alpn` ends when `to` refuses it: the reason it
+/// closes with (no request on it is ever answered).
+async fn refusal(from: &Node, to: &Node, alpn: &[u8]) -> Result<String> {
+    let conn =
+        tokio::time::timeout(WAIT, from.endpoint().connect(to.endpoint().addr(), alpn)).await??;
+    let attempt = async {
+        let (mut send, mut recv) = conn.open_bi().await?;
+        wire::write_frame(&mut send, &ChatRequest::Ping).await?;
+        send.finish()?;
+        let r: ChatResponse = wire::read_frame(&mut recv).await?;
+        anyhow::Ok(r)
+    };
+    let answer = tokio::time::timeout(WAIT, attempt).await?;
+    ensure!(answer.is_err(), "answered: {answer:?}");
+    let reason = tokio::time::timeout(WAIT, conn.closed()).await?;
+    Ok(format!("{reason:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_contact_is_refused_everywhere_and_unblocking_resumes_the_chat() -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let alice = open(&new_home(dir.path(), "Alice")?, test_config()).await?;
+    let bob = open(&new_home(dir.path(), "Bob")?, test_config()).await?;
+    pair(&alice, &bob).await?;
+    let mut bob_events = bob.subscribe();
+    alice.send_text("Bob", "before").await?;
+    assert_eq!(next_message(&mut bob_events).await?, "before");
+
+    let view = bob.block("Alice").await?;
+    assert_eq!(view.state, TrustState::Blocked);
+    assert_eq!(bob.contact("Alice")?.state, TrustState::Blocked);
+    let e = failed(bob.send_text("Alice", "to a blocked contact").await)?;
+    assert_eq!(e.code(), "blocked", "{e}");
+
+    // Alice's connections are refused on chat, pairing and blobs alike.
+    for alpn in [ALPN_CHAT, ALPN_PAIR] {
+        let why = refusal(&alice, &bob, alpn).await?;
+        assert!(
+            why.contains("not a contact") || why.contains("refused"),
+            "{why}"
+        );
+    }
+    refusal(&alice, &bob, iroh_blobs::ALPN).await?;
+    let file = dir.path().join("note.txt");
+    std::fs::write(&file, b"a file for Alice")?;
+    let e = failed(bob.send_file("Alice", &file).await)?;
+    assert_eq!(e.code(), "blocked", "{e}");
+
+    // What Alice sends is neither stored nor acknowledged: it stays queued on her side.
+    let mut alice_events = alice.subscribe();
+    let held = alice.send_text("Bob", "while blocked").await?;
+    let refused = refusal(&alice, &bob, ALPN_CHAT).await?;
+    assert!(refused.contains("not a contact"), "{refused}");
+    assert_eq!(bodies(&bob, "Alice").await?, vec!["before"]);
+    assert_eq!(
+        alice.message(&held.id)?.map(|m| m.state),
+        Some(MessageState::Queued)
+    );
+
+    // Unblocked, the held message arrives, and chat goes on both ways.
+    let view = bob.unblock("Alice").await?;
+    assert_eq!(view.state, TrustState::Unverified);
+    assert_eq!(next_message(&mut bob_events).await?, "while blocked");
+    bob.send_text("Alice", "welcome back").await?;
+    assert_eq!(next_message(&mut alice_events).await?, "welcome back");
+    assert_eq!(
+        bodies(&bob, "Alice").await?,
+        vec!["before", "while blocked", "welcome back"]
+    );
+    alice.shutdown().await;
+    bob.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_a_sender_stops_its_transfer_and_unblocking_finishes_it() -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let alice = open(&new_home(dir.path(), "Alice")?, test_config()).await?;
+    let bob = open(&new_home(dir.path(), "Bob")?, test_config()).await?;
+    pair(&alice, &bob).await?;
+    let mut bob_events = bob.subscribe();
+    let file = dir.path().join("photo.bin");
+    std::fs::write(&file, vec![7u8; 300_000])?;
+    let offered = alice.send_file("Bob", &file).await?;
+    wait_for(&mut bob_events, |e| match e {
+        Event::TransferOffered { transfer } if transfer.id == offered.id => Some(()),
+        _ => None,
+    })
+    .await?;
+    bob.block("Alice").await?;
+    let id = offered.id.to_string();
+    let e = failed(bob.accept_transfer(&id).await)?;
+    assert_eq!(e.code(), "blocked", "{e}");
+    bob.unblock("Alice").await?;
+    bob.accept_transfer(&id).await?;
+    wait_for(&mut bob_events, |e| match e {
+        Event::TransferCompleted { id, .. } if *id == offered.id => Some(()),
+        _ => None,
+    })
+    .await?;
+    assert_eq!(bob.transfer(&id)?.state, TransferState::Done);
+    alice.shutdown().await;
+    bob.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_contact_pairs_again_and_chats() -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let alice = open(&new_home(dir.path(), "Alice")?, test_config()).await?;
+    let bob = open(&new_home(dir.path(), "Bob")?, test_config()).await?;
+    pair(&alice, &bob).await?;
+    let mut alice_events = alice.subscribe();
+    let mut bob_events = bob.subscribe();
+    bob.send_text("Alice", "first").await?;
+    assert_eq!(next_message(&mut alice_events).await?, "first");
+    let file = dir.path().join("offer.txt");
+    std::fs::write(&file, b"an offer Alice never answers")?;
+    let offer = bob.send_file("Alice", &file).await?;
+    wait_for(&mut alice_events, |e| match e {
+        Event::TransferOffered { transfer } if transfer.id == offer.id => Some(()),
+        _ => None,
+    })
+    .await?;
+
+    let removed = alice.remove_contact("Bob", false).await?;
+    assert_eq!(removed.name, "Bob");
+    assert!(alice.contacts()?.is_empty());
+    assert!(alice.transfers()?.is_empty());
+    assert!(alice.conversations()?.is_empty());
+    assert_eq!(failed(alice.contact("Bob"))?.code(), "unknown_contact");
+    // Bob, who still has Alice, is a stranger to her now.
+    let why = refusal(&bob, &alice, ALPN_CHAT).await?;
+    assert!(why.contains("not a contact"), "{why}");
+
+    // A fresh invite replaces the pairing Bob kept; chat works both ways, from nothing.
+    pair(&alice, &bob).await?;
+    alice.send_text("Bob", "hello again").await?;
+    assert_eq!(next_message(&mut bob_events).await?, "hello again");
+    bob.send_text("Alice", "glad you are back").await?;
+    assert_eq!(next_message(&mut alice_events).await?, "glad you are back");
+    let fresh = vec!["hello again", "glad you are back"];
+    assert_eq!(bodies(&alice, "Bob").await?, fresh);
+
+    // Removed with its history kept, the conversation shows again after pairing again.
+    alice.remove_contact("Bob", true).await?;
+    assert!(alice.contacts()?.is_empty());
+    pair(&bob, &alice).await?;
+    assert_eq!(bodies(&alice, "Bob").await?, fresh);
+    assert_eq!(alice.contact("Bob")?.unread, 0);
+    alice.send_text("Bob", "and again").await?;
+    assert_eq!(next_message(&mut bob_events).await?, "and again");
+    alice.shutdown().await;
+    bob.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pairing_whose_done_was_lost_is_repaired_by_a_fresh_invite() -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let faulty = Config {
+        drop_next_pair_done: true,
+        ..test_config()
+    };
+    let alice = open(&new_home(dir.path(), "Alice")?, faulty).await?;
+    let bob = open(&new_home(dir.path(), "Bob")?, test_config()).await?;
+    let invite = alice.create_invite(None).await?;
+    let e = failed(bob.pair(&invite).await)?;
+    assert_eq!(e.code(), "pairing_failed", "{e}");
+    // Half a pairing: Alice kept Bob, Bob has nobody.
+    assert_eq!(alice.contacts()?.len(), 1);
+    assert!(bob.contacts()?.is_empty());
+
+    // The next invite from Alice is not refused as "already paired": it replaces the pairing.
+    pair(&alice, &bob).await?;
+    let mut alice_events = alice.subscribe();
+    let mut bob_events = bob.subscribe();
+    bob.send_text("Alice", "repaired").await?;
+    assert_eq!(next_message(&mut alice_events).await?, "repaired");
+    alice.send_text("Bob", "both ways").await?;
+    assert_eq!(next_message(&mut bob_events).await?, "both ways");
+    assert_eq!(alice.contacts()?.len(), 1);
+    assert_eq!(
+        alice.contact("Bob")?.safety_number,
+        bob.contact("Alice")?.safety_number
+    );
+    alice.shutdown().await;
+    bob.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_scanned_safety_number_verifies_and_a_wrong_one_changes_nothing() -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let alice = open(&new_home(dir.path(), "Alice")?, test_config()).await?;
+    let bob = open(&new_home(dir.path(), "Bob")?, test_config()).await?;
+    let carol = open(&new_home(dir.path(), "Carol")?, test_config()).await?;
+    pair(&alice, &bob).await?;
+    pair(&alice, &carol).await?;
+
+    // A number Alice shows Carol is not Bob's: refused, nothing marked.
+    let for_carol = alice.safety_text("Carol")?;
+    let e = failed(bob.verify_scanned(&for_carol).await)?;
+    assert_eq!(e.code(), "invalid_input", "{e}");
+    assert!(e.to_string().contains("does not match"), "{e}");
+    assert_eq!(bob.contact("Alice")?.state, TrustState::Unverified);
+    // Bob's own code, and garbage, are refused too.
+    let e = failed(bob.verify_scanned(&bob.safety_text("Alice")?).await)?;
+    assert!(e.to_string().contains("your own"), "{e}");
+    assert!(bob.verify_scanned("ferry-safety:1:nonsense").await.is_err());
+
+    // The one Alice shows Bob, scanned in the upper case a QR code carries, verifies.
+    let text = alice.safety_text("Bob")?.to_ascii_uppercase();
+    let view = bob.verify_scanned(&text).await?;
+    assert_eq!(view.state, TrustState::Verified);
+    assert!(view.verified);
+    let view = bob.set_verified("Alice", false).await?;
+    assert_eq!(view.state, TrustState::Unverified);
+    for n in [&alice, &bob, &carol] {
+        n.shutdown().await;
+    }
+    Ok(())
+}
