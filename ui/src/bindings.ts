@@ -32,6 +32,24 @@ export const commands = {
 	contacts: () => __TAURI_INVOKE<ContactView_Serialize[]>("contacts"),
 	/**  Marks a contact verified (after comparing safety numbers) or not. */
 	setVerified: (contact: string, verified: boolean) => __TAURI_INVOKE<ContactView_Serialize>("set_verified", { contact, verified }),
+	/**  This side's safety number with a contact, as a QR code. */
+	safetyQr: (contact: string) => __TAURI_INVOKE<SafetyQr>("safety_qr", { contact }),
+	/**
+	 *  Checks a safety number read from a picture of the contact's QR code (a file): marks the
+	 *  contact verified when it matches, and is an error, changing nothing, when it does not.
+	 */
+	verifyScannedImage: (path: string) => __TAURI_INVOKE<ContactView_Serialize>("verify_scanned_image", { path }),
+	/**
+	 *  Like [`verify_scanned_image`], from a picture in memory, base64-encoded (a pasted
+	 *  screenshot or a camera frame).
+	 */
+	verifyScannedData: (base64: string) => __TAURI_INVOKE<ContactView_Serialize>("verify_scanned_data", { base64 }),
+	/**  Blocks a contact. */
+	blockContact: (contact: string) => __TAURI_INVOKE<ContactView_Serialize>("block_contact", { contact }),
+	/**  Unblocks a contact. */
+	unblockContact: (contact: string) => __TAURI_INVOKE<ContactView_Serialize>("unblock_contact", { contact }),
+	/**  Removes a contact, with its history unless `keep_history`. */
+	removeContact: (contact: string, keepHistory: boolean) => __TAURI_INVOKE<null>("remove_contact", { contact, keepHistory }),
 	/**  Sends a text message; it is stored before this returns and delivered in the background. */
 	sendText: (contact: string, text: string) => __TAURI_INVOKE<Message_Serialize>("send_text", { contact, text }),
 	/**
@@ -114,8 +132,10 @@ export type ContactView_Deserialize = {
 	presence: Presence_Deserialize,
 	/**  Safety number to compare out of band. */
 	safety_number: string,
-	/**  Marked verified by the user. */
+	/**  Marked verified by the user (also in `state`; kept for front ends that read only this). */
 	verified: boolean,
+	/**  Verified, unverified or blocked. */
+	state: TrustState,
 	/**  Messages received and not yet read. */
 	unread: number,
 	/**  Messages waiting in the outbox for this contact. */
@@ -132,8 +152,10 @@ export type ContactView_Serialize = {
 	presence: Presence_Serialize,
 	/**  Safety number to compare out of band. */
 	safety_number: string,
-	/**  Marked verified by the user. */
+	/**  Marked verified by the user (also in `state`; kept for front ends that read only this). */
 	verified: boolean,
+	/**  Verified, unverified or blocked. */
+	state: TrustState,
 	/**  Messages received and not yet read. */
 	unread: number,
 	/**  Messages waiting in the outbox for this contact. */
@@ -241,6 +263,16 @@ path: string } |
 id: TransferId; 
 /**  Why. */
 reason: string } | 
+/**  A contact's state changed (verified, blocked, unblocked). */
+{ type: "contact_changed"; 
+/**  The contact as it is now. */
+contact: ContactView_Deserialize } | 
+/**  A contact was removed. */
+{ type: "contact_removed"; 
+/**  The contact. */
+contact: string; 
+/**  Their display name. */
+name: string } | 
 /**  Something from a contact was refused (a quota was reached) and the user should know. */
 { type: "notice"; 
 /**  The contact. */
@@ -314,6 +346,16 @@ path: string } |
 id: TransferId; 
 /**  Why. */
 reason: string } | 
+/**  A contact's state changed (verified, blocked, unblocked). */
+{ type: "contact_changed"; 
+/**  The contact as it is now. */
+contact: ContactView_Serialize } | 
+/**  A contact was removed. */
+{ type: "contact_removed"; 
+/**  The contact. */
+contact: string; 
+/**  Their display name. */
+name: string } | 
 /**  Something from a contact was refused (a quota was reached) and the user should know. */
 { type: "notice"; 
 /**  The contact. */
@@ -516,6 +558,14 @@ export type RelayChoice =
 /**  No relay, no DNS lookup, no port mapping: direct addresses only. */
 "disabled";
 
+/**  A contact's safety number as a QR code the contact can scan (or open as a picture). */
+export type SafetyQr = {
+	/**  The QR code's text (`ferry-safety:1:…`). */
+	text: string,
+	/**  The same as an SVG QR code. */
+	svg: string,
+};
+
 /**  What happened to one path of a drop or a file-dialog pick. */
 export type SendFailure = {
 	/**  The path as given. */
@@ -677,6 +727,15 @@ export type Transfer_Serialize = {
 	/**  Last change (Unix ms). */
 	updated_at: number,
 };
+
+/**  How far the user trusts a contact. */
+export type TrustState = 
+/**  The user compared safety numbers and marked them verified. */
+"verified" | 
+/**  Paired, not verified. */
+"unverified" | 
+/**  Blocked: nothing it sends is taken, nothing is sent to it. */
+"blocked";
 
 /**  How to reach an endpoint: what an invite carries and what contacts announce. */
 export type WireAddr = WireAddr_Serialize | WireAddr_Deserialize;

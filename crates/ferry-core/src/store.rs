@@ -1577,6 +1577,133 @@ mod tests {
         assert_eq!(store.stored_today(&carol).unwrap(), 0);
     }
 
+    fn contact(id: ContactId, name: &str, x25519: u8, paired_at: u64) -> Contact {
+        Contact {
+            id,
+            name: name.into(),
+            x25519: [x25519; 32],
+            addr: Default::default(),
+            paired_at,
+            verified: false,
+        }
+    }
+
+    /// Pairs `who` and stores `n` unread incoming messages from them, ids from `first`.
+    fn paired_with_messages(store: &Store, who: ContactId, first: u8, n: u8) {
+        store
+            .store_pairing(&contact(who, "Someone", 3, 1), &session(), None, None, 1)
+            .unwrap();
+        for id in first..first + n {
+            let mut m = message(id, who, Direction::Incoming, MessageState::Received);
+            m.conversation = ConversationId::direct(&test_me(), &who);
+            let changes = Changes {
+                session: Some((who, session())),
+                message: Some(m),
+                ..Changes::default()
+            };
+            store.apply(&changes).unwrap();
+        }
+    }
+
+    #[test]
+    fn removing_a_contact_takes_all_of_it_and_a_removal_cut_short_finishes_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = test_me();
+        let bob = iroh::SecretKey::from_bytes(&[1; 32]).public();
+        let carol = iroh::SecretKey::from_bytes(&[2; 32]).public();
+        let dan = iroh::SecretKey::from_bytes(&[3; 32]).public();
+        let direct = |who: &ContactId| ConversationId::direct(&me, who);
+        {
+            let store = Store::open(dir.path(), &me).unwrap();
+            paired_with_messages(&store, bob, 10, 3);
+            paired_with_messages(&store, carol, 20, 3);
+            let offer = incoming_transfer(5, bob, TransferState::Offered);
+            store
+                .apply(&Changes {
+                    new_transfer: Some(offer.clone()),
+                    ..Changes::default()
+                })
+                .unwrap();
+            assert!(store.set_blocked(&bob, true, 5).unwrap());
+            assert!(!store.set_blocked(&bob, true, 6).unwrap());
+            assert!(store.admitted(&bob).unwrap().is_none());
+
+            store.remove_contact(&bob, false).unwrap();
+            assert!(store.contact(&bob).unwrap().is_none());
+            assert!(store.session(&bob).unwrap().is_none());
+            assert!(!store.is_blocked(&bob).unwrap());
+            assert!(store.transfer(&offer.id).unwrap().is_none());
+            assert!(store.history(&direct(&bob), None, 10).unwrap().is_empty());
+            assert!(store.message(&MessageId([10; 16])).unwrap().is_none());
+            assert!(store.conversation(&direct(&bob)).unwrap().is_none());
+            assert_eq!(store.unread_count(&direct(&bob)).unwrap(), 0);
+            // Carol's conversation is untouched.
+            assert_eq!(store.history(&direct(&carol), None, 10).unwrap().len(), 3);
+            assert_eq!(store.unread_total().unwrap(), 3);
+
+            // Removed with the history kept: the messages stay, read, with their conversation.
+            store.remove_contact(&carol, true).unwrap();
+            let kept = store.history(&direct(&carol), None, 10).unwrap();
+            assert_eq!(kept.len(), 3);
+            assert!(kept.iter().all(|m| m.state == MessageState::Seen));
+            assert!(store.conversation(&direct(&carol)).unwrap().is_some());
+            assert_eq!(store.unread_total().unwrap(), 0);
+            assert_eq!(store.unread(&direct(&carol)).unwrap().len(), 0);
+
+            // A removal killed right after its transaction: the records are gone, the messages
+            // not yet.
+            paired_with_messages(&store, dan, 30, 4);
+            store.contacts.remove(dan.as_bytes()).unwrap();
+            store
+                .meta
+                .insert(purge_key(&direct(&dan)), &[0u8][..])
+                .unwrap();
+            store.db.flush().unwrap();
+        }
+        let store = Store::open(dir.path(), &me).unwrap();
+        assert!(store.history(&direct(&dan), None, 10).unwrap().is_empty());
+        assert!(store.message(&MessageId([30; 16])).unwrap().is_none());
+        assert!(store.meta.scan_prefix(PURGE_PREFIX).next().is_none());
+        assert_eq!(store.history(&direct(&carol), None, 10).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn pairing_again_replaces_the_pairing_unless_another_one_completed_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &test_me()).unwrap();
+        let bob = iroh::SecretKey::from_bytes(&[1; 32]).public();
+        let mut first = contact(bob, "Bob", 3, 10);
+        first.verified = true;
+        store
+            .store_pairing(&first, &session(), None, None, 10)
+            .unwrap();
+        // A pairing that began before the first one was stored is refused, changing nothing.
+        let late = store.store_pairing(&contact(bob, "Bob", 4, 11), &session(), None, None, 11);
+        assert!(matches!(late, Err(Error::PairingRefused(_))), "{late:?}");
+        assert_eq!(store.contact(&bob).unwrap(), Some(first.clone()));
+        // One that saw it replaces it; the same key keeps the verified mark, a new one drops it.
+        store
+            .store_pairing(&contact(bob, "Bob", 3, 12), &session(), None, Some(10), 12)
+            .unwrap();
+        assert!(store.contact(&bob).unwrap().unwrap().verified);
+        store
+            .store_pairing(&contact(bob, "Bob", 5, 13), &session(), None, Some(12), 13)
+            .unwrap();
+        let now = store.contact(&bob).unwrap().unwrap();
+        assert_eq!(
+            (now.x25519, now.verified, now.paired_at),
+            ([5; 32], false, 13)
+        );
+        // A blocked contact cannot pair.
+        store.set_blocked(&bob, true, 14).unwrap();
+        let blocked =
+            store.store_pairing(&contact(bob, "Bob", 5, 15), &session(), None, Some(13), 15);
+        assert!(
+            matches!(blocked, Err(Error::PairingRefused(_))),
+            "{blocked:?}"
+        );
+    }
+
     #[test]
     fn a_stale_copy_cannot_move_a_transfer_out_of_a_final_state() {
         let dir = tempfile::tempdir().unwrap();

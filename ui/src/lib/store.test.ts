@@ -117,6 +117,28 @@ describe("Store", () => {
     expect(s.notice).toEqual({ text: "Bob sent another file, refused", error: true });
   });
 
+  it("follows a contact being blocked, and drops a removed one and its conversation", async () => {
+    const carol = contact({ id: "ca401", name: "Carol" });
+    const api = fakeApi({
+      contacts: vi.fn(async () => [contact(), carol]),
+      removeContact: vi.fn(async () => null),
+    });
+    const s = new Store(api);
+    await s.start();
+    expect(s.selected).toBe("b0b");
+    s.apply({ type: "contact_changed", contact: contact({ state: "blocked" }) });
+    expect(s.contact("b0b")?.state).toBe("blocked");
+    await s.remove("b0b", false);
+    expect(api.removeContact).toHaveBeenCalledWith("b0b", false);
+    expect(s.contact("b0b")).toBeUndefined();
+    expect(s.messages["b0b"]).toBeUndefined();
+    expect(s.selected).toBe("ca401");
+    expect(s.notice?.text).toBe("Bob was removed.");
+    // The same event from another face (the CLI) is harmless when it comes again.
+    s.apply({ type: "contact_removed", contact: "b0b", name: "Bob" });
+    expect(s.contacts.map((c) => c.id)).toEqual(["ca401"]);
+  });
+
   it("reports the paths a send refused", async () => {
     const api = fakeApi({
       sendPaths: vi.fn(async () => ({ sent: [], failed: [{ path: "/x/secret", error: { code: "io", message: "permission denied" } }] })),
