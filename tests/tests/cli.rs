@@ -176,3 +176,65 @@ fn daemon_killed_hard_leaves_nothing_that_blocks_the_next_one() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn verify_block_unblock_and_remove_by_their_names() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let alice = init(dir.path(), "Alice")?;
+    let bob = init(dir.path(), "Bob")?;
+    let daemon = Daemon::start(&alice, &[])?;
+    let invite = ferry(&alice, &["invite"])?;
+    assert!(invite.ok, "{}", invite.stderr);
+    let paired = ferry(&bob, &["pair", invite.stdout.trim()])?;
+    assert!(paired.ok, "{}", paired.stderr);
+
+    // The digits are the only stdout line; the QR code is on stderr; nothing is marked.
+    let shown = ferry(&alice, &["verify", "Bob"])?;
+    assert!(shown.ok, "{}", shown.stderr);
+    let digits = shown.stdout.trim();
+    assert_eq!(digits.len(), 71, "{digits}");
+    assert!(shown.stderr.contains('█'), "QR on stderr");
+    let bobs = ferry(&bob, &["verify", "Alice"])?;
+    assert_eq!(bobs.stdout.trim(), digits);
+    let state = |who: &std::path::Path| -> Result<Value> {
+        Ok(json(&ferry(who, &["contacts", "--json"])?)[0]["state"].clone())
+    };
+    assert_eq!(state(&alice)?, "unverified");
+    let marked = ferry(&alice, &["verify", "Bob", "--mark"])?;
+    assert!(
+        marked.stdout.contains("Bob is verified"),
+        "{}",
+        marked.stdout
+    );
+    assert_eq!(state(&alice)?, "verified");
+    assert!(ferry(&alice, &["verify", "Bob", "--unmark"])?.ok);
+    assert_eq!(state(&alice)?, "unverified");
+    let both = ferry(&alice, &["verify", "Bob", "--mark", "--unmark"])?;
+    assert!(!both.ok, "--mark and --unmark together are refused");
+
+    let blocked = ferry(&alice, &["block", "Bob"])?;
+    assert!(blocked.ok, "{}", blocked.stderr);
+    assert_eq!(state(&alice)?, "blocked");
+    let refused = ferry(&alice, &["send", "Bob", "hi"])?;
+    assert!(!refused.ok);
+    assert!(refused.stderr.contains("blocked"), "{}", refused.stderr);
+    assert!(ferry(&alice, &["unblock", "Bob"])?.ok);
+    assert_eq!(state(&alice)?, "unverified");
+
+    let removed = ferry(&alice, &["remove", "Bob"])?;
+    assert!(removed.ok, "{}", removed.stderr);
+    assert!(removed.stdout.contains("Removed Bob"), "{}", removed.stdout);
+    assert_eq!(
+        json(&ferry(&alice, &["contacts", "--json"])?),
+        Value::Array(vec![])
+    );
+    let gone = ferry(&alice, &["remove", "Bob", "--keep-history"])?;
+    assert!(!gone.ok);
+    assert!(
+        gone.stderr.contains("no contact matches"),
+        "{}",
+        gone.stderr
+    );
+    daemon.stop()?;
+    Ok(())
+}
