@@ -137,7 +137,7 @@ async fn homes_of_the_earlier_release_open_whole_and_keep_talking() -> Result<()
             .parse()?;
         for m in &page {
             let author = match m.direction {
-                Direction::Outgoing => alice.id(),
+                Direction::Outgoing | Direction::System => alice.id(),
                 Direction::Incoming => theirs,
             };
             ensure!(m.author == author, "author of {:?}: {}", m.body, m.author);

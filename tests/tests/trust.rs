@@ -247,3 +247,69 @@ async fn a_scanned_safety_number_verifies_and_a_wrong_one_changes_nothing() -> R
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_identity_key_shows_in_the_history_and_pauses_sending_until_accepted() -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let alice = open(&new_home(dir.path(), "Alice")?, test_config()).await?;
+    let bob_home = new_home(dir.path(), "Bob")?;
+    let bob = open(&bob_home, test_config()).await?;
+    pair(&alice, &bob).await?;
+    alice.set_verified("Bob", true).await?;
+    let before = alice.contact("Bob")?.safety_number;
+    bob.shutdown().await;
+    drop(bob);
+
+    // Bob restores his endpoint key on another computer, with a new identity key: the
+    // identity file holds a format byte, the Ed25519 secret, then the X25519 secret.
+    let file = bob_home.join(ferry_core::home::IDENTITY_FILE);
+    let mut bytes = std::fs::read(&file)?;
+    ensure!(bytes.len() == 65, "identity file of {} bytes", bytes.len());
+    bytes[33..].copy_from_slice(&[0x5a; 32]);
+    std::fs::write(&file, &bytes)?;
+    let bob = open(&bob_home, test_config()).await?;
+    let mut alice_events = alice.subscribe();
+    // He asks Alice for a fresh invite, since his session is gone with his old key.
+    pair(&alice, &bob).await?;
+    let line = wait_for(&mut alice_events, |e| match e {
+        Event::MessageReceived { message, .. }
+            if message.direction == ferry_core::Direction::System =>
+        {
+            Some(message.body.clone())
+        }
+        _ => None,
+    })
+    .await?;
+    assert!(line.contains("Bob's safety number changed"), "{line}");
+    let view = alice.contact("Bob")?;
+    assert!(view.key_changed);
+    assert_eq!(view.state, TrustState::Unverified);
+    assert_ne!(view.safety_number, before);
+    assert_eq!(view.safety_number, bob.contact("Alice")?.safety_number);
+
+    // Alice's sending waits; what Bob sends still arrives.
+    let e = failed(alice.send_text("Bob", "is that you?").await)?;
+    assert_eq!(e.code(), "key_changed", "{e}");
+    bob.send_text("Alice", "new computer").await?;
+    assert_eq!(next_message(&mut alice_events).await?, "new computer");
+
+    // Accepted, sending resumes; both lines stay in the history.
+    let mut bob_events = bob.subscribe();
+    let view = alice.accept_key("Bob").await?;
+    assert!(!view.key_changed);
+    alice.send_text("Bob", "welcome back").await?;
+    assert_eq!(next_message(&mut bob_events).await?, "welcome back");
+    let history = alice.history("Bob", None, 100, false).await?;
+    let system: Vec<&str> = history
+        .iter()
+        .filter(|m| m.direction == ferry_core::Direction::System)
+        .map(|m| m.body.as_str())
+        .collect();
+    assert_eq!(system.len(), 2, "{system:?}");
+    assert!(system[1].contains("You accepted"), "{system:?}");
+    assert_eq!(alice.contact("Bob")?.unread, 1);
+    alice.shutdown().await;
+    bob.shutdown().await;
+    Ok(())
+}

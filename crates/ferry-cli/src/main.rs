@@ -108,8 +108,12 @@ enum Command {
         #[arg(long, conflicts_with = "unmark")]
         mark: bool,
         /// Remove the verified mark.
-        #[arg(long, alias = "undo")]
+        #[arg(long, alias = "undo", conflicts_with = "accept")]
         unmark: bool,
+        /// Accept their changed identity key without marking them verified (sending waits
+        /// until you accept it or mark them verified).
+        #[arg(long, conflicts_with = "mark")]
+        accept: bool,
     },
     /// Block a contact: nothing it sends is taken, nothing goes to it, until you unblock it.
     Block {
@@ -505,9 +509,15 @@ async fn run(cli: Cli) -> Result<()> {
             contact,
             mark,
             unmark,
+            accept,
         } => {
             let mut b = cli.backend().await?;
-            let v = if *mark || *unmark {
+            let v = if *accept {
+                b.call(Call::AcceptKey {
+                    contact: contact.clone(),
+                })
+                .await
+            } else if *mark || *unmark {
                 b.call(Call::Verify {
                     contact: contact.clone(),
                     verified: *mark,
@@ -520,7 +530,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .await
             };
             b.close().await;
-            if *mark || *unmark {
+            if *mark || *unmark || *accept {
                 let c: ContactView = v?.try_into()?;
                 println!("{} is {}", c.name, render::trust_word(c.state));
             } else {
@@ -534,6 +544,12 @@ async fn run(cli: Cli) -> Result<()> {
                     s.contact.name,
                     render::trust_word(s.contact.state)
                 );
+                if s.contact.key_changed {
+                    eprintln!(
+                        "Their safety number changed since you last accepted it: sending waits \
+                         until you accept the new one (--accept, or --mark after comparing)."
+                    );
+                }
                 println!("{}", s.contact.safety_number);
             }
         }

@@ -60,6 +60,9 @@ pub(crate) fn contacts(list: &[ContactView]) {
             TrustState::Verified | TrustState::Blocked => extra.push(trust_word(c.state).into()),
             TrustState::Unverified => {}
         }
+        if c.key_changed {
+            extra.push("safety number changed: accept it to send".into());
+        }
         println!(
             "{:<20} {}  {}{}",
             c.name,
@@ -83,6 +86,10 @@ pub(crate) fn history(contact: &str, page: &[Message]) {
         let who = match m.direction {
             ferry_core::Direction::Outgoing => "me".to_string(),
             ferry_core::Direction::Incoming => contact.to_string(),
+            ferry_core::Direction::System => {
+                println!("-- {} --", m.body);
+                continue;
+            }
         };
         println!("[{}] {who}: {}", state_word(m.state), m.body);
     }
@@ -183,7 +190,7 @@ pub(crate) fn transfers(list: &[Transfer]) {
     for t in list {
         let arrow = match t.direction {
             Direction::Outgoing => "→",
-            Direction::Incoming => "←",
+            Direction::Incoming | Direction::System => "←",
         };
         println!(
             "{}  {arrow} {:<30} {:>10}  {:?}{}{}",

@@ -45,6 +45,8 @@ pub(crate) enum Signal {
     Unblocked(ContactId),
     /// The user is removing this contact: sent just before its records go.
     Removing(ContactId),
+    /// The user accepted this contact's changed identity key: what waited may go out.
+    KeyAccepted(ContactId),
 }
 
 type Subscriber = Arc<dyn Fn(Signal) + Send + Sync>;

@@ -73,6 +73,7 @@ impl Roster {
             safety_number: self.safety_number_with(c),
             verified: c.verified,
             state,
+            key_changed: self.store.key_changed(&c.id)?,
             unread: self.store.unread_count(&conv)?,
             queued: self.store.queued_count(&c.id)?,
         })

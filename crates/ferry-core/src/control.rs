@@ -131,6 +131,11 @@ pub enum Call {
         /// Keep the conversation's messages (they show again if you pair again).
         keep_history: bool,
     },
+    /// Accept a contact's changed identity key.
+    AcceptKey {
+        /// Name or id prefix.
+        contact: String,
+    },
     /// A contact's safety number with its QR code.
     SafetyNumber {
         /// Name or id prefix.
@@ -247,7 +252,8 @@ impl Answer {
             | Call::Verify { .. }
             | Call::Block { .. }
             | Call::Unblock { .. }
-            | Call::VerifyScanned { .. } => Answer::Contact(de(value)?),
+            | Call::VerifyScanned { .. }
+            | Call::AcceptKey { .. } => Answer::Contact(de(value)?),
             Call::Remove { .. } => Answer::Removed(de(value)?),
             Call::SafetyNumber { .. } => Answer::SafetyNumber(de(value)?),
             Call::Contacts { .. } => Answer::Contacts(de(value)?),
@@ -372,6 +378,7 @@ pub async fn dispatch(node: &Node, call: Call) -> Result<Answer, Error> {
                 name: c.name,
             })
         }
+        Call::AcceptKey { contact } => Answer::Contact(node.accept_key(&contact).await?),
         Call::SafetyNumber { contact } => {
             let text = node.safety_text(&contact)?;
             Answer::SafetyNumber(SafetyNumber {

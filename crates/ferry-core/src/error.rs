@@ -99,6 +99,12 @@ pub enum Error {
     /// The contact is blocked: nothing goes to it until it is unblocked.
     #[error("{0} is blocked; unblock them first")]
     Blocked(String),
+    /// The contact's identity key changed and the user has not accepted the new one yet.
+    #[error(
+        "{0}'s safety number changed; compare the new one with them, then accept it \
+         (`ferry verify {0} --accept`, or mark them verified) before sending"
+    )]
+    KeyChanged(String),
 }
 
 /// A quota that was reached (the limits are named constants where they are enforced).
@@ -180,6 +186,7 @@ impl Error {
             Error::Closed => "closed",
             Error::Quota(_) => "quota",
             Error::Blocked(_) => "blocked",
+            Error::KeyChanged(_) => "key_changed",
         }
     }
 

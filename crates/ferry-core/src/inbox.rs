@@ -523,7 +523,9 @@ mod tests {
             paired_at: 1,
             verified: false,
         };
-        store.store_pairing(&contact, &mine, None, None, 1).unwrap();
+        store
+            .store_pairing(&contact, &mine, None, None, 1, "")
+            .unwrap();
         let inbox = Inbox::new(
             me.id(),
             store,

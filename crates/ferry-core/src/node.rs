@@ -367,10 +367,22 @@ impl Node {
         self.store.contact(id)
     }
 
-    /// Marks a contact verified (after comparing safety numbers) or not.
+    /// Marks a contact verified (after comparing safety numbers) or not. Marking verified
+    /// also accepts a changed identity key.
     pub async fn set_verified(&self, query: &str, verified: bool) -> Result<ContactView, Error> {
         let c = self.roster.resolve(query)?;
+        if verified {
+            self.trust.accept_key(&c).await?;
+        }
         self.trust.set_verified(c, verified).await
+    }
+
+    /// Accepts a contact's changed identity key (after comparing the new safety number):
+    /// sending resumes, and the conversation says so.
+    pub async fn accept_key(&self, query: &str) -> Result<ContactView, Error> {
+        let c = self.roster.resolve(query)?;
+        self.trust.accept_key(&c).await?;
+        self.roster.view(&c)
     }
 
     /// The text of the QR code that shows this side's safety number with a contact
@@ -403,6 +415,7 @@ impl Node {
                 c.name
             )));
         }
+        self.trust.accept_key(&c).await?;
         self.trust.set_verified(c, true).await
     }
 
@@ -432,6 +445,9 @@ impl Node {
         let c = self.roster.resolve(query)?;
         if self.store.is_blocked(&c.id)? {
             return Err(Error::Blocked(c.name));
+        }
+        if self.store.key_changed(&c.id)? {
+            return Err(Error::KeyChanged(c.name));
         }
         Ok(c)
     }

@@ -99,8 +99,10 @@ impl Outbox {
         // A contact that just came online gets what waits for it now, not after a backoff.
         let weak = Arc::downgrade(&outbox.0);
         bus.subscribe(move |signal| {
-            if let (Signal::LinkUp(id) | Signal::Unblocked(id), Some(inner)) =
-                (signal, weak.upgrade())
+            if let (
+                Signal::LinkUp(id) | Signal::Unblocked(id) | Signal::KeyAccepted(id),
+                Some(inner),
+            ) = (signal, weak.upgrade())
             {
                 let outbox = Outbox(inner);
                 outbox.clear_backoff(&id);
@@ -529,8 +531,9 @@ impl Outbox {
                 let Some(id) = items.first().map(|(_, i)| i.contact) else {
                     continue;
                 };
-                // What waits for a blocked contact is held until it is unblocked.
-                if !matches!(self.0.store.admitted(&id), Ok(Some(_))) {
+                // What waits for a blocked contact is held until it is unblocked, and for one
+                // whose key changed until the user accepts the new key.
+                if !matches!(self.0.store.sendable(&id), Ok(true)) {
                     continue;
                 }
                 let until = self

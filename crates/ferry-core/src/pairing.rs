@@ -17,7 +17,7 @@ use crate::contacts::Roster;
 use crate::e2e::{self, AssociatedData, InitiatorHandshake};
 use crate::identity::{verify_binding, Identity};
 use crate::invite::{pair_binding, Invite, INVITE_VERSION};
-use crate::model::{now_ms, Contact, ContactId, Event, MessageId};
+use crate::model::{now_ms, Contact, ContactId, Event, Message, MessageId};
 use crate::naming::clean_display_name;
 use crate::net::{self, Links, REQUEST_TIMEOUT};
 use crate::store::{InviteRecord, InviteRefusal, Store};
@@ -63,10 +63,17 @@ impl Pairing {
         self.identity.id()
     }
 
-    fn completed(&self, contact: &Contact) {
+    fn completed(&self, contact: &Contact, key_changed: Option<Message>) {
         match self.roster.view(contact) {
             Ok(view) => self.events.emit(Event::PairingCompleted { contact: view }),
             Err(e) => tracing::warn!("{e}"),
+        }
+        if let Some(line) = key_changed {
+            tracing::warn!(contact = %contact.id.fmt_short(), "identity key changed");
+            self.events.emit(Event::MessageReceived {
+                message: line,
+                from: contact.name.clone(),
+            });
         }
         // Dial at once, so presence shows without waiting for the next round.
         self.links.dial_soon(contact.id);
@@ -157,8 +164,8 @@ pub(crate) async fn join(ctx: &Arc<Pairing>, text: &str) -> Result<Contact, Erro
     .map_err(|e| Error::Network(format!("dialling {}: {e}", invite.name)))?;
     let result = join_on(ctx, &conn, &invite, seen).await;
     conn.close(0u32.into(), b"done");
-    let contact = result?;
-    ctx.completed(&contact);
+    let (contact, key_changed) = result?;
+    ctx.completed(&contact, key_changed);
     Ok(contact)
 }
 
@@ -167,7 +174,7 @@ async fn join_on(
     conn: &Connection,
     invite: &Invite,
     seen: Option<u64>,
-) -> Result<Contact, Error> {
+) -> Result<(Contact, Option<Message>), Error> {
     let (mut send, mut recv) = conn
         .open_bi()
         .await
@@ -240,10 +247,25 @@ async fn join_on(
         paired_at: now_ms(),
         verified: false,
     };
-    ctx.store
-        .store_pairing(&contact, &session, None, seen, now_ms())?;
+    let key_changed = ctx.store.store_pairing(
+        &contact,
+        &session,
+        None,
+        seen,
+        now_ms(),
+        &key_changed_line(&contact.name),
+    )?;
     ctx.store.flush().await?;
-    Ok(contact)
+    Ok((contact, key_changed))
+}
+
+/// The line a conversation shows when a pairing brings a new identity key for a contact.
+pub(crate) fn key_changed_line(name: &str) -> String {
+    format!(
+        "{name}'s safety number changed: their identity key is new (they may have reinstalled \
+         Ferry or moved to another computer). Compare the new number with them; sending waits \
+         until you accept it."
+    )
 }
 
 /// The `ferry/pair/1` handler: answers pairings for invites this home issued.
@@ -259,9 +281,9 @@ impl ProtocolHandler for PairProtocol {
             return Ok(());
         }
         match answer(&self.0, &conn).await {
-            Ok(contact) => {
+            Ok((contact, key_changed)) => {
                 tracing::info!(peer = %remote.fmt_short(), name = %contact.name, "paired");
-                self.0.completed(&contact);
+                self.0.completed(&contact, key_changed);
             }
             Err(e) => tracing::info!(peer = %remote.fmt_short(), "pairing not completed: {e}"),
         }
@@ -271,7 +293,10 @@ impl ProtocolHandler for PairProtocol {
     }
 }
 
-async fn answer(ctx: &Arc<Pairing>, conn: &Connection) -> Result<Contact, Error> {
+async fn answer(
+    ctx: &Arc<Pairing>,
+    conn: &Connection,
+) -> Result<(Contact, Option<Message>), Error> {
     let remote = conn.remote_id();
     let (mut send, mut recv) = tokio::time::timeout(REQUEST_TIMEOUT, conn.accept_bi())
         .await
@@ -351,20 +376,28 @@ async fn answer(ctx: &Arc<Pairing>, conn: &Connection) -> Result<Contact, Error>
         paired_at: now_ms(),
         verified: false,
     };
-    if let Err(e) = ctx
-        .store
-        .store_pairing(&contact, &session, Some(secret), seen, now_ms())
-    {
-        write(&mut send, &refuse(&e.to_string())).await?;
-        let _ = send.finish();
-        return Err(e);
-    }
+    let stored = ctx.store.store_pairing(
+        &contact,
+        &session,
+        Some(secret),
+        seen,
+        now_ms(),
+        &key_changed_line(&contact.name),
+    );
+    let key_changed = match stored {
+        Ok(line) => line,
+        Err(e) => {
+            write(&mut send, &refuse(&e.to_string())).await?;
+            let _ = send.finish();
+            return Err(e);
+        }
+    };
     ctx.store.flush().await?;
     if ctx.drop_next_done.swap(false, Ordering::SeqCst) {
         tracing::warn!("test fault: not sending Done");
-        return Ok(contact);
+        return Ok((contact, key_changed));
     }
     write(&mut send, &PairFrame::Done).await?;
     let _ = send.finish();
-    Ok(contact)
+    Ok((contact, key_changed))
 }

@@ -18,6 +18,7 @@
 //! | `counters` | `u` ‖ conversation id (16), `q` ‖ endpoint id (32) | `u64` BE: unread incoming messages of a conversation, queued outgoing messages to a contact; kept in the same transactions as what they count, built at open when `meta/counters` is missing |
 //! | `quotas` | `d` ‖ endpoint id (32) | day (u32 BE, days since 1970 UTC) ‖ bytes (u64 BE): what a contact made us store that day (added with no schema change: none means nothing yet) |
 //! | `blocked` | endpoint id (32) | when it was blocked (Unix ms, u64 BE) (added with no schema change: none means nobody is blocked) |
+//! | `key_changes` | endpoint id (32) | the identity key accepted before (32) ‖ when it changed (Unix ms, u64 BE): a change the user has not accepted yet; sending waits (added with no schema change) |
 //!
 //! `meta` also holds `"purge/"` ‖ conversation id (16) → `0` (delete its messages) or `1` (mark
 //! them read): the rest of a contact's removal, finished at the next open if it was cut short.
@@ -114,6 +115,7 @@ pub struct Store {
     counters: sled::Tree,
     quotas: sled::Tree,
     blocked: sled::Tree,
+    key_changes: sled::Tree,
     /// This home's own id (the author of what it sends).
     me: ContactId,
     /// Shares one flush among the callers who ask at the same time.
@@ -341,6 +343,7 @@ impl Store {
             counters: db.open_tree("counters")?,
             quotas: db.open_tree("quotas")?,
             blocked: db.open_tree("blocked")?,
+            key_changes: db.open_tree("key_changes")?,
             me: *me,
             commits: Arc::default(),
             db,
@@ -620,6 +623,10 @@ impl Store {
     /// both writing half. A pairing replaces an older one (a fresh invite repairs a pairing
     /// only one side kept); the verified mark stays only if the identity key is the same. A
     /// blocked contact is refused.
+    ///
+    /// A pairing that brings another identity key than the one stored records a key change
+    /// (sending waits until the user accepts it) and writes `key_changed` as a line in the
+    /// conversation, in the same transaction; that line is returned.
     pub fn store_pairing(
         &self,
         contact: &Contact,
@@ -627,8 +634,11 @@ impl Store {
         invite: Option<[u8; 16]>,
         seen: Option<u64>,
         now: u64,
-    ) -> Result<(), Error> {
+        key_changed: &str,
+    ) -> Result<Option<Message>, Error> {
         let s = enc(session)?;
+        let line = self.system_message(&contact.id, key_changed.to_string(), now)?;
+        let line_bytes = enc(&line)?;
         let conversation = Conversation::direct(&self.me, &contact.id, now);
         let conv = enc(&conversation)?;
         tx_result(
@@ -638,8 +648,11 @@ impl Store {
                 &self.invites,
                 &self.conversations,
                 &self.blocked,
+                &self.key_changes,
+                &self.messages,
+                &self.message_ids,
             )
-                .transaction(|(con, ses, inv, convs, blk)| {
+                .transaction(|(con, ses, inv, convs, blk, keys, msgs, ids)| {
                     if blk.get(contact.id.as_bytes())?.is_some() {
                         return abort(Error::PairingRefused(format!(
                             "{} is blocked here; unblock them first",
@@ -673,17 +686,95 @@ impl Store {
                         inv.insert(&secret[..], tx_enc(&record)?)?;
                     }
                     let mut contact = contact.clone();
+                    let mut changed = None;
                     if let Some(b) = &before {
                         contact.verified = b.verified && b.x25519 == contact.x25519;
+                        if b.x25519 != contact.x25519 {
+                            // The key accepted last stays the reference until the user accepts.
+                            if keys.get(contact.id.as_bytes())?.is_none() {
+                                let mut v = b.x25519.to_vec();
+                                v.extend_from_slice(&now.to_be_bytes());
+                                keys.insert(contact.id.as_bytes(), v)?;
+                            }
+                            msgs.insert(
+                                &message_key(&line.conversation, line.seq)[..],
+                                line_bytes.clone(),
+                            )?;
+                            ids.insert(
+                                &line.id.0[..],
+                                &message_key(&line.conversation, line.seq)[..],
+                            )?;
+                            changed = Some(line.clone());
+                        }
                     }
                     con.insert(contact.id.as_bytes(), tx_enc(&contact)?)?;
                     ses.insert(contact.id.as_bytes(), s.clone())?;
                     if convs.get(conversation.id.0)?.is_none() {
                         convs.insert(&conversation.id.0[..], conv.clone())?;
                     }
-                    Ok(())
+                    Ok(changed)
                 }),
         )
+    }
+
+    /// A line this home writes into its conversation with `contact` (not yet stored).
+    fn system_message(
+        &self,
+        contact: &ContactId,
+        body: String,
+        now: u64,
+    ) -> Result<Message, Error> {
+        Ok(Message {
+            id: MessageId::random(),
+            conversation: ConversationId::direct(&self.me, contact),
+            contact: *contact,
+            seq: self.next_seq()?,
+            direction: Direction::System,
+            body,
+            sent_at: now,
+            stored_at: now,
+            state: MessageState::Seen,
+            transfer: None,
+            author: self.me,
+        })
+    }
+
+    /// Whether a contact's identity key changed and the user has not accepted the new one.
+    pub fn key_changed(&self, id: &ContactId) -> Result<bool, Error> {
+        Ok(self.key_changes.contains_key(id.as_bytes())?)
+    }
+
+    /// Accepts a contact's new identity key: sending resumes, and `line` is written into the
+    /// conversation, in one transaction. Returns the line, or `None` if nothing was pending.
+    pub fn accept_key(
+        &self,
+        id: &ContactId,
+        line: &str,
+        now: u64,
+    ) -> Result<Option<Message>, Error> {
+        if !self.key_changed(id)? {
+            return Ok(None);
+        }
+        let m = self.system_message(id, line.to_string(), now)?;
+        let bytes = enc(&m)?;
+        let key = message_key(&m.conversation, m.seq);
+        tx_result(
+            (&self.key_changes, &self.messages, &self.message_ids).transaction(
+                |(keys, msgs, ids)| {
+                    keys.remove(id.as_bytes())?;
+                    msgs.insert(&key[..], bytes.clone())?;
+                    ids.insert(&m.id.0[..], &key[..])?;
+                    Ok(())
+                },
+            ),
+        )?;
+        Ok(Some(m))
+    }
+
+    /// Whether what waits for a contact may go out: it is a contact, not blocked, and no key
+    /// change waits for the user.
+    pub fn sendable(&self, id: &ContactId) -> Result<bool, Error> {
+        Ok(self.admitted(id)?.is_some() && !self.key_changed(id)?)
     }
 
     // ---- trust: blocking and removal ----
@@ -754,8 +845,9 @@ impl Store {
                 &self.quotas,
                 &self.blocked,
                 &self.meta,
+                &self.key_changes,
             )
-                .transaction(|(con, ses, out, trs, cnt, quo, blk, meta)| {
+                .transaction(|(con, ses, out, trs, cnt, quo, blk, meta, keys)| {
                     con.remove(id.as_bytes())?;
                     ses.remove(id.as_bytes())?;
                     for seq in &outbox {
@@ -767,6 +859,7 @@ impl Store {
                     cnt.remove(&queued_key(id)[..])?;
                     quo.remove(&daily_key(id)[..])?;
                     blk.remove(id.as_bytes())?;
+                    keys.remove(id.as_bytes())?;
                     meta.insert(&purge[..], &[u8::from(keep_history)][..])?;
                     Ok(())
                 }),
@@ -1282,7 +1375,7 @@ mod tests {
         for (new, old) in all.iter().zip(&old) {
             assert_eq!(*new, old.clone().upgrade(&test_me()));
             let want = match old.direction {
-                Direction::Outgoing => test_me(),
+                Direction::Outgoing | Direction::System => test_me(),
                 Direction::Incoming => them,
             };
             assert_eq!(new.author, want);
@@ -1318,6 +1411,7 @@ mod tests {
                 counters: db.open_tree("counters").unwrap(),
                 quotas: db.open_tree("quotas").unwrap(),
                 blocked: db.open_tree("blocked").unwrap(),
+                key_changes: db.open_tree("key_changes").unwrap(),
                 me: test_me(),
                 commits: Arc::default(),
                 db,
@@ -1591,7 +1685,14 @@ mod tests {
     /// Pairs `who` and stores `n` unread incoming messages from them, ids from `first`.
     fn paired_with_messages(store: &Store, who: ContactId, first: u8, n: u8) {
         store
-            .store_pairing(&contact(who, "Someone", 3, 1), &session(), None, None, 1)
+            .store_pairing(
+                &contact(who, "Someone", 3, 1),
+                &session(),
+                None,
+                None,
+                1,
+                "",
+            )
             .unwrap();
         for id in first..first + n {
             let mut m = message(id, who, Direction::Incoming, MessageState::Received);
@@ -1675,29 +1776,65 @@ mod tests {
         let mut first = contact(bob, "Bob", 3, 10);
         first.verified = true;
         store
-            .store_pairing(&first, &session(), None, None, 10)
+            .store_pairing(&first, &session(), None, None, 10, "")
             .unwrap();
         // A pairing that began before the first one was stored is refused, changing nothing.
-        let late = store.store_pairing(&contact(bob, "Bob", 4, 11), &session(), None, None, 11);
+        let late = store.store_pairing(&contact(bob, "Bob", 4, 11), &session(), None, None, 11, "");
         assert!(matches!(late, Err(Error::PairingRefused(_))), "{late:?}");
         assert_eq!(store.contact(&bob).unwrap(), Some(first.clone()));
         // One that saw it replaces it; the same key keeps the verified mark, a new one drops it.
         store
-            .store_pairing(&contact(bob, "Bob", 3, 12), &session(), None, Some(10), 12)
+            .store_pairing(
+                &contact(bob, "Bob", 3, 12),
+                &session(),
+                None,
+                Some(10),
+                12,
+                "",
+            )
             .unwrap();
         assert!(store.contact(&bob).unwrap().unwrap().verified);
         store
-            .store_pairing(&contact(bob, "Bob", 5, 13), &session(), None, Some(12), 13)
+            .store_pairing(
+                &contact(bob, "Bob", 5, 13),
+                &session(),
+                None,
+                Some(12),
+                13,
+                "key changed",
+            )
             .unwrap();
         let now = store.contact(&bob).unwrap().unwrap();
         assert_eq!(
             (now.x25519, now.verified, now.paired_at),
             ([5; 32], false, 13)
         );
+        // The new key is a key change: sending waits, and the line stays in the history.
+        assert!(store.key_changed(&bob).unwrap());
+        assert!(!store.sendable(&bob).unwrap());
+        let direct = ConversationId::direct(&test_me(), &bob);
+        let lines = store.history(&direct, None, 10).unwrap();
+        assert_eq!(lines.len(), 1);
+        assert_eq!(
+            (lines[0].direction, lines[0].body.as_str()),
+            (Direction::System, "key changed")
+        );
+        assert_eq!(store.unread_count(&direct).unwrap(), 0);
+        let accepted = store.accept_key(&bob, "accepted", 14).unwrap().unwrap();
+        assert_eq!(accepted.direction, Direction::System);
+        assert!(store.sendable(&bob).unwrap());
+        assert!(store.accept_key(&bob, "again", 14).unwrap().is_none());
+        assert_eq!(store.history(&direct, None, 10).unwrap().len(), 2);
         // A blocked contact cannot pair.
         store.set_blocked(&bob, true, 14).unwrap();
-        let blocked =
-            store.store_pairing(&contact(bob, "Bob", 5, 15), &session(), None, Some(13), 15);
+        let blocked = store.store_pairing(
+            &contact(bob, "Bob", 5, 15),
+            &session(),
+            None,
+            Some(13),
+            15,
+            "",
+        );
         assert!(
             matches!(blocked, Err(Error::PairingRefused(_))),
             "{blocked:?}"

@@ -62,6 +62,24 @@ impl Trust {
         self.changed(&contact)
     }
 
+    /// Accepts a contact's changed identity key, if one waits: sending resumes (what waited
+    /// goes out) and the conversation shows a line saying so.
+    pub(crate) async fn accept_key(&self, contact: &Contact) -> Result<(), Error> {
+        let line = format!("You accepted {}'s new safety number.", contact.name);
+        let Some(line) = self.store.accept_key(&contact.id, &line, now_ms())? else {
+            return Ok(());
+        };
+        self.store.flush().await?;
+        tracing::info!(contact = %contact.id.fmt_short(), "new identity key accepted");
+        self.events.emit(Event::MessageSent {
+            message: line,
+            transfer: None,
+        });
+        self.bus.emit(Signal::KeyAccepted(contact.id));
+        self.changed(contact)?;
+        Ok(())
+    }
+
     /// Blocks a contact: durable before its link is closed and the features stop its work.
     pub(crate) async fn block(&self, contact: &Contact) -> Result<ContactView, Error> {
         if self.store.set_blocked(&contact.id, true, now_ms())? {

@@ -229,6 +229,9 @@ pub struct ContactView {
     pub verified: bool,
     /// Verified, unverified or blocked.
     pub state: TrustState,
+    /// Their identity key changed since the user last accepted it: sending waits until the
+    /// user accepts the new one (after comparing the new safety number).
+    pub key_changed: bool,
     /// Messages received and not yet read.
     pub unread: u64,
     /// Messages waiting in the outbox for this contact.
@@ -257,6 +260,9 @@ pub enum Direction {
     Outgoing,
     /// The contact sent it.
     Incoming,
+    /// A line this home wrote into the conversation about it (a changed safety number, say):
+    /// never sent, never a transfer's direction. Appended, so older records read as before.
+    System,
 }
 
 /// Where a message is in its life.

@@ -73,7 +73,7 @@ impl MessageV1 {
     /// an outgoing message and the other party for an incoming one.
     pub fn upgrade(self, me: &ContactId) -> Message {
         let author = match self.direction {
-            Direction::Outgoing => *me,
+            Direction::Outgoing | Direction::System => *me,
             Direction::Incoming => self.contact,
         };
         Message {

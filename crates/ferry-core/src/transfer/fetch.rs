@@ -77,6 +77,8 @@ pub(crate) async fn resume(ctx: &Arc<Transfers>, only: Option<&ContactId>) {
                     start_download(ctx, t);
                 }
             }
+            // Not a transfer's direction.
+            Direction::System => {}
         }
     }
 }

@@ -127,6 +127,7 @@ impl Transfers {
                     tokio::spawn(async move { resume(&ctx, Some(&id)).await });
                 }
                 Signal::Removing(id) => stop_for(&ctx, &id, true),
+                Signal::KeyAccepted(_) => {}
             }
         });
         ctx
@@ -288,7 +289,7 @@ fn content(t: &Transfer) -> Result<HashAndFormat, Error> {
 fn tag_name(t: &Transfer) -> String {
     let side = match t.direction {
         Direction::Outgoing => "out",
-        Direction::Incoming => "in",
+        Direction::Incoming | Direction::System => "in",
     };
     format!("ferry/{side}/{}", t.id)
 }

@@ -190,6 +190,8 @@ fn on_update(
                 | TransferState::Failed
         ),
         Direction::Incoming => state == TransferState::Cancelled,
+        // Not a transfer's direction.
+        Direction::System => false,
     };
     let next = if allowed {
         t.state.next(state).ok()
