@@ -190,6 +190,13 @@ pub async fn verify_scanned_data(
     Ok(node(&state).await?.verify_scanned(&text).await?)
 }
 
+/// Accepts a contact's changed safety number (their new identity key): sending resumes.
+#[tauri::command]
+#[specta::specta]
+pub async fn accept_key(state: State<'_, AppState>, contact: String) -> Result<ContactView> {
+    Ok(node(&state).await?.accept_key(&contact).await?)
+}
+
 /// Blocks a contact.
 #[tauri::command]
 #[specta::specta]

@@ -70,6 +70,7 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             commands::safety_qr,
             commands::verify_scanned_image,
             commands::verify_scanned_data,
+            commands::accept_key,
             commands::block_contact,
             commands::unblock_contact,
             commands::remove_contact,

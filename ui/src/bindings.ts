@@ -44,6 +44,8 @@ export const commands = {
 	 *  screenshot or a camera frame).
 	 */
 	verifyScannedData: (base64: string) => __TAURI_INVOKE<ContactView_Serialize>("verify_scanned_data", { base64 }),
+	/**  Accepts a contact's changed safety number (their new identity key): sending resumes. */
+	acceptKey: (contact: string) => __TAURI_INVOKE<ContactView_Serialize>("accept_key", { contact }),
 	/**  Blocks a contact. */
 	blockContact: (contact: string) => __TAURI_INVOKE<ContactView_Serialize>("block_contact", { contact }),
 	/**  Unblocks a contact. */
@@ -136,6 +138,11 @@ export type ContactView_Deserialize = {
 	verified: boolean,
 	/**  Verified, unverified or blocked. */
 	state: TrustState,
+	/**
+	 *  Their identity key changed since the user last accepted it: sending waits until the
+	 *  user accepts the new one (after comparing the new safety number).
+	 */
+	key_changed: boolean,
 	/**  Messages received and not yet read. */
 	unread: number,
 	/**  Messages waiting in the outbox for this contact. */
@@ -156,6 +163,11 @@ export type ContactView_Serialize = {
 	verified: boolean,
 	/**  Verified, unverified or blocked. */
 	state: TrustState,
+	/**
+	 *  Their identity key changed since the user last accepted it: sending waits until the
+	 *  user accepts the new one (after comparing the new safety number).
+	 */
+	key_changed: boolean,
 	/**  Messages received and not yet read. */
 	unread: number,
 	/**  Messages waiting in the outbox for this contact. */
@@ -185,7 +197,12 @@ export type Direction =
 /**  This home sent it. */
 "outgoing" | 
 /**  The contact sent it. */
-"incoming";
+"incoming" | 
+/**
+ *  A line this home wrote into the conversation about it (a changed safety number, say):
+ *  never sent, never a transfer's direction. Appended, so older records read as before.
+ */
+"system";
 
 /**  Every engine event, as the UI receives it (`events.engineEvent` in the bindings). */
 export type EngineEvent = EngineEvent_Serialize | EngineEvent_Deserialize;

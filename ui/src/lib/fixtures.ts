@@ -9,6 +9,7 @@ export function contact(over: Partial<Contact> = {}): Contact {
     safety_number: "12345 67890",
     verified: false,
     state: "unverified",
+    key_changed: false,
     unread: 0,
     queued: 0,
     ...over,

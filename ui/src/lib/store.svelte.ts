@@ -136,6 +136,12 @@ export class Store {
     if (c) this.say(`${c.name} is unblocked.`);
   }
 
+  /** Accepts a contact's changed safety number: sending resumes. */
+  async acceptKey(id: string): Promise<void> {
+    const c = await this.attempt(() => this.api.acceptKey(id));
+    if (c) this.say(`You accepted ${c.name}'s new safety number.`);
+  }
+
   /** Removes a contact, with its history unless `keepHistory`. */
   async remove(id: string, keepHistory: boolean): Promise<void> {
     const name = this.contact(id)?.name ?? "The contact";
@@ -240,7 +246,8 @@ export class Store {
         if (open) {
           // Reading it now: the history call marks it read and tells the sender.
           void this.loadHistory(m.contact);
-        } else {
+        } else if (m.direction === "incoming") {
+          // A line the engine wrote (a changed safety number) is not an unread message.
           const c = this.contact(m.contact);
           if (c) c.unread += 1;
         }
@@ -272,7 +279,10 @@ export class Store {
         break;
       }
       case "pairing_completed": {
-        if (!this.contact(ev.contact.id)) this.contacts = [...this.contacts, ev.contact];
+        // Pairing again with a contact replaces it (a repaired pairing, a new key).
+        const i = this.contacts.findIndex((c) => c.id === ev.contact.id);
+        if (i >= 0) this.contacts[i] = ev.contact;
+        else this.contacts = [...this.contacts, ev.contact];
         this.say(`You are now connected with ${ev.contact.name}.`);
         break;
       }

@@ -139,6 +139,22 @@ describe("Store", () => {
     expect(s.contacts.map((c) => c.id)).toEqual(["ca401"]);
   });
 
+  it("replaces a contact paired again, and does not count a line the engine wrote as unread", async () => {
+    const s = new Store(fakeApi());
+    await s.start();
+    s.view = { kind: "details", contact: "b0b" };
+    s.apply({ type: "pairing_completed", contact: contact({ key_changed: true }) });
+    expect(s.contacts).toHaveLength(1);
+    expect(s.contact("b0b")?.key_changed).toBe(true);
+    s.apply({
+      type: "message_received",
+      message: message({ direction: "system", contact: "b0b", state: "seen", body: "Bob's safety number changed" }),
+      from: "Bob",
+    });
+    expect(s.contact("b0b")?.unread).toBe(0);
+    expect(s.messages["b0b"]?.at(-1)?.direction).toBe("system");
+  });
+
   it("reports the paths a send refused", async () => {
     const api = fakeApi({
       sendPaths: vi.fn(async () => ({ sent: [], failed: [{ path: "/x/secret", error: { code: "io", message: "permission denied" } }] })),
