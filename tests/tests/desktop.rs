@@ -410,7 +410,31 @@ fn journey(s: &Session<'_>, shots: &Shots, p: &Places<'_>) -> Result<()> {
     see(s, "[data-testid=connection]", "direct")?;
     s.click(&s.find("[data-testid=mark-verified]")?)?;
     s.wait_for("[data-testid=verified]", WAIT)?;
+    // The safety number's QR code on screen is one Bob could scan: Ann's id and the digits.
+    s.wait_for("[data-testid=safety-qr] svg", WAIT)?;
+    let shot = s.request("GET", "/screenshot", None)?;
+    let png = data_encoding::BASE64.decode(shot.as_str().unwrap_or_default().as_bytes())?;
+    let text = ferry_core::qr::read_safety_bytes(&png)?;
+    let (shower, digits) = ferry_core::identity::parse_safety_text(&text)?;
+    ensure!(shower.to_string() == home_id(ann)?, "QR of {shower}");
+    ensure!(
+        digits.replace(' ', "") == bobs,
+        "the QR code holds {digits}"
+    );
     shots.take(s, "05-details-light")?;
+
+    // Blocking Bob shows everywhere; Ann cannot write to him until she unblocks him.
+    s.click(&s.find("[data-testid=block]")?)?;
+    see(
+        s,
+        "[data-testid=details-page] [data-testid=trust-mark]",
+        "blocked",
+    )?;
+    eventually_json(ann, &["contacts", "--json"], |v| v[0]["state"] == "blocked")?;
+    shots.take(s, "05-details-blocked-light")?;
+    s.click(&s.find("[data-testid=unblock]")?)?;
+    s.wait_for("[data-testid=block]", WAIT)?;
+    see(s, "[data-testid=connection]", "direct")?;
 
     // Transfers and settings.
     s.click(&s.find("[data-testid=nav-transfers]")?)?;
