@@ -116,7 +116,13 @@ pub fn notification_for(event: &Event) -> Option<(String, String)> {
             if body.len() < message.body.len() {
                 body.push('…');
             }
-            Some((from.clone(), body))
+            // A line Ferry wrote (a changed safety number) is not the contact speaking.
+            let title = if message.direction == ferry_core::Direction::System {
+                "Ferry".to_owned()
+            } else {
+                from.clone()
+            };
+            Some((title, body))
         }
         Event::TransferOffered { transfer } => Some((
             "Incoming file".to_owned(),

@@ -425,6 +425,10 @@ impl Inbox {
         if self.store.was_received(&id)? {
             return Ok(None);
         }
+        // Blocked or removed while a batch was being taken: the rest of it is refused.
+        if self.store.admitted(&from.id)?.is_none() {
+            return Err(Error::UnknownContact(from.id.to_string()));
+        }
         let today = self.store.stored_today(&from.id)?;
         if today >= self.allowances.daily_bytes {
             return Err(Error::Quota(Quota::DailyBytes(today)));

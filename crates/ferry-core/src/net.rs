@@ -544,12 +544,13 @@ impl Links {
                 if addr.relay.as_ref().is_some_and(|r| r.len() > MAX_RELAY_URL) {
                     addr.relay = None;
                 }
-                if let Ok(Some(mut c)) = self.0.store.contact(&from) {
-                    if c.addr != addr && (!addr.direct.is_empty() || addr.relay.is_some()) {
-                        c.addr = addr;
-                        if let Err(e) = self.0.store.put_contact(&c) {
-                            tracing::warn!("storing addresses: {e}");
-                        }
+                if !addr.direct.is_empty() || addr.relay.is_some() {
+                    if let Err(e) = self
+                        .0
+                        .store
+                        .update_contact(&from, |c| c.addr = addr.clone())
+                    {
+                        tracing::warn!("storing addresses: {e}");
                     }
                 }
                 ChatResponse::Ack

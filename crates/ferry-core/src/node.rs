@@ -202,7 +202,7 @@ impl Node {
         let outbox = Outbox::new(
             me,
             store.clone(),
-            sessions,
+            sessions.clone(),
             links.clone(),
             events.clone(),
             &bus,
@@ -227,6 +227,7 @@ impl Node {
             links.clone(),
             roster.clone(),
             events.clone(),
+            sessions.clone(),
             config.drop_next_pair_done,
         );
         let trust = Trust::new(
@@ -235,6 +236,7 @@ impl Node {
             roster.clone(),
             events.clone(),
             bus.clone(),
+            sessions.clone(),
         );
         inbox.register(
             messaging

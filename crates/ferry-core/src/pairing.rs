@@ -20,6 +20,7 @@ use crate::invite::{pair_binding, Invite, INVITE_VERSION};
 use crate::model::{now_ms, Contact, ContactId, Event, Message, MessageId};
 use crate::naming::clean_display_name;
 use crate::net::{self, Links, REQUEST_TIMEOUT};
+use crate::sessions::SessionLocks;
 use crate::store::{InviteRecord, InviteRefusal, Store};
 use crate::wire::{self, PairFrame, PairIdentity, Payload, ALPN_PAIR};
 use crate::Error;
@@ -38,6 +39,9 @@ pub(crate) struct Pairing {
     events: Events,
     /// Test fault injection: the next `Done` is not sent (see `Config::drop_next_pair_done`).
     drop_next_done: AtomicBool,
+    /// The per-contact session locks: a pairing replaces a session, so it must not interleave
+    /// with a send or a delivery that read the old one.
+    sessions: Arc<SessionLocks>,
 }
 
 impl Pairing {
@@ -47,6 +51,7 @@ impl Pairing {
         links: Links,
         roster: Roster,
         events: Events,
+        sessions: Arc<SessionLocks>,
         drop_next_done: bool,
     ) -> Arc<Pairing> {
         Arc::new(Pairing {
@@ -56,6 +61,7 @@ impl Pairing {
             roster,
             events,
             drop_next_done: AtomicBool::new(drop_next_done),
+            sessions,
         })
     }
 
@@ -247,6 +253,7 @@ async fn join_on(
         paired_at: now_ms(),
         verified: false,
     };
+    let _guard = ctx.sessions.lock(&contact.id).await;
     let key_changed = ctx.store.store_pairing(
         &contact,
         &session,
@@ -376,6 +383,7 @@ async fn answer(
         paired_at: now_ms(),
         verified: false,
     };
+    let guard = ctx.sessions.lock(&contact.id).await;
     let stored = ctx.store.store_pairing(
         &contact,
         &session,
@@ -384,6 +392,7 @@ async fn answer(
         now_ms(),
         &key_changed_line(&contact.name),
     );
+    drop(guard);
     let key_changed = match stored {
         Ok(line) => line,
         Err(e) => {

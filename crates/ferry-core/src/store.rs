@@ -601,7 +601,26 @@ impl Store {
             .transpose()
     }
 
-    /// Replaces a contact record (addresses, verified flag).
+    /// Changes the stored record of a contact in one transaction, so a pairing or a removal
+    /// that lands meanwhile is never undone by a stale copy. Returns the record as changed, or
+    /// `None` if there is none (then nothing is written).
+    pub fn update_contact(
+        &self,
+        id: &ContactId,
+        change: impl Fn(&mut Contact),
+    ) -> Result<Option<Contact>, Error> {
+        tx_result(self.contacts.transaction(|con| {
+            let Some(v) = con.get(id.as_bytes())? else {
+                return Ok(None);
+            };
+            let mut c: Contact = tx_dec(&v)?;
+            change(&mut c);
+            con.insert(id.as_bytes(), tx_enc(&c)?)?;
+            Ok(Some(c))
+        }))
+    }
+
+    /// Replaces a contact record (tests and fixtures; the engine uses [`Store::update_contact`]).
     pub fn put_contact(&self, contact: &Contact) -> Result<(), Error> {
         self.contacts.insert(contact.id.as_bytes(), enc(contact)?)?;
         Ok(())
@@ -639,6 +658,14 @@ impl Store {
         let s = enc(session)?;
         let line = self.system_message(&contact.id, key_changed.to_string(), now)?;
         let line_bytes = enc(&line)?;
+        // What waits for the contact was sealed with the session this pairing replaces: the
+        // other side could never open it. It fails here, visibly, instead of there. (The
+        // caller holds the contact's session lock, so nothing is queued meanwhile.)
+        let stale: Vec<(u64, OutboxItem)> = self
+            .outbox()?
+            .into_iter()
+            .filter(|(_, i)| i.contact == contact.id)
+            .collect();
         let conversation = Conversation::direct(&self.me, &contact.id, now);
         let conv = enc(&conversation)?;
         tx_result(
@@ -651,69 +678,101 @@ impl Store {
                 &self.key_changes,
                 &self.messages,
                 &self.message_ids,
+                &self.outbox,
+                &self.counters,
             )
-                .transaction(|(con, ses, inv, convs, blk, keys, msgs, ids)| {
-                    if blk.get(contact.id.as_bytes())?.is_some() {
-                        return abort(Error::PairingRefused(format!(
-                            "{} is blocked here; unblock them first",
-                            contact.name
-                        )));
-                    }
-                    let before = con
-                        .get(contact.id.as_bytes())?
-                        .map(|v| tx_dec::<Contact>(&v))
-                        .transpose()?;
-                    if before.as_ref().map(|c| c.paired_at) != seen {
-                        return abort(Error::PairingRefused(
-                            "already paired: another pairing with the same person just \
+                .transaction(
+                    |(con, ses, inv, convs, blk, keys, msgs, ids, out, cnt)| {
+                        if blk.get(contact.id.as_bytes())?.is_some() {
+                            return abort(Error::PairingRefused(format!(
+                                "{} is blocked here; unblock them first",
+                                contact.name
+                            )));
+                        }
+                        let before = con
+                            .get(contact.id.as_bytes())?
+                            .map(|v| tx_dec::<Contact>(&v))
+                            .transpose()?;
+                        if before.as_ref().map(|c| c.paired_at) != seen {
+                            return abort(Error::PairingRefused(
+                                "already paired: another pairing with the same person just \
                              completed"
-                                .into(),
-                        ));
-                    }
-                    if let Some(secret) = invite {
-                        let record = inv.get(secret)?;
-                        let Some(record) = record else {
-                            return abort(Error::PairingRefused("unknown invite".into()));
-                        };
-                        let mut record: InviteRecord = tx_dec(&record)?;
-                        if record.used {
-                            return abort(Error::PairingRefused("invite already used".into()));
+                                    .into(),
+                            ));
                         }
-                        if record.expires_at < now {
-                            return abort(Error::InviteExpired);
-                        }
-                        record.used = true;
-                        inv.insert(&secret[..], tx_enc(&record)?)?;
-                    }
-                    let mut contact = contact.clone();
-                    let mut changed = None;
-                    if let Some(b) = &before {
-                        contact.verified = b.verified && b.x25519 == contact.x25519;
-                        if b.x25519 != contact.x25519 {
-                            // The key accepted last stays the reference until the user accepts.
-                            if keys.get(contact.id.as_bytes())?.is_none() {
-                                let mut v = b.x25519.to_vec();
-                                v.extend_from_slice(&now.to_be_bytes());
-                                keys.insert(contact.id.as_bytes(), v)?;
+                        if let Some(secret) = invite {
+                            let record = inv.get(secret)?;
+                            let Some(record) = record else {
+                                return abort(Error::PairingRefused("unknown invite".into()));
+                            };
+                            let mut record: InviteRecord = tx_dec(&record)?;
+                            if record.used {
+                                return abort(Error::PairingRefused("invite already used".into()));
                             }
-                            msgs.insert(
-                                &message_key(&line.conversation, line.seq)[..],
-                                line_bytes.clone(),
-                            )?;
-                            ids.insert(
-                                &line.id.0[..],
-                                &message_key(&line.conversation, line.seq)[..],
-                            )?;
-                            changed = Some(line.clone());
+                            if record.expires_at < now {
+                                return abort(Error::InviteExpired);
+                            }
+                            record.used = true;
+                            inv.insert(&secret[..], tx_enc(&record)?)?;
                         }
-                    }
-                    con.insert(contact.id.as_bytes(), tx_enc(&contact)?)?;
-                    ses.insert(contact.id.as_bytes(), s.clone())?;
-                    if convs.get(conversation.id.0)?.is_none() {
-                        convs.insert(&conversation.id.0[..], conv.clone())?;
-                    }
-                    Ok(changed)
-                }),
+                        let mut contact = contact.clone();
+                        let mut changed = None;
+                        if before.is_some() {
+                            for (seq, item) in &stale {
+                                if out.remove(&seq.to_be_bytes())?.is_none() {
+                                    continue;
+                                }
+                                if item.kind != OutboxKind::Message {
+                                    continue;
+                                }
+                                bump(cnt, &queued_key(&item.contact), -1)?;
+                                let Some(key) = ids.get(item.message_id.0)? else {
+                                    continue;
+                                };
+                                if let Some(v) = msgs.get(&key)? {
+                                    let mut m: Message = tx_dec(&v)?;
+                                    if m.state == MessageState::Queued {
+                                        m.state = MessageState::Failed;
+                                        msgs.insert(key, tx_enc(&m)?)?;
+                                    }
+                                }
+                            }
+                        }
+                        if let Some(b) = &before {
+                            contact.verified = b.verified && b.x25519 == contact.x25519;
+                            let pending = keys.get(contact.id.as_bytes())?;
+                            let back_to_accepted = pending
+                                .as_ref()
+                                .is_some_and(|v| v.get(..32) == Some(&contact.x25519[..]));
+                            if back_to_accepted {
+                                // The key the user accepted last is back: nothing waits any more.
+                                keys.remove(contact.id.as_bytes())?;
+                            } else if b.x25519 != contact.x25519 {
+                                // The key accepted last stays the reference until the user accepts.
+                                if pending.is_none() {
+                                    let mut v = b.x25519.to_vec();
+                                    v.extend_from_slice(&now.to_be_bytes());
+                                    keys.insert(contact.id.as_bytes(), v)?;
+                                }
+                                msgs.insert(
+                                    &message_key(&line.conversation, line.seq)[..],
+                                    line_bytes.clone(),
+                                )?;
+                                ids.insert(
+                                    &line.id.0[..],
+                                    &message_key(&line.conversation, line.seq)[..],
+                                )?;
+                                changed = Some(line.clone());
+                            }
+                        }
+                        con.insert(contact.id.as_bytes(), tx_enc(&contact)?)?;
+                        ses.insert(contact.id.as_bytes(), s.clone())?;
+                        if convs.get(conversation.id.0)?.is_none() {
+                            convs.insert(&conversation.id.0[..], conv.clone())?;
+                        }
+                        Ok(changed)
+                    },
+                ),
         )
     }
 
@@ -1794,12 +1853,47 @@ mod tests {
             )
             .unwrap();
         assert!(store.contact(&bob).unwrap().unwrap().verified);
+        // What waited for Bob was sealed with the replaced session: it fails, visibly.
+        let s = session();
+        let ad = crate::e2e::AssociatedData {
+            sender: [0; 32],
+            recipient: [0; 32],
+            message_id: [0; 16],
+        };
+        let waiting = message(1, bob, Direction::Outgoing, MessageState::Queued);
+        let item = OutboxItem {
+            contact: bob,
+            message_id: waiting.id,
+            envelope: s.clone().seal(b"x", &ad).unwrap(),
+            kind: OutboxKind::Message,
+            queued_at: 0,
+        };
+        store
+            .queue_outgoing(&s, &item, Some(&waiting), None)
+            .unwrap();
+        assert_eq!(store.queued_count(&bob).unwrap(), 1);
+        store
+            .store_pairing(
+                &contact(bob, "Bob", 3, 125),
+                &session(),
+                None,
+                Some(12),
+                125,
+                "",
+            )
+            .unwrap();
+        assert!(store.outbox().unwrap().is_empty());
+        assert_eq!(store.queued_count(&bob).unwrap(), 0);
+        assert_eq!(
+            store.message(&waiting.id).unwrap().map(|m| m.state),
+            Some(MessageState::Failed)
+        );
         store
             .store_pairing(
                 &contact(bob, "Bob", 5, 13),
                 &session(),
                 None,
-                Some(12),
+                Some(125),
                 13,
                 "key changed",
             )
@@ -1820,19 +1914,35 @@ mod tests {
             (Direction::System, "key changed")
         );
         assert_eq!(store.unread_count(&direct).unwrap(), 0);
+        // The key accepted before coming back clears the change; another one sets it again.
+        for (key, at, pending) in [(3, 131, false), (5, 132, true)] {
+            let seen = store.contact(&bob).unwrap().map(|c| c.paired_at);
+            store
+                .store_pairing(
+                    &contact(bob, "Bob", key, at),
+                    &session(),
+                    None,
+                    seen,
+                    at,
+                    "key changed",
+                )
+                .unwrap();
+            assert_eq!(store.key_changed(&bob).unwrap(), pending, "key {key}");
+        }
+        assert_eq!(store.history(&direct, None, 10).unwrap().len(), 2);
         let accepted = store.accept_key(&bob, "accepted", 14).unwrap().unwrap();
         assert_eq!(accepted.direction, Direction::System);
         assert!(store.sendable(&bob).unwrap());
         assert!(store.accept_key(&bob, "again", 14).unwrap().is_none());
-        assert_eq!(store.history(&direct, None, 10).unwrap().len(), 2);
+        assert_eq!(store.history(&direct, None, 10).unwrap().len(), 3);
         // A blocked contact cannot pair.
         store.set_blocked(&bob, true, 14).unwrap();
         let blocked = store.store_pairing(
-            &contact(bob, "Bob", 5, 15),
+            &contact(bob, "Bob", 5, 150),
             &session(),
             None,
-            Some(13),
-            15,
+            Some(132),
+            150,
             "",
         );
         assert!(

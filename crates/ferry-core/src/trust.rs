@@ -6,10 +6,13 @@
 //! Removing a contact deletes its records (optionally keeping the conversation's history);
 //! pairing with the same person later starts afresh.
 
+use std::sync::Arc;
+
 use crate::bus::{Bus, Events, Signal};
 use crate::contacts::Roster;
 use crate::model::{now_ms, Contact, ContactView, Event};
 use crate::net::Links;
+use crate::sessions::SessionLocks;
 use crate::store::Store;
 use crate::Error;
 
@@ -21,6 +24,9 @@ pub(crate) struct Trust {
     roster: Roster,
     events: Events,
     bus: Bus,
+    /// Held while a contact is blocked or removed, so no send or delivery under way writes
+    /// its session or messages back in between.
+    sessions: Arc<SessionLocks>,
 }
 
 impl Trust {
@@ -30,6 +36,7 @@ impl Trust {
         roster: Roster,
         events: Events,
         bus: Bus,
+        sessions: Arc<SessionLocks>,
     ) -> Trust {
         Trust {
             store,
@@ -37,6 +44,7 @@ impl Trust {
             roster,
             events,
             bus,
+            sessions,
         }
     }
 
@@ -49,17 +57,22 @@ impl Trust {
     }
 
     /// Marks a contact verified (after comparing safety numbers) or not.
+    /// The mark is for the key the user compared (`contact`'s): if a pairing replaced it
+    /// meanwhile, nothing is marked.
     pub(crate) async fn set_verified(
         &self,
-        mut contact: Contact,
+        contact: Contact,
         verified: bool,
     ) -> Result<ContactView, Error> {
-        if contact.verified != verified {
-            contact.verified = verified;
-            self.store.put_contact(&contact)?;
-            self.store.flush().await?;
-        }
-        self.changed(&contact)
+        let key = contact.x25519;
+        let stored = self.store.update_contact(&contact.id, |c| {
+            if c.x25519 == key {
+                c.verified = verified;
+            }
+        })?;
+        let stored = stored.ok_or_else(|| Error::UnknownContact(contact.name.clone()))?;
+        self.store.flush().await?;
+        self.changed(&stored)
     }
 
     /// Accepts a contact's changed identity key, if one waits: sending resumes (what waited
@@ -82,7 +95,10 @@ impl Trust {
 
     /// Blocks a contact: durable before its link is closed and the features stop its work.
     pub(crate) async fn block(&self, contact: &Contact) -> Result<ContactView, Error> {
-        if self.store.set_blocked(&contact.id, true, now_ms())? {
+        let guard = self.sessions.lock(&contact.id).await;
+        let blocked = self.store.set_blocked(&contact.id, true, now_ms())?;
+        drop(guard);
+        if blocked {
             self.store.flush().await?;
             tracing::info!(contact = %contact.id.fmt_short(), "blocked");
         }
@@ -105,7 +121,9 @@ impl Trust {
     /// Removes a contact with its session, outbox items, transfers and grants, and its history
     /// unless `keep_history`.
     pub(crate) async fn remove(&self, contact: &Contact, keep_history: bool) -> Result<(), Error> {
-        // Refused everywhere first, so nothing of it arrives while its records go.
+        // Refused everywhere first, so nothing of it arrives while its records go; and no send
+        // or delivery under way interleaves with the removal.
+        let _guard = self.sessions.lock(&contact.id).await;
         self.store.set_blocked(&contact.id, true, now_ms())?;
         self.links.drop_link(&contact.id, b"removed");
         self.bus.emit(Signal::Removing(contact.id));

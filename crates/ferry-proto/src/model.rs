@@ -227,10 +227,12 @@ pub struct ContactView {
     pub safety_number: String,
     /// Marked verified by the user (also in `state`; kept for front ends that read only this).
     pub verified: bool,
-    /// Verified, unverified or blocked.
+    /// Verified, unverified or blocked (absent from an earlier release's answer: unverified).
+    #[serde(default)]
     pub state: TrustState,
     /// Their identity key changed since the user last accepted it: sending waits until the
     /// user accepts the new one (after comparing the new safety number).
+    #[serde(default)]
     pub key_changed: bool,
     /// Messages received and not yet read.
     pub unread: u64,
@@ -239,13 +241,14 @@ pub struct ContactView {
 }
 
 /// How far the user trusts a contact.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "snake_case")]
 pub enum TrustState {
     /// The user compared safety numbers and marked them verified.
     Verified,
     /// Paired, not verified.
+    #[default]
     Unverified,
     /// Blocked: nothing it sends is taken, nothing is sent to it.
     Blocked,

@@ -53,10 +53,13 @@ impl Access {
         }
     }
 
-    /// Forgets every grant to a contact (it was removed).
+    /// Forgets every grant to a contact, and its connections (it was removed).
     pub(super) fn revoke_all(&self, contact: &ContactId) {
         if let Ok(mut a) = self.allowed.lock() {
             a.remove(contact);
+        }
+        if let Ok(mut c) = self.conns.lock() {
+            c.retain(|_, who| who != contact);
         }
     }
 
@@ -127,7 +130,7 @@ pub(super) async fn provider_events(
             ProviderMessage::GetRequestReceived(mut msg) => {
                 let peer = access.peer(msg.connection_id);
                 let ok = peer.is_some_and(|p| {
-                    matches!(ctx.store.is_blocked(&p), Ok(false))
+                    matches!(ctx.store.admitted(&p), Ok(Some(_)))
                         && access.may_get(&p, &msg.request.hash, !msg.request.ranges.is_blob())
                 });
                 if !ok {
@@ -168,9 +171,9 @@ pub(super) async fn provider_events(
                                 done_before = done_before.saturating_add(current);
                                 current = 0;
                             }
-                            // Blocked meanwhile: dropping the updates aborts the request.
+                            // Blocked or removed meanwhile: dropping the updates aborts the request.
                             RequestUpdate::Progress(_)
-                                if !matches!(ctx.store.is_blocked(&peer), Ok(false)) =>
+                                if !matches!(ctx.store.admitted(&peer), Ok(Some(_))) =>
                             {
                                 tracing::info!(peer = %peer.fmt_short(), "stopped serving a blocked contact");
                                 break;
@@ -192,7 +195,7 @@ pub(super) async fn provider_events(
             ProviderMessage::GetManyRequestReceived(msg) => {
                 let peer = access.peer(msg.connection_id);
                 let ok = peer.is_some_and(|p| {
-                    matches!(ctx.store.is_blocked(&p), Ok(false))
+                    matches!(ctx.store.admitted(&p), Ok(Some(_)))
                         && msg
                             .request
                             .hashes
@@ -204,7 +207,7 @@ pub(super) async fn provider_events(
             ProviderMessage::ObserveRequestReceived(msg) => {
                 let peer = access.peer(msg.connection_id);
                 let ok = peer.is_some_and(|p| {
-                    matches!(ctx.store.is_blocked(&p), Ok(false))
+                    matches!(ctx.store.admitted(&p), Ok(Some(_)))
                         && access.may_get(&p, &msg.request.hash, false)
                 });
                 msg.tx.send(if ok { Ok(()) } else { deny }).await.ok();

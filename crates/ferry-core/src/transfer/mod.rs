@@ -527,6 +527,11 @@ fn stop_for(ctx: &Arc<Transfers>, contact: &ContactId, removed: bool) {
     }
     if removed {
         ctx.blobs.access.revoke_all(contact);
+        // Pairing again later starts without this contact's automatic accept.
+        let key = format!("{AUTO_ACCEPT_PREFIX}{contact}");
+        if let Err(e) = ctx.store.remove_setting(&key) {
+            tracing::warn!("dropping the automatic accept: {e}");
+        }
     }
     let ctx = ctx.clone();
     tokio::spawn(async move {

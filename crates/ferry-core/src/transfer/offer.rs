@@ -119,7 +119,12 @@ fn on_offer(
         now,
         Some(offer.id),
     );
-    let cap = auto_accept_limit(ctx, &contact.id)?;
+    // Nothing is accepted automatically from a contact whose new key waits for the user.
+    let cap = if ctx.store.key_changed(&contact.id)? {
+        None
+    } else {
+        auto_accept_limit(ctx, &contact.id)?
+    };
     let wanted = ctx.blobs.accept_all || cap.is_some_and(|cap| offer.size <= cap);
     // Files accepted automatically count against the contact's daily quota; over it, the
     // offer waits for the user.
