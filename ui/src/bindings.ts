@@ -136,13 +136,13 @@ export type ContactView_Deserialize = {
 	safety_number: string,
 	/**  Marked verified by the user (also in `state`; kept for front ends that read only this). */
 	verified: boolean,
-	/**  Verified, unverified or blocked. */
-	state: TrustState,
+	/**  Verified, unverified or blocked (absent from an earlier release's answer: unverified). */
+	state?: TrustState,
 	/**
 	 *  Their identity key changed since the user last accepted it: sending waits until the
 	 *  user accepts the new one (after comparing the new safety number).
 	 */
-	key_changed: boolean,
+	key_changed?: boolean,
 	/**  Messages received and not yet read. */
 	unread: number,
 	/**  Messages waiting in the outbox for this contact. */
@@ -161,7 +161,7 @@ export type ContactView_Serialize = {
 	safety_number: string,
 	/**  Marked verified by the user (also in `state`; kept for front ends that read only this). */
 	verified: boolean,
-	/**  Verified, unverified or blocked. */
+	/**  Verified, unverified or blocked (absent from an earlier release's answer: unverified). */
 	state: TrustState,
 	/**
 	 *  Their identity key changed since the user last accepted it: sending waits until the
