@@ -102,13 +102,14 @@ pub async fn read_invite_image(path: PathBuf) -> Result<String> {
 #[tauri::command]
 #[specta::specta]
 pub async fn read_invite_data(base64: String) -> Result<String> {
-    decode(move || {
-        let data = data_encoding::BASE64
-            .decode(base64.trim().as_bytes())
-            .map_err(|e| ferry_core::Error::InvalidInput(format!("not a picture: {e}")))?;
-        Ok(ferry_core::qr::read_invite_bytes(&data)?)
-    })
-    .await
+    decode(move || Ok(ferry_core::qr::read_invite_bytes(&picture_data(&base64)?)?)).await
+}
+
+/// A picture sent by the UI as base64.
+fn picture_data(base64: &str) -> std::result::Result<Vec<u8>, ferry_core::Error> {
+    data_encoding::BASE64
+        .decode(base64.trim().as_bytes())
+        .map_err(|e| ferry_core::Error::InvalidInput(format!("not a picture: {e}")))
 }
 
 /// Pairs with the issuer of an invite.
@@ -162,13 +163,7 @@ pub async fn verify_scanned_image(
     state: State<'_, AppState>,
     path: PathBuf,
 ) -> Result<ContactView> {
-    let text = decode(move || {
-        let data = std::fs::read(&path).map_err(|e| {
-            ferry_core::Error::InvalidInput(format!("cannot open {}: {e}", path.display()))
-        })?;
-        Ok(ferry_core::qr::read_safety_bytes(&data)?)
-    })
-    .await?;
+    let text = decode(move || ferry_core::qr::read_safety_image(&path)).await?;
     Ok(node(&state).await?.verify_scanned(&text).await?)
 }
 
@@ -180,13 +175,8 @@ pub async fn verify_scanned_data(
     state: State<'_, AppState>,
     base64: String,
 ) -> Result<ContactView> {
-    let text = decode(move || {
-        let data = data_encoding::BASE64
-            .decode(base64.trim().as_bytes())
-            .map_err(|e| ferry_core::Error::InvalidInput(format!("not a picture: {e}")))?;
-        Ok(ferry_core::qr::read_safety_bytes(&data)?)
-    })
-    .await?;
+    let text =
+        decode(move || Ok(ferry_core::qr::read_safety_bytes(&picture_data(&base64)?)?)).await?;
     Ok(node(&state).await?.verify_scanned(&text).await?)
 }
 

@@ -3,8 +3,29 @@
 
 use anyhow::{ensure, Result};
 use ferry_core::wire::{self, ChatRequest, ChatResponse, ALPN_CHAT, ALPN_PAIR};
-use ferry_core::{Config, Event, MessageState, Node, TransferState, TrustState};
+use std::sync::Arc;
+
+use ferry_core::{Config, Event, MessageState, Node, Transfer, TransferState, TrustState};
 use ferry_tests::*;
+use tokio::sync::broadcast::Receiver;
+
+/// Alice and Bob, paired, on loopback.
+async fn paired(root: &std::path::Path) -> Result<(Arc<Node>, Arc<Node>)> {
+    init_tracing();
+    let alice = open(&new_home(root, "Alice")?, test_config()).await?;
+    let bob = open(&new_home(root, "Bob")?, test_config()).await?;
+    pair(&alice, &bob).await?;
+    Ok((alice, bob))
+}
+
+/// Waits until the receiver has the offer of `sent`.
+async fn offered_to(events: &mut Receiver<Event>, sent: &Transfer) -> Result<()> {
+    wait_for(events, |e| match e {
+        Event::TransferOffered { transfer } if transfer.id == sent.id => Some(()),
+        _ => None,
+    })
+    .await
+}
 
 /// The error of something that must fail.
 fn failed<T: std::fmt::Debug>(r: Result<T, ferry_core::Error>) -> Result<ferry_core::Error> {
@@ -39,11 +60,8 @@ async fn refusal(from: &Node, to: &Node, alpn: &[u8]) -> Result<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocked_contact_is_refused_everywhere_and_unblocking_resumes_the_chat() -> Result<()> {
-    init_tracing();
     let dir = tempfile::tempdir()?;
-    let alice = open(&new_home(dir.path(), "Alice")?, test_config()).await?;
-    let bob = open(&new_home(dir.path(), "Bob")?, test_config()).await?;
-    pair(&alice, &bob).await?;
+    let (alice, bob) = paired(dir.path()).await?;
     let mut bob_events = bob.subscribe();
     alice.send_text("Bob", "before").await?;
     assert_eq!(next_message(&mut bob_events).await?, "before");
@@ -96,20 +114,13 @@ async fn a_blocked_contact_is_refused_everywhere_and_unblocking_resumes_the_chat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_a_sender_stops_its_transfer_and_unblocking_finishes_it() -> Result<()> {
-    init_tracing();
     let dir = tempfile::tempdir()?;
-    let alice = open(&new_home(dir.path(), "Alice")?, test_config()).await?;
-    let bob = open(&new_home(dir.path(), "Bob")?, test_config()).await?;
-    pair(&alice, &bob).await?;
+    let (alice, bob) = paired(dir.path()).await?;
     let mut bob_events = bob.subscribe();
     let file = dir.path().join("photo.bin");
     std::fs::write(&file, vec![7u8; 300_000])?;
     let offered = alice.send_file("Bob", &file).await?;
-    wait_for(&mut bob_events, |e| match e {
-        Event::TransferOffered { transfer } if transfer.id == offered.id => Some(()),
-        _ => None,
-    })
-    .await?;
+    offered_to(&mut bob_events, &offered).await?;
     bob.block("Alice").await?;
     let id = offered.id.to_string();
     let e = failed(bob.accept_transfer(&id).await)?;
@@ -129,11 +140,8 @@ async fn blocking_a_sender_stops_its_transfer_and_unblocking_finishes_it() -> Re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_contact_pairs_again_and_chats() -> Result<()> {
-    init_tracing();
     let dir = tempfile::tempdir()?;
-    let alice = open(&new_home(dir.path(), "Alice")?, test_config()).await?;
-    let bob = open(&new_home(dir.path(), "Bob")?, test_config()).await?;
-    pair(&alice, &bob).await?;
+    let (alice, bob) = paired(dir.path()).await?;
     let mut alice_events = alice.subscribe();
     let mut bob_events = bob.subscribe();
     bob.send_text("Alice", "first").await?;
@@ -141,11 +149,7 @@ async fn a_removed_contact_pairs_again_and_chats() -> Result<()> {
     let file = dir.path().join("offer.txt");
     std::fs::write(&file, b"an offer Alice never answers")?;
     let offer = bob.send_file("Alice", &file).await?;
-    wait_for(&mut alice_events, |e| match e {
-        Event::TransferOffered { transfer } if transfer.id == offer.id => Some(()),
-        _ => None,
-    })
-    .await?;
+    offered_to(&mut alice_events, &offer).await?;
 
     let removed = alice.remove_contact("Bob", false).await?;
     assert_eq!(removed.name, "Bob");

@@ -1,4 +1,5 @@
-//! QR codes of invites ([`ferry_proto::qr`]), and reading one from a picture file.
+//! QR codes of invites and safety numbers ([`ferry_proto::qr`]), and reading one from a
+//! picture file.
 
 pub use ferry_proto::qr::*;
 
@@ -10,6 +11,17 @@ use crate::Error;
 ///
 /// Every QR code found in the picture is tried; the first that holds a valid invite wins.
 pub fn read_invite_image(path: &Path) -> Result<String, Error> {
+    Ok(read_invite_bytes(&picture_file(path)?)?)
+}
+
+/// Reads a safety number's QR text (`ferry-safety:1:…`) from a picture file of its code.
+pub fn read_safety_image(path: &Path) -> Result<String, Error> {
+    Ok(read_safety_bytes(&picture_file(path)?)?)
+}
+
+/// The bytes of a picture file, refused before reading when it is too large for a picture of
+/// a QR code.
+fn picture_file(path: &Path) -> Result<Vec<u8>, Error> {
     let cannot =
         |e: std::io::Error| Error::InvalidInput(format!("cannot open {}: {e}", path.display()));
     let len = std::fs::metadata(path).map_err(cannot)?.len();
@@ -19,7 +31,7 @@ pub fn read_invite_image(path: &Path) -> Result<String, Error> {
             path.display()
         )));
     }
-    Ok(read_invite_bytes(&std::fs::read(path).map_err(cannot)?)?)
+    std::fs::read(path).map_err(cannot)
 }
 
 #[cfg(test)]
