@@ -187,6 +187,14 @@ pub async fn accept_key(state: State<'_, AppState>, contact: String) -> Result<C
     Ok(node(&state).await?.accept_key(&contact).await?)
 }
 
+/// Resets the session with a contact (a fresh handshake over the keys both hold; they must be
+/// online). What waits for them goes out after it.
+#[tauri::command]
+#[specta::specta]
+pub async fn reset_session(state: State<'_, AppState>, contact: String) -> Result<ContactView> {
+    Ok(node(&state).await?.reset_session(&contact).await?)
+}
+
 /// Blocks a contact.
 #[tauri::command]
 #[specta::specta]

@@ -71,6 +71,7 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             commands::verify_scanned_image,
             commands::verify_scanned_data,
             commands::accept_key,
+            commands::reset_session,
             commands::block_contact,
             commands::unblock_contact,
             commands::remove_contact,

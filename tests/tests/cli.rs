@@ -212,6 +212,20 @@ fn verify_block_unblock_and_remove_by_their_names() -> Result<()> {
     let both = ferry(&alice, &["verify", "Bob", "--mark", "--unmark"])?;
     assert!(!both.ok, "--mark and --unmark together are refused");
 
+    // Bob resets the session from his side (no daemon there: in process); Alice's daemon
+    // answers, and her history says so.
+    let reset = ferry(&bob, &["reset", "Alice"])?;
+    assert!(reset.ok, "{}", reset.stderr);
+    assert!(reset.stdout.contains("Secured again"), "{}", reset.stdout);
+    let history = ferry(&alice, &["history", "Bob"])?;
+    assert!(
+        history
+            .stdout
+            .contains("-- Messages with Bob are secured again"),
+        "{}",
+        history.stdout
+    );
+
     let blocked = ferry(&alice, &["block", "Bob"])?;
     assert!(blocked.ok, "{}", blocked.stderr);
     assert_eq!(state(&alice)?, "blocked");

@@ -435,6 +435,19 @@ fn journey(s: &Session<'_>, shots: &Shots, p: &Places<'_>) -> Result<()> {
     s.click(&s.find("[data-testid=unblock]")?)?;
     s.wait_for("[data-testid=block]", WAIT)?;
     see(s, "[data-testid=connection]", "direct")?;
+    // Resetting the secure session from Details: Bob's conversation says it is secured again,
+    // and what he sends next (below) travels on the new session.
+    s.click(&s.find("[data-testid=reset-session]")?)?;
+    eventually_json(bob, &["history", "Ann", "--json"], |v| {
+        v.as_array().is_some_and(|a| {
+            a.iter().any(|m| {
+                m["direction"] == "system"
+                    && m["body"]
+                        .as_str()
+                        .is_some_and(|b| b.contains("secured again"))
+            })
+        })
+    })?;
 
     // Transfers and settings.
     s.click(&s.find("[data-testid=nav-transfers]")?)?;

@@ -1,5 +1,5 @@
 //! Trust between real nodes on loopback: blocking and unblocking, removing and pairing again,
-//! a pairing only one side kept, and verifying by a scanned safety number.
+//! a pairing only one side kept, verifying by a scanned safety number, and session resets.
 
 use anyhow::{ensure, Result};
 use ferry_core::wire::{self, ChatRequest, ChatResponse, ALPN_CHAT, ALPN_PAIR};
@@ -315,5 +315,241 @@ async fn a_new_identity_key_shows_in_the_history_and_pauses_sending_until_accept
     assert_eq!(alice.contact("Bob")?.unread, 1);
     alice.shutdown().await;
     bob.shutdown().await;
+    Ok(())
+}
+
+/// The system lines of a conversation.
+async fn system_lines(node: &Node, contact: &str) -> Result<Vec<String>> {
+    let page = node.history(contact, None, 1000, false).await?;
+    Ok(page
+        .into_iter()
+        .filter(|m| m.direction == ferry_core::Direction::System)
+        .map(|m| m.body)
+        .collect())
+}
+
+/// The ordinary messages of a conversation, oldest first.
+async fn texts(node: &Node, contact: &str) -> Result<Vec<String>> {
+    let page = node.history(contact, None, 1000, false).await?;
+    Ok(page
+        .into_iter()
+        .filter(|m| m.direction != ferry_core::Direction::System)
+        .map(|m| m.body)
+        .collect())
+}
+
+/// Waits until `node`'s conversation with `contact` holds exactly `want` (ordinary messages).
+async fn until_texts(node: &Node, contact: &str, want: &[String]) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let have = texts(node, contact).await?;
+        if have == want {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("{contact}'s conversation holds {have:?}, not {want:?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+/// The session a home holds with `with`, read from its store (the node must be shut down).
+fn stored_session(
+    home: &std::path::Path,
+    me: &ferry_core::ContactId,
+    with: &ferry_core::ContactId,
+) -> Result<ferry_core::e2e::Session> {
+    let store = ferry_core::store::Store::open(&home.join(ferry_core::home::STORE_DIR), me)?;
+    store
+        .session(with)?
+        .ok_or_else(|| anyhow::anyhow!("no session"))
+}
+
+/// Puts `session` back as the one a home holds with `with`, as restoring a backup would.
+async fn restore_session(
+    home: &std::path::Path,
+    me: &ferry_core::ContactId,
+    with: &ferry_core::ContactId,
+    session: ferry_core::e2e::Session,
+) -> Result<()> {
+    let store = ferry_core::store::Store::open(&home.join(ferry_core::home::STORE_DIR), me)?;
+    store.apply(&ferry_core::store::Changes {
+        session: Some((*with, session)),
+        ..Default::default()
+    })?;
+    store.flush().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_session_is_reset_by_itself_and_nothing_is_lost() -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let alice = open(&new_home(dir.path(), "Alice")?, test_config()).await?;
+    let bob_home = new_home(dir.path(), "Bob")?;
+    let bob = open(&bob_home, test_config()).await?;
+    pair(&alice, &bob).await?;
+    let (a, b) = (alice.id(), bob.id());
+    let mut alice_events = alice.subscribe();
+    let mut bob_events = bob.subscribe();
+    alice.send_text("Bob", "one").await?;
+    assert_eq!(next_message(&mut bob_events).await?, "one");
+    bob.send_text("Alice", "two").await?;
+    assert_eq!(next_message(&mut alice_events).await?, "two");
+    // Bob's session as a backup made now would hold it.
+    bob.shutdown().await;
+    drop(bob);
+    let saved = stored_session(&bob_home, &b, &a)?;
+    let bob = open(&bob_home, test_config()).await?;
+    alice.send_text("Bob", "three").await?;
+    until_texts(&bob, "Alice", &["one".into(), "two".into(), "three".into()]).await?;
+    bob.send_text("Alice", "four").await?;
+    assert_eq!(next_message(&mut alice_events).await?, "four");
+    bob.shutdown().await;
+    drop(bob);
+    // Bob restores that backup: his ratchet is behind Alice's.
+    restore_session(&bob_home, &b, &a, saved).await?;
+    let bob = open(&bob_home, test_config()).await?;
+
+    // What he sends from the old state cannot be opened: Alice resets the session by herself,
+    // Bob's message is sealed again with the new one and arrives, once.
+    bob.send_text("Alice", "five").await?;
+    assert_eq!(next_message(&mut alice_events).await?, "five");
+    alice.send_text("Bob", "six").await?;
+    let all: Vec<String> = ["one", "two", "three", "four", "five", "six"]
+        .map(String::from)
+        .to_vec();
+    until_texts(&bob, "Alice", &all).await?;
+    until_texts(&alice, "Bob", &all).await?;
+    for (node, other) in [(&alice, "Bob"), (&bob, "Alice")] {
+        let lines = system_lines(node, other).await?;
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("secured again"), "{lines:?}");
+    }
+    alice.shutdown().await;
+    bob.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_on_request_keeps_what_both_sides_sent_meanwhile() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (alice, bob) = paired(dir.path()).await?;
+    let mut bob_events = bob.subscribe();
+    alice.send_text("Bob", "before").await?;
+    assert_eq!(next_message(&mut bob_events).await?, "before");
+
+    // Both keep writing while Alice resets the session.
+    let sending = |from: Arc<Node>, to: &'static str, tag: &'static str| {
+        tokio::spawn(async move {
+            for i in 0..20 {
+                from.send_text(to, &format!("{tag}{i}")).await?;
+                tokio::task::yield_now().await;
+            }
+            anyhow::Ok(())
+        })
+    };
+    let from_alice = sending(alice.clone(), "Bob", "a");
+    let from_bob = sending(bob.clone(), "Alice", "b");
+    let view = alice.reset_session("Bob").await?;
+    assert_eq!(view.name, "Bob");
+    from_alice.await??;
+    from_bob.await??;
+
+    // Everything arrives, exactly once and in each sender's order; chat goes on after.
+    alice.send_text("Bob", "after").await?;
+    let wait_all = |node: Arc<Node>, other: &'static str| async move {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let have = texts(&node, other).await?;
+            let of = |tag: char| -> Vec<String> {
+                have.iter()
+                    .filter(|b| b.starts_with(tag) && b[1..].parse::<u32>().is_ok())
+                    .cloned()
+                    .collect()
+            };
+            let want =
+                |tag: char| -> Vec<String> { (0..20).map(|i| format!("{tag}{i}")).collect() };
+            if of('a') == want('a') && of('b') == want('b') && have.contains(&"after".to_string()) {
+                ensure!(have.len() == 42, "{have:?}");
+                return anyhow::Ok(());
+            }
+            ensure!(tokio::time::Instant::now() < deadline, "{other}: {have:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    };
+    wait_all(alice.clone(), "Bob").await?;
+    wait_all(bob.clone(), "Alice").await?;
+    for (node, other) in [(&alice, "Bob"), (&bob, "Alice")] {
+        let lines = system_lines(node, other).await?;
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("Messages with"), "{lines:?}");
+    }
+    alice.shutdown().await;
+    bob.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_resets_at_once_end_on_one_session() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (alice, bob) = paired(dir.path()).await?;
+    let (x, y) = tokio::join!(alice.reset_session("Bob"), bob.reset_session("Alice"));
+    x?;
+    y?;
+    let mut alice_events = alice.subscribe();
+    let mut bob_events = bob.subscribe();
+    alice.send_text("Bob", "ping").await?;
+    assert_eq!(next_message(&mut bob_events).await?, "ping");
+    bob.send_text("Alice", "pong").await?;
+    assert_eq!(next_message(&mut alice_events).await?, "pong");
+    alice.shutdown().await;
+    bob.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_whose_done_was_lost_runs_again_and_an_old_release_is_told_plainly() -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let alice = open(&new_home(dir.path(), "Alice")?, test_config()).await?;
+    let faulty = Config {
+        drop_next_reset_done: true,
+        ..test_config()
+    };
+    let bob = open(&new_home(dir.path(), "Bob")?, faulty).await?;
+    let old = Config {
+        resets: false,
+        ..test_config()
+    };
+    let carol = open(&new_home(dir.path(), "Carol")?, old).await?;
+    pair(&alice, &bob).await?;
+    pair(&alice, &carol).await?;
+
+    // Bob stores the reset but his `Done` never reaches Alice: she runs it once more, so both
+    // end on the same session.
+    alice.reset_session("Bob").await?;
+    let mut bob_events = bob.subscribe();
+    let mut alice_events = alice.subscribe();
+    alice.send_text("Bob", "still there?").await?;
+    assert_eq!(next_message(&mut bob_events).await?, "still there?");
+    bob.send_text("Alice", "yes").await?;
+    assert_eq!(next_message(&mut alice_events).await?, "yes");
+
+    // Carol's release does not know resets: a clear error, and her chat is untouched.
+    let e = failed(alice.reset_session("Carol").await)?;
+    assert_eq!(e.code(), "reset_failed", "{e}");
+    assert!(e.to_string().contains("earlier release"), "{e}");
+    let mut carol_events = carol.subscribe();
+    alice.send_text("Carol", "hi Carol").await?;
+    assert_eq!(next_message(&mut carol_events).await?, "hi Carol");
+
+    // A blocked contact is not reset.
+    alice.block("Bob").await?;
+    let e = failed(alice.reset_session("Bob").await)?;
+    assert_eq!(e.code(), "blocked", "{e}");
+    for n in [&alice, &bob, &carol] {
+        n.shutdown().await;
+    }
     Ok(())
 }

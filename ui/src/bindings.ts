@@ -46,6 +46,11 @@ export const commands = {
 	verifyScannedData: (base64: string) => __TAURI_INVOKE<ContactView_Serialize>("verify_scanned_data", { base64 }),
 	/**  Accepts a contact's changed safety number (their new identity key): sending resumes. */
 	acceptKey: (contact: string) => __TAURI_INVOKE<ContactView_Serialize>("accept_key", { contact }),
+	/**
+	 *  Resets the session with a contact (a fresh handshake over the keys both hold; they must be
+	 *  online). What waits for them goes out after it.
+	 */
+	resetSession: (contact: string) => __TAURI_INVOKE<ContactView_Serialize>("reset_session", { contact }),
 	/**  Blocks a contact. */
 	blockContact: (contact: string) => __TAURI_INVOKE<ContactView_Serialize>("block_contact", { contact }),
 	/**  Unblocks a contact. */

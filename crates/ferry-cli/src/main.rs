@@ -133,6 +133,12 @@ enum Command {
         #[arg(long)]
         keep_history: bool,
     },
+    /// Reset the session with a contact: a fresh handshake over the keys you both hold, with
+    /// no invite (they must be online). What waits for them goes out after it.
+    Reset {
+        /// Display name or id prefix.
+        contact: String,
+    },
     /// Offer a file or folder to a contact (returns once the offer is stored).
     SendFile {
         /// Display name or id prefix.
@@ -600,6 +606,17 @@ async fn run(cli: Cli) -> Result<()> {
                     " and your history with them"
                 }
             );
+        }
+        Command::Reset { contact } => {
+            let mut b = cli.backend().await?;
+            let v = b
+                .call(Call::Reset {
+                    contact: contact.clone(),
+                })
+                .await;
+            b.close().await;
+            let c: ContactView = v?.try_into()?;
+            println!("Secured again: the session with {} was reset.", c.name);
         }
         Command::SendFile {
             contact,

@@ -97,6 +97,11 @@ pub(crate) fn history(contact: &str, page: &[Message]) {
 
 pub(crate) fn event(ev: &Event) -> String {
     match ev {
+        Event::MessageReceived { message, .. } | Event::MessageSent { message, .. }
+            if message.direction == ferry_core::Direction::System =>
+        {
+            format!("-- {} --", message.body)
+        }
         Event::MessageReceived { message, from } => format!("{from}: {}", message.body),
         Event::MessageSent { message, .. } => format!("me: {}", message.body),
         Event::DeliveryChanged { id, state, .. } => {

@@ -47,6 +47,12 @@ pub(crate) enum Signal {
     Removing(ContactId),
     /// The user accepted this contact's changed identity key: what waited may go out.
     KeyAccepted(ContactId),
+    /// A payload from this contact could not be opened, or there is no session to seal with:
+    /// the session is out of step, and a reset may bring it back.
+    SessionBroken(ContactId),
+    /// A session reset with this contact completed and is stored: what waits for it was sealed
+    /// again and may go out now.
+    SessionReset(ContactId),
 }
 
 type Subscriber = Arc<dyn Fn(Signal) + Send + Sync>;

@@ -98,7 +98,7 @@ impl Messaging {
                 MessageId::random(),
                 &payload,
                 OutboxKind::Control,
-                |store, session, receipt| store.mark_seen(&unread, session, receipt),
+                |store, session, receipt, plain| store.mark_seen(&unread, session, receipt, plain),
             )
             .await?;
         for m in page.iter_mut() {

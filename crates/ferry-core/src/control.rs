@@ -147,6 +147,11 @@ pub enum Call {
         /// The scanned text.
         text: String,
     },
+    /// Reset the session with a contact (a fresh handshake, no invite).
+    Reset {
+        /// Name or id prefix.
+        contact: String,
+    },
 }
 
 /// A contact's safety number, as digits and as the QR code the contact scans.
@@ -213,7 +218,7 @@ pub enum Answer {
     /// [`Call::Invite`].
     Invite(InviteText),
     /// [`Call::Pair`], [`Call::Verify`], [`Call::Block`], [`Call::Unblock`],
-    /// [`Call::VerifyScanned`].
+    /// [`Call::VerifyScanned`], [`Call::AcceptKey`], [`Call::Reset`].
     Contact(ContactView),
     /// [`Call::Contacts`].
     Contacts(Vec<ContactView>),
@@ -253,7 +258,8 @@ impl Answer {
             | Call::Block { .. }
             | Call::Unblock { .. }
             | Call::VerifyScanned { .. }
-            | Call::AcceptKey { .. } => Answer::Contact(de(value)?),
+            | Call::AcceptKey { .. }
+            | Call::Reset { .. } => Answer::Contact(de(value)?),
             Call::Remove { .. } => Answer::Removed(de(value)?),
             Call::SafetyNumber { .. } => Answer::SafetyNumber(de(value)?),
             Call::Contacts { .. } => Answer::Contacts(de(value)?),
@@ -388,6 +394,7 @@ pub async fn dispatch(node: &Node, call: Call) -> Result<Answer, Error> {
             })
         }
         Call::VerifyScanned { text } => Answer::Contact(node.verify_scanned(&text).await?),
+        Call::Reset { contact } => Answer::Contact(node.reset_session(&contact).await?),
         Call::Subscribe => {
             return Err(Error::InvalidInput(
                 "subscribe works only over the control socket".into(),

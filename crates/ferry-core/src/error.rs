@@ -105,6 +105,20 @@ pub enum Error {
          (`ferry verify {0} --accept`, or mark them verified) before sending"
     )]
     KeyChanged(String),
+    /// A payload could not be opened (or sealed) because the session with the contact is out
+    /// of step: gone, rolled back or replaced on one side. With `resetting`, a reset is under
+    /// way or will be tried, so sending the payload again later may work.
+    #[error(
+        "the session with this contact is out of step{}",
+        if *resetting { "; it is being reset, send it again after the reset" } else { "" }
+    )]
+    OutOfStep {
+        /// Whether a session reset may repair it.
+        resetting: bool,
+    },
+    /// A session reset did not complete.
+    #[error("the session reset did not complete: {0}")]
+    Reset(String),
 }
 
 /// A quota that was reached (the limits are named constants where they are enforced).
@@ -187,13 +201,21 @@ impl Error {
             Error::Quota(_) => "quota",
             Error::Blocked(_) => "blocked",
             Error::KeyChanged(_) => "key_changed",
+            Error::OutOfStep { .. } => "out_of_step",
+            Error::Reset(_) => "reset_failed",
         }
     }
 
     /// Whether trying the same thing again later may succeed: a store or file-system failure
-    /// on this side (a full disk, say) or a shutdown, not bad input.
+    /// on this side (a full disk, say), a shutdown, or a session being reset; not bad input.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Store(_) | Error::Io { .. } | Error::Closed)
+        matches!(
+            self,
+            Error::Store(_)
+                | Error::Io { .. }
+                | Error::Closed
+                | Error::OutOfStep { resetting: true }
+        )
     }
 
     pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {

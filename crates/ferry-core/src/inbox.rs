@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::bus::Events;
+use crate::bus::{Bus, Events, Signal};
 use crate::e2e::{AssociatedData, E2eError, Envelope};
 use crate::model::Event;
 use crate::model::{
@@ -242,6 +242,7 @@ pub(crate) struct Inbox {
     /// Set once by the node after the features exist.
     handlers: OnceLock<HashMap<PayloadKind, Arc<dyn PayloadHandler>>>,
     events: Events,
+    bus: Bus,
     /// When the user was last told about a contact over a quota (by the quota's kind).
     noticed: Mutex<HashMap<(ContactId, std::mem::Discriminant<Quota>), Instant>>,
 }
@@ -260,6 +261,7 @@ impl Inbox {
         sessions: Arc<SessionLocks>,
         allowances: Allowances,
         events: Events,
+        bus: Bus,
     ) -> Inbox {
         Inbox {
             me,
@@ -269,6 +271,7 @@ impl Inbox {
             limits: Mutex::default(),
             handlers: OnceLock::new(),
             events,
+            bus,
             noticed: Mutex::default(),
         }
     }
@@ -433,10 +436,9 @@ impl Inbox {
         if today >= self.allowances.daily_bytes {
             return Err(Error::Quota(Quota::DailyBytes(today)));
         }
-        let mut session = self
-            .store
-            .session(&from.id)?
-            .ok_or_else(|| Error::Protocol("no session".into()))?;
+        let Some(mut session) = self.store.session(&from.id)? else {
+            return Err(self.out_of_step(from, "there is no session"));
+        };
         let ad = AssociatedData {
             sender: *from.id.as_bytes(),
             recipient: *self.me.as_bytes(),
@@ -445,9 +447,15 @@ impl Inbox {
         let plain = match session.open(envelope, &ad) {
             Ok(p) => p,
             // The key is gone. Under an id we took (a retry racing its first copy), that is a
-            // duplicate to acknowledge. Under a new id it is a message we can never read: the
-            // sender must see it fail, not be told it arrived.
+            // duplicate to acknowledge. Under a new id the sender is never told it arrived:
+            // its session is behind ours (below).
             Err(E2eError::Replay) if self.store.was_received(&id)? => return Ok(None),
+            // Sealed with a session this side does not have (a reset or pairing only one side
+            // stored), or with keys this side already used (the sender's state was rolled
+            // back): a reset brings both sides into step, and the sender keeps it until then.
+            Err(e @ (E2eError::Decrypt | E2eError::Replay | E2eError::TooManySkipped)) => {
+                return Err(self.out_of_step(from, &e.to_string()));
+            }
             Err(e) => return Err(e.into()),
         };
         let payload: Payload = postcard::from_bytes(&plain)
@@ -477,6 +485,17 @@ impl Inbox {
             return Ok(None);
         }
         Ok(Some((applied, after)))
+    }
+}
+
+impl Inbox {
+    /// A payload from `from` that the session cannot open: asks for a reset, and says whether
+    /// the sender should send it again after one.
+    fn out_of_step(&self, from: &Contact, why: &str) -> Error {
+        let resetting = self.sessions.resettable(&from.id);
+        tracing::info!(peer = %from.id.fmt_short(), resetting, "a payload cannot be opened: {why}");
+        self.bus.emit(Signal::SessionBroken(from.id));
+        Error::OutOfStep { resetting }
     }
 }
 
@@ -536,6 +555,7 @@ mod tests {
             Arc::default(),
             Allowances::default(),
             Events::new(),
+            Bus::default(),
         );
         let count = Arc::new(Count(Mutex::default()));
         let kinds = [PayloadKind::Text, PayloadKind::Read];
@@ -598,7 +618,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_retry_is_acknowledged_once_taken_but_a_replay_under_a_new_id_fails() {
+    async fn a_retry_is_acknowledged_once_taken_but_a_replay_under_a_new_id_asks_for_a_reset() {
         let dir = tempfile::tempdir().unwrap();
         let (inbox, count, me, them, mut sender) = paired(dir.path());
         let text = Payload::Text {
@@ -617,12 +637,31 @@ mod tests {
             Outcome::Taken
         ));
         assert_eq!(count.0.lock().unwrap().len(), 1);
-        // The same ciphertext under an id we never took: its key is gone, so it fails.
+        // The same ciphertext under an id we never took: its key is gone, so it is not
+        // taken. The sender's state is behind ours (rolled back): it keeps the payload, to
+        // send again after a session reset, which the inbox asks for.
+        let broken = Arc::new(Mutex::new(Vec::new()));
+        let seen = broken.clone();
+        inbox.bus.subscribe(move |s| {
+            if let Signal::SessionBroken(id) = s {
+                seen.lock().unwrap().push(id);
+            }
+        });
         let other = MessageId([2; 16]);
         match inbox.deliver(them, other, &envelope).await {
-            Outcome::Refused(Error::E2e(E2eError::Replay)) => {}
-            other => panic!("expected a refused replay, got {other:?}"),
+            Outcome::Refused(Error::OutOfStep { resetting: true }) => {}
+            other => panic!("expected an out-of-step refusal, got {other:?}"),
         }
+        assert_eq!(*broken.lock().unwrap(), vec![them]);
+        // Once a reset cannot help, it is refused for good.
+        inbox.sessions.set_resettable(&them, false);
+        match inbox.deliver(them, other, &envelope).await {
+            Outcome::Refused(e @ Error::OutOfStep { resetting: false }) => {
+                assert!(!e.is_transient())
+            }
+            other => panic!("expected a final refusal, got {other:?}"),
+        }
+        inbox.sessions.set_resettable(&them, true);
         // A receipt (no message of its own) is remembered too.
         let receipt = MessageId([3; 16]);
         let read = Payload::Read { ids: vec![id.0] };

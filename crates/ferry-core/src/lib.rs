@@ -31,6 +31,7 @@ pub mod node;
 mod outbox;
 pub mod pairing;
 pub mod qr;
+pub mod reset;
 mod sessions;
 pub mod store;
 pub mod transfer;

@@ -607,10 +607,13 @@ impl Links {
 }
 
 /// How a delivery the inbox did not take is answered (and logged): a failure of our own store
-/// or disk lets the sender try again; anything else is refused for good.
+/// or disk, or a session out of step that a reset will repair, lets the sender try again;
+/// anything else is refused for good.
 fn refusal(from: &ContactId, e: &Error) -> (String, bool) {
     let retry = e.is_transient();
-    if retry {
+    if matches!(e, Error::OutOfStep { .. }) {
+        tracing::info!(peer = %from.fmt_short(), "not taken: {e}");
+    } else if retry {
         tracing::warn!(peer = %from.fmt_short(), "could not take a delivery now: {e}");
     } else {
         tracing::warn!(peer = %from.fmt_short(), "dropped a delivery: {e}");

@@ -26,11 +26,12 @@ use crate::naming::clean_display_name;
 use crate::net::{self, ChatProtocol, Links, SETTING_PORT};
 use crate::outbox::Outbox;
 use crate::pairing::{self, PairProtocol, Pairing};
+use crate::reset::{ResetProtocol, Resets, Why};
 use crate::sessions::SessionLocks;
 use crate::store::{Store, SETTING_NAME, SETTING_NET};
 use crate::transfer::{self, Blobs, Transfers};
 use crate::trust::Trust;
-use crate::wire::{ALPN_CHAT, ALPN_CHAT_2, ALPN_PAIR};
+use crate::wire::{ALPN_CHAT, ALPN_CHAT_2, ALPN_PAIR, ALPN_RESET};
 use crate::Error;
 
 pub use crate::net::{NetSettings, RelayChoice};
@@ -68,6 +69,14 @@ pub struct Config {
     /// joiner the final `Done` (a pairing only this side kept).
     #[doc(hidden)]
     pub drop_next_pair_done: bool,
+    /// Reset sessions (`ferry/reset/1`). Off, the node neither speaks it nor starts one, and
+    /// refuses for good what it cannot open, as releases before resets did: the
+    /// compatibility tests.
+    pub resets: bool,
+    /// Fault injection for tests: as the responder of a reset, store the next one and then
+    /// never send the initiator the final `Done`.
+    #[doc(hidden)]
+    pub drop_next_reset_done: bool,
 }
 
 impl Default for Config {
@@ -83,6 +92,8 @@ impl Default for Config {
             batches: true,
             gc_interval: transfer::GC_INTERVAL,
             drop_next_pair_done: false,
+            resets: true,
+            drop_next_reset_done: false,
         }
     }
 }
@@ -107,6 +118,7 @@ pub struct Node {
     transfers: Arc<Transfers>,
     pairing: Arc<Pairing>,
     trust: Trust,
+    resets: Arc<Resets>,
     net: NetSettings,
     cancel: CancellationToken,
     router: Router,
@@ -180,13 +192,14 @@ impl Node {
         let bus = Bus::default();
         let chat_alpns = chat_alpns(config.batches);
         // Services, each from what it uses.
-        let sessions = Arc::new(SessionLocks::default());
+        let sessions = Arc::new(SessionLocks::new(config.resets));
         let inbox = Arc::new(Inbox::new(
             me,
             store.clone(),
             sessions.clone(),
             config.allowances,
             events.clone(),
+            bus.clone(),
         ));
         let links = Links::new(
             endpoint.clone(),
@@ -238,6 +251,15 @@ impl Node {
             bus.clone(),
             sessions.clone(),
         );
+        let resets = Resets::new(
+            identity.clone(),
+            store.clone(),
+            links.clone(),
+            events.clone(),
+            &bus,
+            sessions.clone(),
+            config.drop_next_reset_done,
+        );
         inbox.register(
             messaging
                 .handlers()
@@ -253,6 +275,9 @@ impl Node {
         // Preferred first: a contact that offers both gets batches.
         for alpn in chat_alpns {
             router = router.accept(alpn, ChatProtocol(links.clone()));
+        }
+        if config.resets {
+            router = router.accept(ALPN_RESET, ResetProtocol(resets.clone()));
         }
         let router = router
             .accept(ALPN_PAIR, PairProtocol(pairing.clone()))
@@ -275,6 +300,7 @@ impl Node {
             transfers,
             pairing,
             trust,
+            resets,
             net,
             cancel,
             router,
@@ -440,6 +466,15 @@ impl Node {
         let c = self.roster.resolve(query)?;
         self.trust.remove(&c, keep_history).await?;
         Ok(c)
+    }
+
+    /// Resets the session with a contact: a fresh handshake over the identity keys both hold,
+    /// with no invite. What waits for them is sealed again and goes out after it, and both
+    /// conversations say they are secured again. The contact must be online.
+    pub async fn reset_session(&self, query: &str) -> Result<ContactView, Error> {
+        let c = self.roster.resolve(query)?;
+        self.resets.reset(&c, Why::User).await?;
+        self.roster.view(&c)
     }
 
     /// A contact something may be sent to: known, and not blocked.

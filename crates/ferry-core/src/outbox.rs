@@ -49,6 +49,32 @@ fn batch_len(items: &[(u64, OutboxItem)]) -> usize {
     n.max(1).min(items.len())
 }
 
+/// Seals `plain` (an encoded [`Payload`]) from `me` to `contact` with the next key of
+/// `session`, as the outbox item that carries it. A session reset seals what waited again
+/// with this, each item under its own id and kind.
+pub(crate) fn seal_item(
+    me: &ContactId,
+    session: &mut Session,
+    contact: &ContactId,
+    id: MessageId,
+    plain: &[u8],
+    kind: OutboxKind,
+) -> Result<OutboxItem, Error> {
+    let ad = AssociatedData {
+        sender: *me.as_bytes(),
+        recipient: *contact.as_bytes(),
+        message_id: id.0,
+    };
+    let envelope = session.seal(plain, &ad)?;
+    Ok(OutboxItem {
+        contact: *contact,
+        message_id: id,
+        envelope,
+        kind,
+        queued_at: now_ms(),
+    })
+}
+
 /// When to try an unreachable contact again.
 #[derive(Debug, Clone, Copy)]
 struct Backoff {
@@ -67,6 +93,7 @@ struct OutboxInner {
     sessions: Arc<SessionLocks>,
     links: Links,
     events: Events,
+    bus: Bus,
     cancel: CancellationToken,
     /// Wakes the worker (new item, contact came online).
     wake: Notify,
@@ -91,6 +118,7 @@ impl Outbox {
             sessions,
             links,
             events,
+            bus: bus.clone(),
             cancel,
             wake: Notify::new(),
             drained: Notify::new(),
@@ -100,7 +128,10 @@ impl Outbox {
         let weak = Arc::downgrade(&outbox.0);
         bus.subscribe(move |signal| {
             if let (
-                Signal::LinkUp(id) | Signal::Unblocked(id) | Signal::KeyAccepted(id),
+                Signal::LinkUp(id)
+                | Signal::Unblocked(id)
+                | Signal::KeyAccepted(id)
+                | Signal::SessionReset(id),
                 Some(inner),
             ) = (signal, weak.upgrade())
             {
@@ -136,20 +167,31 @@ impl Outbox {
     }
 
     /// Seals `payload` with the next key of the session with `contact` and hands the advanced
-    /// session and the item to `commit`, all under that contact's session lock, so the session
-    /// and the item become durable together. Then flushes and wakes the worker.
+    /// session, the item and the plaintext it seals (kept, so a session reset can seal it
+    /// again) to `commit`, all under that contact's session lock, so the session and the item
+    /// become durable together. Then flushes and wakes the worker.
     pub(crate) async fn queue_with(
         &self,
         contact: &ContactId,
         id: MessageId,
         payload: &Payload,
         kind: OutboxKind,
-        commit: impl FnOnce(&Store, &Session, &OutboxItem) -> Result<(), Error>,
+        commit: impl FnOnce(&Store, &Session, &OutboxItem, &[u8]) -> Result<(), Error>,
     ) -> Result<(), Error> {
         {
             let _guard = self.0.sessions.lock(contact).await;
-            let (session, item) = self.seal_item(contact, id, payload, kind)?;
-            commit(&self.0.store, &session, &item)?;
+            let plain = postcard::to_allocvec(payload)?;
+            let mut session: Session = match self.0.store.session(contact)? {
+                Some(s) => s,
+                None => {
+                    // The session is gone (a contact is always stored with one): a reset
+                    // makes a new one.
+                    self.0.bus.emit(Signal::SessionBroken(*contact));
+                    return Err(Error::OutOfStep { resetting: true });
+                }
+            };
+            let item = seal_item(&self.0.me, &mut session, contact, id, &plain, kind)?;
+            commit(&self.0.store, &session, &item, &plain)?;
         }
         self.0.store.flush().await?;
         self.0.wake.notify_one();
@@ -166,9 +208,9 @@ impl Outbox {
         message: Option<&Message>,
         transfer: Option<&Transfer>,
     ) -> Result<(), Error> {
-        self.queue_with(contact, id, payload, kind, |store, session, item| {
+        self.queue_with(contact, id, payload, kind, |store, session, item, plain| {
             store
-                .queue_outgoing(session, item, message, transfer)
+                .queue_outgoing(session, item, plain, message, transfer)
                 .map(|_| ())
         })
         .await?;
@@ -180,35 +222,6 @@ impl Outbox {
             });
         }
         Ok(())
-    }
-
-    fn seal_item(
-        &self,
-        contact: &ContactId,
-        id: MessageId,
-        payload: &Payload,
-        kind: OutboxKind,
-    ) -> Result<(Session, OutboxItem), Error> {
-        let plain = postcard::to_allocvec(payload)?;
-        let mut session: Session = self
-            .0
-            .store
-            .session(contact)?
-            .ok_or_else(|| Error::Protocol("no session with this contact".into()))?;
-        let ad = AssociatedData {
-            sender: *self.0.me.as_bytes(),
-            recipient: *contact.as_bytes(),
-            message_id: id.0,
-        };
-        let envelope = session.seal(&plain, &ad)?;
-        let item = OutboxItem {
-            contact: *contact,
-            message_id: id,
-            envelope,
-            kind,
-            queued_at: now_ms(),
-        };
-        Ok((session, item))
     }
 
     /// Number of payloads waiting (for one contact, or all).

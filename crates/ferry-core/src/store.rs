@@ -19,6 +19,7 @@
 //! | `quotas` | `d` ‖ endpoint id (32) | day (u32 BE, days since 1970 UTC) ‖ bytes (u64 BE): what a contact made us store that day (added with no schema change: none means nothing yet) |
 //! | `blocked` | endpoint id (32) | when it was blocked (Unix ms, u64 BE) (added with no schema change: none means nobody is blocked) |
 //! | `key_changes` | endpoint id (32) | the identity key accepted before (32) ‖ when it changed (Unix ms, u64 BE): a change the user has not accepted yet; sending waits (added with no schema change) |
+//! | `outbox_plain` | seq (u64), as in `outbox` | the postcard [`Payload`](crate::wire::Payload) the outbox item seals, kept so a session reset can seal it again (added with no schema change: an item queued by an earlier release has none; entries whose item is gone are dropped at open) |
 //!
 //! `meta` also holds `"purge/"` ‖ conversation id (16) → `0` (delete its messages) or `1` (mark
 //! them read): the rest of a contact's removal, finished at the next open if it was cut short.
@@ -88,6 +89,19 @@ pub struct Changes {
     pub stored_bytes: u64,
 }
 
+/// An outbox item waiting for a contact: its seq, the item, and the plaintext it seals if that
+/// was kept.
+pub type Waiting = (u64, OutboxItem, Option<Vec<u8>>);
+
+/// What [`Store::store_reset`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResetApplied {
+    /// The line written into the conversation, if one was asked for.
+    pub line: Option<Message>,
+    /// The queued messages that could not be sealed again and now show as failed.
+    pub failed: Vec<MessageId>,
+}
+
 /// What [`Store::apply`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
@@ -116,6 +130,7 @@ pub struct Store {
     quotas: sled::Tree,
     blocked: sled::Tree,
     key_changes: sled::Tree,
+    outbox_plain: sled::Tree,
     /// This home's own id (the author of what it sends).
     me: ContactId,
     /// Shares one flush among the callers who ask at the same time.
@@ -287,6 +302,19 @@ fn message_key(conversation: &ConversationId, seq: u64) -> [u8; 24] {
     k
 }
 
+/// Stores a message already encoded, inside a transaction.
+fn put_message_bytes(
+    messages: &TransactionalTree,
+    ids: &TransactionalTree,
+    m: &Message,
+    bytes: &[u8],
+) -> Result<(), ConflictableTransactionError<Error>> {
+    let key = message_key(&m.conversation, m.seq);
+    messages.insert(&key[..], bytes)?;
+    ids.insert(&m.id.0[..], &key[..])?;
+    Ok(())
+}
+
 fn put_message(
     messages: &TransactionalTree,
     ids: &TransactionalTree,
@@ -344,6 +372,7 @@ impl Store {
             quotas: db.open_tree("quotas")?,
             blocked: db.open_tree("blocked")?,
             key_changes: db.open_tree("key_changes")?,
+            outbox_plain: db.open_tree("outbox_plain")?,
             me: *me,
             commits: Arc::default(),
             db,
@@ -363,7 +392,27 @@ impl Store {
             store.build_counters()?;
         }
         store.finish_purges()?;
+        store.prune_outbox_plain()?;
         Ok(store)
+    }
+
+    /// Drops the kept plaintexts whose outbox item is gone (an earlier release delivered or
+    /// dropped it without knowing of them).
+    fn prune_outbox_plain(&self) -> Result<(), Error> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for k in self.outbox_plain.iter().keys() {
+            let k = k?;
+            if !self.outbox.contains_key(&k)? {
+                batch.remove(k);
+                n += 1;
+            }
+        }
+        if n > 0 {
+            tracing::info!(n, "dropped kept plaintexts of outbox items that are gone");
+            self.outbox_plain.apply_batch(batch)?;
+        }
+        Ok(())
     }
 
     /// Counts what the counters count, from the records themselves: at the first open by a
@@ -680,9 +729,10 @@ impl Store {
                 &self.message_ids,
                 &self.outbox,
                 &self.counters,
+                &self.outbox_plain,
             )
                 .transaction(
-                    |(con, ses, inv, convs, blk, keys, msgs, ids, out, cnt)| {
+                    |(con, ses, inv, convs, blk, keys, msgs, ids, out, cnt, pla)| {
                         if blk.get(contact.id.as_bytes())?.is_some() {
                             return abort(Error::PairingRefused(format!(
                                 "{} is blocked here; unblock them first",
@@ -719,6 +769,7 @@ impl Store {
                         let mut changed = None;
                         if before.is_some() {
                             for (seq, item) in &stale {
+                                pla.remove(&seq.to_be_bytes())?;
                                 if out.remove(&seq.to_be_bytes())?.is_none() {
                                     continue;
                                 }
@@ -905,12 +956,14 @@ impl Store {
                 &self.blocked,
                 &self.meta,
                 &self.key_changes,
+                &self.outbox_plain,
             )
-                .transaction(|(con, ses, out, trs, cnt, quo, blk, meta, keys)| {
+                .transaction(|(con, ses, out, trs, cnt, quo, blk, meta, keys, pla)| {
                     con.remove(id.as_bytes())?;
                     ses.remove(id.as_bytes())?;
                     for seq in &outbox {
                         out.remove(&seq[..])?;
+                        pla.remove(&seq[..])?;
                     }
                     for t in &transfers {
                         trs.remove(&t.0[..])?;
@@ -1044,6 +1097,7 @@ impl Store {
         &self,
         session: &Session,
         item: &OutboxItem,
+        plain: &[u8],
         message: Option<&Message>,
         transfer: Option<&Transfer>,
     ) -> Result<u64, Error> {
@@ -1059,10 +1113,12 @@ impl Store {
                 &self.message_ids,
                 &self.transfers,
                 &self.counters,
+                &self.outbox_plain,
             )
-                .transaction(|(ses, out, msgs, ids, trs, cnt)| {
+                .transaction(|(ses, out, msgs, ids, trs, cnt, pla)| {
                     ses.insert(item.contact.as_bytes(), s.clone())?;
                     out.insert(&seq.to_be_bytes(), o.clone())?;
+                    pla.insert(&seq.to_be_bytes(), plain)?;
                     if item.kind == OutboxKind::Message {
                         bump(cnt, &queued_key(&item.contact), 1)?;
                     }
@@ -1254,11 +1310,13 @@ impl Store {
                 &self.messages,
                 &self.message_ids,
                 &self.counters,
+                &self.outbox_plain,
             )
-                .transaction(|(out, msgs, idx, cnt)| {
+                .transaction(|(out, msgs, idx, cnt, pla)| {
                     let mut changed = Vec::with_capacity(done.len());
                     for (outbox_seq, item) in done {
                         let was_queued = out.remove(&outbox_seq.to_be_bytes())?.is_some();
+                        pla.remove(&outbox_seq.to_be_bytes())?;
                         changed.push(
                             item.kind == OutboxKind::Message
                                 && mark_delivered(msgs, idx, cnt, item, was_queued)?,
@@ -1271,15 +1329,122 @@ impl Store {
 
     /// Drops an outbox item that can never be delivered (logged by the caller).
     pub fn drop_outbox_item(&self, outbox_seq: u64) -> Result<(), Error> {
-        tx_result((&self.outbox, &self.counters).transaction(|(out, cnt)| {
-            if let Some(v) = out.remove(&outbox_seq.to_be_bytes())? {
-                let item: OutboxItem = tx_dec(&v)?;
-                if item.kind == OutboxKind::Message {
-                    bump(cnt, &queued_key(&item.contact), -1)?;
+        tx_result(
+            (&self.outbox, &self.counters, &self.outbox_plain).transaction(|(out, cnt, pla)| {
+                pla.remove(&outbox_seq.to_be_bytes())?;
+                if let Some(v) = out.remove(&outbox_seq.to_be_bytes())? {
+                    let item: OutboxItem = tx_dec(&v)?;
+                    if item.kind == OutboxKind::Message {
+                        bump(cnt, &queued_key(&item.contact), -1)?;
+                    }
                 }
+                Ok(())
+            }),
+        )
+    }
+
+    /// What waits for `contact`, oldest first, each with the plaintext it seals where that was
+    /// kept (items queued by an earlier release have none).
+    pub fn outbox_for(
+        &self,
+        contact: &ContactId,
+    ) -> Result<Vec<Waiting>, Error> {
+        let mut out = Vec::new();
+        for (seq, item) in self.outbox()? {
+            if item.contact != *contact {
+                continue;
             }
-            Ok(())
-        }))
+            let plain = self
+                .outbox_plain
+                .get(seq.to_be_bytes())?
+                .map(|v| v.to_vec());
+            out.push((seq, item, plain));
+        }
+        Ok(out)
+    }
+
+    /// Stores the session a reset made with `contact`, in one transaction with: what waits for
+    /// the contact sealed again with it (`resealed`: outbox seq, new item, its plaintext; an
+    /// item delivered meanwhile is not put back), the items that could not be sealed again
+    /// (`lost`: they leave the outbox and their messages fail, visibly), and `line`, if any,
+    /// written into the conversation. A contact removed, blocked or paired again (another
+    /// key or pairing than `contact`'s) meanwhile is refused.
+    pub fn store_reset(
+        &self,
+        contact: &Contact,
+        session: &Session,
+        resealed: &[(u64, OutboxItem, Vec<u8>)],
+        lost: &[(u64, OutboxItem)],
+        line: Option<&str>,
+        now: u64,
+    ) -> Result<ResetApplied, Error> {
+        let s = enc(session)?;
+        let items = resealed
+            .iter()
+            .map(|(seq, item, plain)| Ok((seq.to_be_bytes(), enc(item)?, plain)))
+            .collect::<Result<Vec<_>, Error>>()?;
+        let line = line
+            .map(|l| self.system_message(&contact.id, l.to_string(), now))
+            .transpose()?;
+        let line_bytes = line.as_ref().map(enc).transpose()?;
+        tx_result(
+            (
+                &self.contacts,
+                &self.blocked,
+                &self.sessions,
+                &self.outbox,
+                &self.outbox_plain,
+                &self.messages,
+                &self.message_ids,
+                &self.counters,
+            )
+                .transaction(|(con, blk, ses, out, pla, msgs, ids, cnt)| {
+                    let Some(c) = con.get(contact.id.as_bytes())? else {
+                        return abort(Error::UnknownContact(contact.name.clone()));
+                    };
+                    let c: Contact = tx_dec(&c)?;
+                    if blk.get(contact.id.as_bytes())?.is_some() {
+                        return abort(Error::Blocked(c.name));
+                    }
+                    if c.x25519 != contact.x25519 || c.paired_at != contact.paired_at {
+                        return abort(Error::Reset(
+                            "the pairing changed while the reset ran".into(),
+                        ));
+                    }
+                    ses.insert(contact.id.as_bytes(), s.clone())?;
+                    let mut failed = Vec::new();
+                    for (seq, item, plain) in &items {
+                        if out.get(seq)?.is_some() {
+                            out.insert(&seq[..], item.clone())?;
+                            pla.insert(&seq[..], plain.as_slice())?;
+                        }
+                    }
+                    for (seq, item) in lost {
+                        let seq = seq.to_be_bytes();
+                        pla.remove(&seq[..])?;
+                        if out.remove(&seq[..])?.is_none() || item.kind != OutboxKind::Message {
+                            continue;
+                        }
+                        bump(cnt, &queued_key(&contact.id), -1)?;
+                        let Some(key) = ids.get(item.message_id.0)? else {
+                            continue;
+                        };
+                        if let Some(v) = msgs.get(&key)? {
+                            let mut m: Message = tx_dec(&v)?;
+                            if m.state == MessageState::Queued {
+                                m.state = MessageState::Failed;
+                                msgs.insert(key, tx_enc(&m)?)?;
+                                failed.push(m.id);
+                            }
+                        }
+                    }
+                    if let (Some(line), Some(bytes)) = (&line, &line_bytes) {
+                        put_message_bytes(msgs, ids, line, bytes)?;
+                    }
+                    Ok(failed)
+                }),
+        )
+        .map(|failed| ResetApplied { line, failed })
     }
 
     /// The outbox, oldest first.
@@ -1337,15 +1502,23 @@ impl Store {
         messages: &[Message],
         session: &Session,
         receipt: &OutboxItem,
+        plain: &[u8],
     ) -> Result<(), Error> {
         let seq = self.next_seq()?;
         let s = enc(session)?;
         let o = enc(receipt)?;
         tx_result(
-            (&self.sessions, &self.outbox, &self.messages, &self.counters).transaction(
-                |(ses, out, msgs, cnt)| {
+            (
+                &self.sessions,
+                &self.outbox,
+                &self.messages,
+                &self.counters,
+                &self.outbox_plain,
+            )
+                .transaction(|(ses, out, msgs, cnt, pla)| {
                     ses.insert(receipt.contact.as_bytes(), s.clone())?;
                     out.insert(&seq.to_be_bytes(), o.clone())?;
+                    pla.insert(&seq.to_be_bytes(), plain)?;
                     for m in messages {
                         // As stored, not as the caller last saw it: only a message still unread
                         // becomes seen and leaves the count.
@@ -1360,8 +1533,7 @@ impl Store {
                         bump(cnt, &unread_key(&stored.conversation), -1)?;
                     }
                     Ok(())
-                },
-            ),
+                }),
         )
     }
 }
@@ -1471,6 +1643,7 @@ mod tests {
                 quotas: db.open_tree("quotas").unwrap(),
                 blocked: db.open_tree("blocked").unwrap(),
                 key_changes: db.open_tree("key_changes").unwrap(),
+                outbox_plain: db.open_tree("outbox_plain").unwrap(),
                 me: test_me(),
                 commits: Arc::default(),
                 db,
@@ -1869,7 +2042,7 @@ mod tests {
             queued_at: 0,
         };
         store
-            .queue_outgoing(&s, &item, Some(&waiting), None)
+            .queue_outgoing(&s, &item, b"x", Some(&waiting), None)
             .unwrap();
         assert_eq!(store.queued_count(&bob).unwrap(), 1);
         store
@@ -1952,6 +2125,136 @@ mod tests {
     }
 
     #[test]
+    fn a_reset_seals_again_what_waits_and_an_earlier_release_item_fails_visibly() {
+        let dir = tempfile::tempdir().unwrap();
+        let bob = iroh::SecretKey::from_bytes(&[1; 32]).public();
+        let carol = iroh::SecretKey::from_bytes(&[2; 32]).public();
+        let ad = crate::e2e::AssociatedData {
+            sender: [0; 32],
+            recipient: [0; 32],
+            message_id: [0; 16],
+        };
+        let item = |id: u8, to: ContactId, kind: OutboxKind| OutboxItem {
+            contact: to,
+            message_id: MessageId([id; 16]),
+            envelope: session().seal(&[id], &ad).unwrap(),
+            kind,
+            queued_at: 0,
+        };
+        let (seq_kept, seq_old, seq_acked, seq_carol);
+        {
+            let store = Store::open(dir.path(), &test_me()).unwrap();
+            for (who, name) in [(bob, "Bob"), (carol, "Carol")] {
+                store
+                    .store_pairing(&contact(who, name, 3, 10), &session(), None, None, 10, "")
+                    .unwrap();
+            }
+            let s = session();
+            let waiting = message(1, bob, Direction::Outgoing, MessageState::Queued);
+            seq_kept = store
+                .queue_outgoing(
+                    &s,
+                    &item(1, bob, OutboxKind::Message),
+                    b"p1",
+                    Some(&waiting),
+                    None,
+                )
+                .unwrap();
+            seq_acked = store
+                .queue_outgoing(&s, &item(2, bob, OutboxKind::Control), b"p2", None, None)
+                .unwrap();
+            seq_carol = store
+                .queue_outgoing(&s, &item(3, carol, OutboxKind::Control), b"p3", None, None)
+                .unwrap();
+            // Queued by an earlier release: no plaintext kept. And a plaintext whose item an
+            // earlier release already delivered: dropped at the next open.
+            let old = message(4, bob, Direction::Outgoing, MessageState::Queued);
+            seq_old = store.next_seq().unwrap();
+            let mut batch = sled::Batch::default();
+            batch.insert(
+                &seq_old.to_be_bytes(),
+                enc(&item(4, bob, OutboxKind::Message)).unwrap(),
+            );
+            store.outbox.apply_batch(batch).unwrap();
+            tx_result(
+                (&store.messages, &store.message_ids).transaction(|(m, i)| put_message(m, i, &old)),
+            )
+            .unwrap();
+            store.build_counters().unwrap();
+            store
+                .outbox_plain
+                .insert(999u64.to_be_bytes(), &b"orphan"[..])
+                .unwrap();
+            store.db.flush().unwrap();
+        }
+        let store = Store::open(dir.path(), &test_me()).unwrap();
+        assert!(store
+            .outbox_plain
+            .get(999u64.to_be_bytes())
+            .unwrap()
+            .is_none());
+        let waiting: Vec<(u64, Option<Vec<u8>>)> = store
+            .outbox_for(&bob)
+            .unwrap()
+            .into_iter()
+            .map(|(seq, _, plain)| (seq, plain))
+            .collect();
+        assert_eq!(
+            waiting,
+            vec![
+                (seq_kept, Some(b"p1".to_vec())),
+                (seq_acked, Some(b"p2".to_vec())),
+                (seq_old, None)
+            ]
+        );
+        // The receipt is acknowledged while the reset runs: it is not put back.
+        let acked = item(2, bob, OutboxKind::Control);
+        store.complete_deliveries(&[(seq_acked, &acked)]).unwrap();
+        let fresh = item(11, bob, OutboxKind::Message);
+        let fresh_receipt = item(12, bob, OutboxKind::Control);
+        let new_session = session();
+        let bob_contact = store.contact(&bob).unwrap().unwrap();
+        let applied = store
+            .store_reset(
+                &bob_contact,
+                &new_session,
+                &[
+                    (seq_kept, fresh.clone(), b"p1".to_vec()),
+                    (seq_acked, fresh_receipt, b"p2".to_vec()),
+                ],
+                &[(seq_old, item(4, bob, OutboxKind::Message))],
+                Some("secured again"),
+                20,
+            )
+            .unwrap();
+        assert_eq!(applied.failed, vec![MessageId([4; 16])]);
+        let line = applied.line.unwrap();
+        assert_eq!(line.direction, Direction::System);
+        let after: Vec<(u64, OutboxItem)> = store.outbox().unwrap();
+        assert_eq!(after.len(), 2, "{after:?}");
+        assert_eq!(after[0], (seq_kept, fresh));
+        assert_eq!(after[1].0, seq_carol);
+        assert_eq!(store.queued_count(&bob).unwrap(), 1);
+        assert_eq!(
+            store.message(&MessageId([4; 16])).unwrap().map(|m| m.state),
+            Some(MessageState::Failed)
+        );
+        assert_eq!(
+            store.message(&line.id).unwrap().map(|m| m.body),
+            Some("secured again".to_string())
+        );
+        // A reset that began before a pairing again is not stored, nor one with a blocked
+        // contact.
+        let mut stale = bob_contact.clone();
+        stale.paired_at -= 1;
+        let refused = store.store_reset(&stale, &session(), &[], &[], None, 30);
+        assert!(matches!(refused, Err(Error::Reset(_))), "{refused:?}");
+        store.set_blocked(&bob, true, 30).unwrap();
+        let refused = store.store_reset(&bob_contact, &session(), &[], &[], None, 30);
+        assert!(matches!(refused, Err(Error::Blocked(_))), "{refused:?}");
+    }
+
+    #[test]
     fn a_stale_copy_cannot_move_a_transfer_out_of_a_final_state() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &test_me()).unwrap();
@@ -1997,13 +2300,13 @@ mod tests {
         let out1 = message(1, bob, Direction::Outgoing, MessageState::Queued);
         let out2 = message(2, bob, Direction::Outgoing, MessageState::Queued);
         let seq1 = store
-            .queue_outgoing(&s, &item(1, OutboxKind::Message), Some(&out1), None)
+            .queue_outgoing(&s, &item(1, OutboxKind::Message), b"1", Some(&out1), None)
             .unwrap();
         let seq2 = store
-            .queue_outgoing(&s, &item(2, OutboxKind::Message), Some(&out2), None)
+            .queue_outgoing(&s, &item(2, OutboxKind::Message), b"2", Some(&out2), None)
             .unwrap();
         store
-            .queue_outgoing(&s, &item(3, OutboxKind::Control), None, None)
+            .queue_outgoing(&s, &item(3, OutboxKind::Control), b"3", None, None)
             .unwrap();
         assert_eq!(store.queued_count(&bob).unwrap(), 2);
         // Three incoming, one a duplicate: two unread.
@@ -2030,10 +2333,11 @@ mod tests {
                 std::slice::from_ref(&seen),
                 &s,
                 &item(4, OutboxKind::Control),
+                b"4",
             )
             .unwrap();
         store
-            .mark_seen(&[seen], &s, &item(5, OutboxKind::Control))
+            .mark_seen(&[seen], &s, &item(5, OutboxKind::Control), b"5")
             .unwrap();
         assert_eq!(store.unread_count(&conv).unwrap(), 1);
         // A rebuild from the records finds the same.

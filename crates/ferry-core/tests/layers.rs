@@ -20,7 +20,7 @@ enum Layer {
     /// Services, small handles a feature is built from: the bus, links and presence, sessions,
     /// the inbox, the outbox, the roster.
     Services,
-    /// Features: messaging, pairing, transfer, trust. Never each other.
+    /// Features: messaging, pairing, transfer, trust, reset. Never each other.
     Features,
     /// The facade, which builds everything.
     Node,
@@ -73,6 +73,7 @@ const CORE: &[(&str, Layer)] = &[
     ("pairing", Layer::Features),
     ("transfer", Layer::Features),
     ("trust", Layer::Features),
+    ("reset", Layer::Features),
     ("node", Layer::Node),
     ("control", Layer::Surface),
 ];

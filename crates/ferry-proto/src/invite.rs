@@ -88,6 +88,18 @@ pub fn pair_binding(inviter: &ContactId, joiner: &ContactId, secret: &[u8; 16]) 
         .to_vec()
 }
 
+/// What binds a session reset's key agreement to the two endpoints and their roles: both sides
+/// pass it to the handshake, so a reset's keys are never a pairing's, nor the same reset's with
+/// the roles swapped.
+pub fn reset_binding(initiator: &ContactId, responder: &ContactId) -> Vec<u8> {
+    Sha256::new()
+        .chain_update(b"ferry/reset-binding/1")
+        .chain_update(initiator.as_bytes())
+        .chain_update(responder.as_bytes())
+        .finalize()
+        .to_vec()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -21,6 +21,9 @@ pub const ALPN_CHAT_2: &[u8] = b"ferry/chat/2";
 
 /// ALPN of the pairing protocol.
 pub const ALPN_PAIR: &[u8] = b"ferry/pair/1";
+/// ALPN of the session reset: a fresh handshake between two contacts over the identity keys
+/// they already hold ([`ResetFrame`]). A peer of an earlier release does not offer it.
+pub const ALPN_RESET: &[u8] = b"ferry/reset/1";
 /// Bytes of the length that starts every frame.
 pub const FRAME_HEADER_LEN: usize = 4;
 pub use crate::limits::{MAX_BATCH, MAX_FRAME, MAX_NAME, MAX_TEXT};
@@ -130,6 +133,38 @@ pub enum PairFrame {
         envelope: Envelope,
     },
     /// Inviter → joiner: both sides have stored the pairing.
+    Done,
+}
+
+/// Frames of `ferry/reset/1`, in order: initiator `Hello`, responder `Accept`/`Refuse`,
+/// initiator `Confirm` (the first message of the new session, proving both derived the same
+/// keys), responder `Done` (it has stored the new session) or `Refuse`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResetFrame {
+    /// Initiator → responder: its handshake ephemeral key.
+    Hello {
+        /// The initiator's handshake ephemeral key.
+        ephemeral: [u8; 32],
+    },
+    /// Responder → initiator: its handshake ephemeral key.
+    Accept {
+        /// The responder's handshake ephemeral key.
+        ephemeral: [u8; 32],
+    },
+    /// Responder → initiator: not now, or not at all.
+    Refuse {
+        /// Why, for the initiator's user.
+        reason: String,
+    },
+    /// Initiator → responder: the first sealed message of the new session (a
+    /// [`Payload::PairConfirm`]).
+    Confirm {
+        /// Message id bound into the associated data.
+        message_id: [u8; 16],
+        /// The sealed confirmation.
+        envelope: Envelope,
+    },
+    /// Responder → initiator: the new session is stored; store yours.
     Done,
 }
 
@@ -335,5 +370,9 @@ mod tests {
         })
         .unwrap();
         assert_eq!(answer, [4, 1, 0, 1, 5]);
+        let hello = postcard::to_allocvec(&ResetFrame::Hello { ephemeral: [9; 32] }).unwrap();
+        assert_eq!(hello[0], 0);
+        assert_eq!(hello.len(), 33);
+        assert_eq!(postcard::to_allocvec(&ResetFrame::Done).unwrap(), [4]);
     }
 }

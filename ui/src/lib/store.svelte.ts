@@ -142,7 +142,13 @@ export class Store {
     if (c) this.say(`You accepted ${c.name}'s new safety number.`);
   }
 
-  /** Removes a contact, with its history unless `keepHistory`. */
+  /** Resets the secure session with a contact (the engine's line says it is secured again). */
+  async resetSession(id: string): Promise<void> {
+    const c = await this.attempt(() => this.api.resetSession(id));
+    if (c) this.say(`Messages with ${c.name} are secured again.`);
+  }
+
+    /** Removes a contact, with its history unless `keepHistory`. */
   async remove(id: string, keepHistory: boolean): Promise<void> {
     const name = this.contact(id)?.name ?? "The contact";
     const done = await this.attempt(() => this.api.removeContact(id, keepHistory));

@@ -155,6 +155,25 @@ describe("Store", () => {
     expect(s.messages["b0b"]?.at(-1)?.direction).toBe("system");
   });
 
+  it("resets a session and shows the line it wrote; a failed reset says why", async () => {
+    const api = fakeApi({ resetSession: vi.fn(async () => contact()) });
+    const s = new Store(api);
+    await s.start();
+    await s.resetSession("b0b");
+    expect(api.resetSession).toHaveBeenCalledWith("b0b");
+    expect(s.notice?.text).toBe("Messages with Bob are secured again.");
+    s.apply({
+      type: "message_sent",
+      message: message({ direction: "system", contact: "b0b", state: "seen", body: "Messages with Bob are secured again: the session was reset." }),
+      transfer: null,
+    });
+    expect(s.messages["b0b"]?.at(-1)?.direction).toBe("system");
+    expect(s.contact("b0b")?.unread).toBe(0);
+    (api.resetSession as ReturnType<typeof vi.fn>).mockRejectedValue({ code: "reset_failed", message: "the session reset did not complete: Bob did not answer" });
+    await s.resetSession("b0b");
+    expect(s.notice).toEqual({ text: "The session reset did not complete: Bob did not answer", error: true });
+  });
+
   it("reports the paths a send refused", async () => {
     const api = fakeApi({
       sendPaths: vi.fn(async () => ({ sent: [], failed: [{ path: "/x/secret", error: { code: "io", message: "permission denied" } }] })),

@@ -127,7 +127,7 @@ impl Transfers {
                     tokio::spawn(async move { resume(&ctx, Some(&id)).await });
                 }
                 Signal::Removing(id) => stop_for(&ctx, &id, true),
-                Signal::KeyAccepted(_) => {}
+                Signal::KeyAccepted(_) | Signal::SessionBroken(_) | Signal::SessionReset(_) => {}
             }
         });
         ctx
