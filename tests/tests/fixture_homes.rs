@@ -222,6 +222,15 @@ async fn homes_of_the_earlier_release_open_whole_and_keep_talking() -> Result<()
         .message(&reply.id)?
         .is_some_and(|m| m.direction == Direction::Incoming));
     ensure!(alice.stored_contact(&bob_id)?.is_some());
+    // A session the earlier release made can be reset, and chat goes on after it.
+    alice.reset_session("Bob").await?;
+    bob.send_text("Alice", "after the reset").await?;
+    let got = wait_for(&mut alice_events, |e| match e {
+        Event::MessageReceived { message, .. } if message.body == "after the reset" => Some(()),
+        _ => None,
+    })
+    .await;
+    ensure!(got.is_ok(), "Bob's message after the reset");
 
     // The offer made before the upgrade can still be answered. (Its source file lived in the
     // fixture maker's temporary folder, so Alice cannot serve the bytes any more.)

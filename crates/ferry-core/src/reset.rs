@@ -546,16 +546,11 @@ impl Resets {
         if item.kind != OutboxKind::Message {
             return Ok(None);
         }
-        let Some(m) = self.store.message(&item.message_id)? else {
-            return Ok(None);
-        };
-        if m.transfer.is_some() {
-            return Ok(None);
-        }
-        Ok(Some(postcard::to_allocvec(&Payload::Text {
-            body: m.body,
-            sent_at: m.sent_at,
-        })?))
+        self.store
+            .message(&item.message_id)?
+            .map(rebuilt_text)
+            .transpose()
+            .map(Option::flatten)
     }
 
     /// After a stored reset: durable, and what waited goes out.
@@ -683,6 +678,18 @@ impl Resets {
     }
 }
 
+/// The encoded payload of a queued text, from its stored message (`None` for a file offer,
+/// whose payload the message does not hold).
+fn rebuilt_text(m: crate::model::Message) -> Result<Option<Vec<u8>>, Error> {
+    if m.transfer.is_some() || m.direction != crate::model::Direction::Outgoing {
+        return Ok(None);
+    }
+    Ok(Some(postcard::to_allocvec(&Payload::Text {
+        body: m.body,
+        sent_at: m.sent_at,
+    })?))
+}
+
 /// Counts a reset about to be stored (under the session lock, with the check that allowed it)
 /// and says whether it writes its line: always when this side's user asked, otherwise at most
 /// once per [`LINE_EVERY`].
@@ -751,6 +758,38 @@ mod tests {
         assert!(no_such_protocol("TLS alert: NoApplicationProtocol"));
         assert!(!no_such_protocol("timed out"));
         assert!(!no_such_protocol("connection lost: no route to host"));
+    }
+
+    #[test]
+    fn a_text_an_earlier_release_queued_is_rebuilt_from_its_message_but_an_offer_is_not() {
+        use crate::model::{ConversationId, Direction, Message, MessageState, TransferId};
+        let me = iroh::SecretKey::from_bytes(&[1; 32]).public();
+        let m = Message {
+            id: MessageId([1; 16]),
+            conversation: ConversationId([2; 16]),
+            contact: me,
+            seq: 1,
+            direction: Direction::Outgoing,
+            body: "queued before the upgrade".into(),
+            sent_at: 42,
+            stored_at: 42,
+            state: MessageState::Queued,
+            transfer: None,
+            author: me,
+        };
+        let plain = rebuilt_text(m.clone()).unwrap().unwrap();
+        assert_eq!(
+            postcard::from_bytes::<Payload>(&plain).unwrap(),
+            Payload::Text {
+                body: "queued before the upgrade".into(),
+                sent_at: 42
+            }
+        );
+        let offer = Message {
+            transfer: Some(TransferId([3; 16])),
+            ..m
+        };
+        assert_eq!(rebuilt_text(offer).unwrap(), None);
     }
 
     #[test]

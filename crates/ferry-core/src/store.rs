@@ -1345,10 +1345,7 @@ impl Store {
 
     /// What waits for `contact`, oldest first, each with the plaintext it seals where that was
     /// kept (items queued by an earlier release have none).
-    pub fn outbox_for(
-        &self,
-        contact: &ContactId,
-    ) -> Result<Vec<Waiting>, Error> {
+    pub fn outbox_for(&self, contact: &ContactId) -> Result<Vec<Waiting>, Error> {
         let mut out = Vec::new();
         for (seq, item) in self.outbox()? {
             if item.contact != *contact {
