@@ -195,6 +195,17 @@ pub async fn reset_session(state: State<'_, AppState>, contact: String) -> Resul
     Ok(node(&state).await?.reset_session(&contact).await?)
 }
 
+/// Sets disappearing messages with a contact: 0 (off), or 300, 3600, 86400 or 604800 seconds.
+#[tauri::command]
+#[specta::specta]
+pub async fn set_timer(
+    state: State<'_, AppState>,
+    contact: String,
+    secs: u64,
+) -> Result<ContactView> {
+    Ok(node(&state).await?.set_timer(&contact, secs).await?)
+}
+
 /// Blocks a contact.
 #[tauri::command]
 #[specta::specta]

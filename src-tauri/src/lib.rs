@@ -72,6 +72,7 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             commands::verify_scanned_data,
             commands::accept_key,
             commands::reset_session,
+            commands::set_timer,
             commands::block_contact,
             commands::unblock_contact,
             commands::remove_contact,

@@ -226,6 +226,28 @@ fn verify_block_unblock_and_remove_by_their_names() -> Result<()> {
         history.stdout
     );
 
+    // Disappearing messages: set, read back, refused when not a timer Ferry offers.
+    let timer = ferry(&alice, &["timer", "Bob", "1h"])?;
+    assert!(timer.ok, "{}", timer.stderr);
+    assert!(timer.stdout.contains("1 hour"), "{}", timer.stdout);
+    let shown = ferry(&alice, &["timer", "Bob"])?;
+    assert!(
+        shown
+            .stdout
+            .contains("Disappearing messages with Bob: 1 hour"),
+        "{}",
+        shown.stdout
+    );
+    let bad = ferry(&alice, &["timer", "Bob", "3h"])?;
+    assert!(
+        !bad.ok && bad.stderr.contains("use off, 5m, 1h, 1d or 1w"),
+        "{}",
+        bad.stderr
+    );
+    assert!(ferry(&alice, &["timer", "Bob", "off"])?
+        .stdout
+        .contains("are off"));
+
     let blocked = ferry(&alice, &["block", "Bob"])?;
     assert!(blocked.ok, "{}", blocked.stderr);
     assert_eq!(state(&alice)?, "blocked");

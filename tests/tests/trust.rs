@@ -553,3 +553,67 @@ async fn a_reset_whose_done_was_lost_runs_again_and_an_old_release_is_told_plain
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disappearing_messages_are_set_on_both_sides_and_deleted_from_both_stores() -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    // One second of a timer lasts 2 ms here: 5 minutes run out in 0.6 s.
+    let fast = Config {
+        timer_ms: 2,
+        ..test_config()
+    };
+    let alice = open(&new_home(dir.path(), "Alice")?, fast.clone()).await?;
+    let bob = open(&new_home(dir.path(), "Bob")?, fast).await?;
+    pair(&alice, &bob).await?;
+    let mut alice_events = alice.subscribe();
+    let mut bob_events = bob.subscribe();
+    alice.send_text("Bob", "kept").await?;
+    assert_eq!(next_message(&mut bob_events).await?, "kept");
+
+    // A timer that is not offered is refused; 5 minutes is set, and Bob's side shows it.
+    let e = failed(alice.set_timer("Bob", 7).await)?;
+    assert_eq!(e.code(), "invalid_input", "{e}");
+    let view = alice.set_timer("Bob", 300).await?;
+    assert_eq!(view.timer_secs, 300);
+    let line = next_message(&mut bob_events).await?;
+    assert!(
+        line.starts_with("Alice set disappearing messages to 5 minutes"),
+        "{line}"
+    );
+    assert_eq!(bob.contact("Alice")?.timer_secs, 300);
+
+    // What both write now disappears from both stores, a file offer with its transfer.
+    alice.send_text("Bob", "secret").await?;
+    assert_eq!(next_message(&mut bob_events).await?, "secret");
+    bob.send_text("Alice", "reply").await?;
+    assert_eq!(next_message(&mut alice_events).await?, "reply");
+    let file = dir.path().join("note.txt");
+    std::fs::write(&file, b"this goes too")?;
+    let sent = alice.send_file("Bob", &file).await?;
+    offered_to(&mut bob_events, &sent).await?;
+    wait_for(&mut alice_events, |e| match e {
+        Event::MessagesExpired { ids, .. } if !ids.is_empty() => Some(()),
+        _ => None,
+    })
+    .await?;
+    for (node, other) in [(&alice, "Bob"), (&bob, "Alice")] {
+        until_texts(node, other, &["kept".to_string()]).await?;
+        let lines = system_lines(node, other).await?;
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        eventually(|| Ok(node.transfers()?.iter().all(|t| t.id != sent.id)))
+            .await
+            .map_err(|e| anyhow::anyhow!("{other}'s side keeps the transfer: {e}"))?;
+    }
+
+    // Bob turns it off; Alice's side follows, and messages stay again.
+    bob.set_timer("Alice", 0).await?;
+    let line = next_message(&mut alice_events).await?;
+    assert_eq!(line, "Bob turned off disappearing messages.");
+    assert_eq!(alice.contact("Bob")?.timer_secs, 0);
+    alice.send_text("Bob", "stays").await?;
+    assert_eq!(next_message(&mut bob_events).await?, "stays");
+    alice.shutdown().await;
+    bob.shutdown().await;
+    Ok(())
+}

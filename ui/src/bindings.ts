@@ -51,6 +51,8 @@ export const commands = {
 	 *  online). What waits for them goes out after it.
 	 */
 	resetSession: (contact: string) => __TAURI_INVOKE<ContactView_Serialize>("reset_session", { contact }),
+	/**  Sets disappearing messages with a contact: 0 (off), or 300, 3600, 86400 or 604800 seconds. */
+	setTimer: (contact: string, secs: number) => __TAURI_INVOKE<ContactView_Serialize>("set_timer", { contact, secs }),
 	/**  Blocks a contact. */
 	blockContact: (contact: string) => __TAURI_INVOKE<ContactView_Serialize>("block_contact", { contact }),
 	/**  Unblocks a contact. */
@@ -148,6 +150,11 @@ export type ContactView_Deserialize = {
 	 *  user accepts the new one (after comparing the new safety number).
 	 */
 	key_changed?: boolean,
+	/**
+	 *  Disappearing messages in this conversation: seconds a message lives after it was sent
+	 *  or received, 0 when off.
+	 */
+	timer_secs?: number,
 	/**  Messages received and not yet read. */
 	unread: number,
 	/**  Messages waiting in the outbox for this contact. */
@@ -173,6 +180,11 @@ export type ContactView_Serialize = {
 	 *  user accepts the new one (after comparing the new safety number).
 	 */
 	key_changed: boolean,
+	/**
+	 *  Disappearing messages in this conversation: seconds a message lives after it was sent
+	 *  or received, 0 when off.
+	 */
+	timer_secs: number,
 	/**  Messages received and not yet read. */
 	unread: number,
 	/**  Messages waiting in the outbox for this contact. */
@@ -295,6 +307,15 @@ contact: ContactView_Deserialize } |
 contact: string; 
 /**  Their display name. */
 name: string } | 
+/**
+ *  Messages of a conversation with disappearing messages reached their time and were
+ *  deleted.
+ */
+{ type: "messages_expired"; 
+/**  The contact of the conversation. */
+contact: string; 
+/**  The deleted messages. */
+ids: MessageId[] } | 
 /**  Something from a contact was refused (a quota was reached) and the user should know. */
 { type: "notice"; 
 /**  The contact. */
@@ -378,6 +399,15 @@ contact: ContactView_Serialize } |
 contact: string; 
 /**  Their display name. */
 name: string } | 
+/**
+ *  Messages of a conversation with disappearing messages reached their time and were
+ *  deleted.
+ */
+{ type: "messages_expired"; 
+/**  The contact of the conversation. */
+contact: string; 
+/**  The deleted messages. */
+ids: MessageId[] } | 
 /**  Something from a contact was refused (a quota was reached) and the user should know. */
 { type: "notice"; 
 /**  The contact. */

@@ -139,6 +139,14 @@ enum Command {
         /// Display name or id prefix.
         contact: String,
     },
+    /// Disappearing messages with a contact: off, 5m, 1h, 1d or 1w (without one, prints the
+    /// timer in force). New messages are deleted on both sides that long after they are sent.
+    Timer {
+        /// Display name or id prefix.
+        contact: String,
+        /// off, 5m, 1h, 1d or 1w.
+        value: Option<String>,
+    },
     /// Offer a file or folder to a contact (returns once the offer is stored).
     SendFile {
         /// Display name or id prefix.
@@ -618,6 +626,27 @@ async fn run(cli: Cli) -> Result<()> {
             let c: ContactView = v?.try_into()?;
             println!("Secured again: the session with {} was reset.", c.name);
         }
+        Command::Timer { contact, value } => {
+            let secs = value.as_deref().map(parse_timer).transpose()?;
+            let mut b = cli.backend().await?;
+            let v = b
+                .call(Call::Timer {
+                    contact: contact.clone(),
+                    secs,
+                })
+                .await;
+            b.close().await;
+            let c: ContactView = v?.try_into()?;
+            match c.timer_secs {
+                0 => println!("Disappearing messages with {} are off.", c.name),
+                s => println!(
+                    "Disappearing messages with {}: {} (new messages are deleted on both sides \
+                     that long after they are sent).",
+                    c.name,
+                    ferry_core::timer_label(s)
+                ),
+            }
+        }
         Command::SendFile {
             contact,
             path,
@@ -802,5 +831,19 @@ fn print_event(ev: &Event, json: bool) {
         }
     } else {
         println!("{}", render::event(ev));
+    }
+}
+
+/// A timer as `ferry timer` takes it: off, 5m, 1h, 1d or 1w.
+fn parse_timer(v: &str) -> Result<u64, ferry_core::Error> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "off" | "0" => Ok(0),
+        "5m" => Ok(300),
+        "1h" => Ok(3600),
+        "1d" => Ok(86_400),
+        "1w" => Ok(604_800),
+        other => Err(ferry_core::Error::InvalidInput(format!(
+            "{other:?} is not a timer: use off, 5m, 1h, 1d or 1w"
+        ))),
     }
 }

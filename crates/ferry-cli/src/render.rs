@@ -163,6 +163,11 @@ pub(crate) fn event(ev: &Event) -> String {
             format!("{} is {}", contact.name, trust_word(contact.state))
         }
         Event::ContactRemoved { name, .. } => format!("{name} was removed"),
+        Event::MessagesExpired { ids, .. } => format!(
+            "{} message{} disappeared",
+            ids.len(),
+            if ids.len() == 1 { "" } else { "s" }
+        ),
         other => format!("{other:?}"),
     }
 }

@@ -53,6 +53,9 @@ pub(crate) enum Signal {
     /// A session reset with this contact completed and is stored: what waits for it was sealed
     /// again and may go out now.
     SessionReset(ContactId),
+    /// A file message's time ran out and it was deleted: its transfer and the blob store's
+    /// copy go too.
+    TransferExpired(crate::model::TransferId),
 }
 
 type Subscriber = Arc<dyn Fn(Signal) + Send + Sync>;

@@ -74,6 +74,7 @@ impl Roster {
             verified: c.verified,
             state,
             key_changed: self.store.key_changed(&c.id)?,
+            timer_secs: self.store.timer_secs(&c.id)?,
             unread: self.store.unread_count(&conv)?,
             queued: self.store.queued_count(&c.id)?,
         })

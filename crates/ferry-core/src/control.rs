@@ -152,6 +152,13 @@ pub enum Call {
         /// Name or id prefix.
         contact: String,
     },
+    /// Read, or set, the conversation's disappearing-message timer.
+    Timer {
+        /// Name or id prefix.
+        contact: String,
+        /// Seconds (0 turns it off); `None` only reads it.
+        secs: Option<u64>,
+    },
 }
 
 /// A contact's safety number, as digits and as the QR code the contact scans.
@@ -218,7 +225,7 @@ pub enum Answer {
     /// [`Call::Invite`].
     Invite(InviteText),
     /// [`Call::Pair`], [`Call::Verify`], [`Call::Block`], [`Call::Unblock`],
-    /// [`Call::VerifyScanned`], [`Call::AcceptKey`], [`Call::Reset`].
+    /// [`Call::VerifyScanned`], [`Call::AcceptKey`], [`Call::Reset`], [`Call::Timer`].
     Contact(ContactView),
     /// [`Call::Contacts`].
     Contacts(Vec<ContactView>),
@@ -259,7 +266,8 @@ impl Answer {
             | Call::Unblock { .. }
             | Call::VerifyScanned { .. }
             | Call::AcceptKey { .. }
-            | Call::Reset { .. } => Answer::Contact(de(value)?),
+            | Call::Reset { .. }
+            | Call::Timer { .. } => Answer::Contact(de(value)?),
             Call::Remove { .. } => Answer::Removed(de(value)?),
             Call::SafetyNumber { .. } => Answer::SafetyNumber(de(value)?),
             Call::Contacts { .. } => Answer::Contacts(de(value)?),
@@ -395,6 +403,10 @@ pub async fn dispatch(node: &Node, call: Call) -> Result<Answer, Error> {
         }
         Call::VerifyScanned { text } => Answer::Contact(node.verify_scanned(&text).await?),
         Call::Reset { contact } => Answer::Contact(node.reset_session(&contact).await?),
+        Call::Timer { contact, secs } => Answer::Contact(match secs {
+            Some(secs) => node.set_timer(&contact, secs).await?,
+            None => node.contact(&contact)?,
+        }),
         Call::Subscribe => {
             return Err(Error::InvalidInput(
                 "subscribe works only over the control socket".into(),

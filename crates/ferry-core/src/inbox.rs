@@ -54,6 +54,7 @@ pub(crate) enum PayloadKind {
     PairConfirm,
     FileOffer,
     TransferUpdate,
+    Timer,
 }
 
 impl PayloadKind {
@@ -64,6 +65,7 @@ impl PayloadKind {
             Payload::PairConfirm => PayloadKind::PairConfirm,
             Payload::FileOffer { .. } => PayloadKind::FileOffer,
             Payload::TransferUpdate { .. } => PayloadKind::TransferUpdate,
+            Payload::Timer { .. } => PayloadKind::Timer,
         }
     }
 }

@@ -34,6 +34,7 @@ pub mod qr;
 pub mod reset;
 mod sessions;
 pub mod store;
+mod timers;
 pub mod transfer;
 mod trust;
 pub mod wire;

@@ -29,6 +29,7 @@ use crate::pairing::{self, PairProtocol, Pairing};
 use crate::reset::{ResetProtocol, Resets, Why};
 use crate::sessions::SessionLocks;
 use crate::store::{Store, SETTING_NAME, SETTING_NET};
+use crate::timers::Timers;
 use crate::transfer::{self, Blobs, Transfers};
 use crate::trust::Trust;
 use crate::wire::{ALPN_CHAT, ALPN_CHAT_2, ALPN_PAIR, ALPN_RESET};
@@ -77,6 +78,10 @@ pub struct Config {
     /// never send the initiator the final `Done`.
     #[doc(hidden)]
     pub drop_next_reset_done: bool,
+    /// How long one second of a disappearing-message timer lasts, in ms (1,000; tests
+    /// shorten it so a 5-minute timer runs out in moments).
+    #[doc(hidden)]
+    pub timer_ms: u64,
 }
 
 impl Default for Config {
@@ -94,6 +99,7 @@ impl Default for Config {
             drop_next_pair_done: false,
             resets: true,
             drop_next_reset_done: false,
+            timer_ms: 1000,
         }
     }
 }
@@ -119,6 +125,7 @@ pub struct Node {
     pairing: Arc<Pairing>,
     trust: Trust,
     resets: Arc<Resets>,
+    timers: Timers,
     net: NetSettings,
     cancel: CancellationToken,
     router: Router,
@@ -260,11 +267,21 @@ impl Node {
             sessions.clone(),
             config.drop_next_reset_done,
         );
+        store.set_timer_ms(config.timer_ms);
+        let timers = Timers::new(
+            store.clone(),
+            outbox.clone(),
+            roster.clone(),
+            events.clone(),
+            bus.clone(),
+            cancel.clone(),
+        );
         inbox.register(
             messaging
                 .handlers()
                 .into_iter()
                 .chain(transfer::handlers(&transfers))
+                .chain(timers.handlers())
                 .collect(),
         );
         let blobs_protocol = iroh_blobs::BlobsProtocol::new(
@@ -287,6 +304,7 @@ impl Node {
         let tasks = vec![
             tokio::spawn(outbox.clone().run()),
             tokio::spawn(links.clone().run_presence()),
+            tokio::spawn(timers.clone().run()),
         ];
         Ok(Arc::new(Node {
             home: home.to_path_buf(),
@@ -301,6 +319,7 @@ impl Node {
             pairing,
             trust,
             resets,
+            timers,
             net,
             cancel,
             router,
@@ -475,6 +494,14 @@ impl Node {
         let c = self.roster.resolve(query)?;
         self.resets.reset(&c, Why::User).await?;
         self.roster.view(&c)
+    }
+
+    /// Sets disappearing messages in the conversation with a contact: `secs` is 0 (off) or one
+    /// of [`crate::limits::TIMER_CHOICES`]. Both sides show the change; messages written from
+    /// now on are deleted from both stores that long after they were sent or received.
+    pub async fn set_timer(&self, query: &str, secs: u64) -> Result<ContactView, Error> {
+        let c = self.recipient(query)?;
+        self.timers.set(&c, secs).await
     }
 
     /// A contact something may be sent to: known, and not blocked.

@@ -476,7 +476,15 @@ impl Outbox {
                 return false;
             }
         };
+        // A timer an earlier release cannot take: the user is told their copies stay.
+        let mut refused_timer = false;
         for (seq, item, _) in &failed {
+            if item.kind == OutboxKind::Control {
+                let plain = store.kept_plain(*seq).ok().flatten();
+                refused_timer |= plain
+                    .and_then(|p| postcard::from_bytes::<Payload>(&p).ok())
+                    .is_some_and(|p| matches!(p, Payload::Timer { .. }));
+            }
             let _ = store.drop_outbox_item(*seq);
             let _ = store.set_message_state(&item.message_id, MessageState::Failed);
         }
@@ -508,6 +516,17 @@ impl Outbox {
             self.0.events.emit(Event::Notice {
                 contact: *id,
                 text: format!("{name} refused a message: {reason}"),
+                name,
+            });
+        }
+        if refused_timer {
+            let name = name().unwrap_or_else(|| id.fmt_short().to_string());
+            self.0.events.emit(Event::Notice {
+                contact: *id,
+                text: format!(
+                    "{name}'s Ferry did not take the disappearing-messages setting (it may be an \
+                     earlier release): their copies of your messages will not disappear."
+                ),
                 name,
             });
         }

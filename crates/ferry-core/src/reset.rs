@@ -745,6 +745,7 @@ impl ProtocolHandler for ResetProtocol {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

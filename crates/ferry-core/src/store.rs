@@ -19,7 +19,11 @@
 //! | `quotas` | `d` ‖ endpoint id (32) | day (u32 BE, days since 1970 UTC) ‖ bytes (u64 BE): what a contact made us store that day (added with no schema change: none means nothing yet) |
 //! | `blocked` | endpoint id (32) | when it was blocked (Unix ms, u64 BE) (added with no schema change: none means nobody is blocked) |
 //! | `key_changes` | endpoint id (32) | the identity key accepted before (32) ‖ when it changed (Unix ms, u64 BE): a change the user has not accepted yet; sending waits (added with no schema change) |
+//! | `expiry` | expires at (Unix ms, u64) ‖ the `messages` key (24) | empty: a message of a conversation with disappearing messages, deleted at that time (added with no schema change: none means nothing expires) |
 //! | `outbox_plain` | seq (u64), as in `outbox` | the postcard [`Payload`](crate::wire::Payload) the outbox item seals, kept so a session reset can seal it again (added with no schema change: an item queued by an earlier release has none; entries whose item is gone are dropped at open) |
+//!
+//! `settings` also holds `timer/<contact id>` → [`TimerSetting`]: the conversation's
+//! disappearing-message timer (none means off).
 //!
 //! `meta` also holds `"purge/"` ‖ conversation id (16) → `0` (delete its messages) or `1` (mark
 //! them read): the rest of a contact's removal, finished at the next open if it was cut short.
@@ -51,7 +55,7 @@ use crate::Error;
 pub(crate) const SETTING_NAME: &str = "name";
 /// The setting that holds the network settings (`NetSettings`).
 pub(crate) const SETTING_NET: &str = "net";
-pub use ferry_proto::records::{InviteRecord, MessageV1, OutboxItem, OutboxKind};
+pub use ferry_proto::records::{InviteRecord, MessageV1, OutboxItem, OutboxKind, TimerSetting};
 
 /// The schema this code reads and writes.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -87,6 +91,9 @@ pub struct Changes {
     /// Bytes this payload makes the sender (`session`'s contact) store, counted against its
     /// daily quota: the sealed payload, and a file accepted automatically.
     pub stored_bytes: u64,
+    /// A disappearing-message timer the contact set, with the line that says so: stored only
+    /// if it is newer than the one in force.
+    pub timer: Option<(ContactId, TimerSetting, Message)>,
 }
 
 /// An outbox item waiting for a contact: its seq, the item, and the plaintext it seals if that
@@ -109,6 +116,19 @@ pub struct Applied {
     pub duplicate: bool,
     /// The messages a read receipt turned read.
     pub read: Vec<MessageId>,
+    /// The timer in `Changes::timer` was newer and now holds.
+    pub timer: bool,
+}
+
+/// A message deleted because its conversation's timer ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expired {
+    /// The other side of its conversation.
+    pub contact: ContactId,
+    /// The message.
+    pub id: MessageId,
+    /// The transfer it showed, for a file message.
+    pub transfer: Option<TransferId>,
 }
 
 /// The store of one home.
@@ -131,6 +151,9 @@ pub struct Store {
     blocked: sled::Tree,
     key_changes: sled::Tree,
     outbox_plain: sled::Tree,
+    expiry: sled::Tree,
+    /// Milliseconds in one second of a disappearing-message timer (1,000; tests shorten it).
+    timer_ms: Arc<std::sync::atomic::AtomicU64>,
     /// This home's own id (the author of what it sends).
     me: ContactId,
     /// Shares one flush among the callers who ask at the same time.
@@ -302,6 +325,40 @@ fn message_key(conversation: &ConversationId, seq: u64) -> [u8; 24] {
     k
 }
 
+fn timer_key(contact: &ContactId) -> String {
+    format!("timer/{contact}")
+}
+
+fn expiry_key(at: u64, message_key: &[u8; 24]) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..8].copy_from_slice(&at.to_be_bytes());
+    k[8..].copy_from_slice(message_key);
+    k
+}
+
+/// Stores a timer and its line if it is newer than the one in force, inside a transaction.
+/// Returns whether it was.
+fn put_timer(
+    settings: &TransactionalTree,
+    msgs: &TransactionalTree,
+    ids: &TransactionalTree,
+    contact: &ContactId,
+    timer: &TimerSetting,
+    line: &Message,
+) -> Result<bool, ConflictableTransactionError<Error>> {
+    let key = timer_key(contact);
+    let current = settings
+        .get(key.as_bytes())?
+        .map(|v| tx_dec::<TimerSetting>(&v))
+        .transpose()?;
+    if current.is_some_and(|c| c.set_at >= timer.set_at) {
+        return Ok(false);
+    }
+    settings.insert(key.as_bytes(), tx_enc(timer)?)?;
+    put_message(msgs, ids, line)?;
+    Ok(true)
+}
+
 /// Stores a message already encoded, inside a transaction.
 fn put_message_bytes(
     messages: &TransactionalTree,
@@ -373,6 +430,8 @@ impl Store {
             blocked: db.open_tree("blocked")?,
             key_changes: db.open_tree("key_changes")?,
             outbox_plain: db.open_tree("outbox_plain")?,
+            expiry: db.open_tree("expiry")?,
+            timer_ms: Arc::new(1000.into()),
             me: *me,
             commits: Arc::default(),
             db,
@@ -957,24 +1016,28 @@ impl Store {
                 &self.meta,
                 &self.key_changes,
                 &self.outbox_plain,
+                &self.settings,
             )
-                .transaction(|(con, ses, out, trs, cnt, quo, blk, meta, keys, pla)| {
-                    con.remove(id.as_bytes())?;
-                    ses.remove(id.as_bytes())?;
-                    for seq in &outbox {
-                        out.remove(&seq[..])?;
-                        pla.remove(&seq[..])?;
-                    }
-                    for t in &transfers {
-                        trs.remove(&t.0[..])?;
-                    }
-                    cnt.remove(&queued_key(id)[..])?;
-                    quo.remove(&daily_key(id)[..])?;
-                    blk.remove(id.as_bytes())?;
-                    keys.remove(id.as_bytes())?;
-                    meta.insert(&purge[..], &[u8::from(keep_history)][..])?;
-                    Ok(())
-                }),
+                .transaction(
+                    |(con, ses, out, trs, cnt, quo, blk, meta, keys, pla, set)| {
+                        set.remove(timer_key(id).as_bytes())?;
+                        con.remove(id.as_bytes())?;
+                        ses.remove(id.as_bytes())?;
+                        for seq in &outbox {
+                            out.remove(&seq[..])?;
+                            pla.remove(&seq[..])?;
+                        }
+                        for t in &transfers {
+                            trs.remove(&t.0[..])?;
+                        }
+                        cnt.remove(&queued_key(id)[..])?;
+                        quo.remove(&daily_key(id)[..])?;
+                        blk.remove(id.as_bytes())?;
+                        keys.remove(id.as_bytes())?;
+                        meta.insert(&purge[..], &[u8::from(keep_history)][..])?;
+                        Ok(())
+                    },
+                ),
         )?;
         self.finish_purges()?;
         Ok(contact)
@@ -1105,6 +1168,10 @@ impl Store {
         let s = enc(session)?;
         let o = enc(item)?;
         let t = transfer.map(enc).transpose()?;
+        let expires = match message {
+            Some(m) if m.direction == Direction::Outgoing => self.expires_at(&item.contact, m)?,
+            _ => None,
+        };
         tx_result(
             (
                 &self.sessions,
@@ -1114,8 +1181,12 @@ impl Store {
                 &self.transfers,
                 &self.counters,
                 &self.outbox_plain,
+                &self.expiry,
             )
-                .transaction(|(ses, out, msgs, ids, trs, cnt, pla)| {
+                .transaction(|(ses, out, msgs, ids, trs, cnt, pla, exp)| {
+                    if let Some(key) = &expires {
+                        exp.insert(&key[..], &[][..])?;
+                    }
                     ses.insert(item.contact.as_bytes(), s.clone())?;
                     out.insert(&seq.to_be_bytes(), o.clone())?;
                     pla.insert(&seq.to_be_bytes(), plain)?;
@@ -1228,6 +1299,10 @@ impl Store {
             .map(|t| Ok((t.id, enc(t)?)))
             .collect::<Result<Vec<_>, Error>>()?;
         let today = day_of(now_ms());
+        let expires = match &changes.message {
+            Some(m) if m.direction == Direction::Incoming => self.expires_at(&m.contact, m)?,
+            _ => None,
+        };
         tx_result(
             (
                 &self.sessions,
@@ -1237,16 +1312,22 @@ impl Store {
                 &self.received,
                 &self.counters,
                 &self.quotas,
+                &self.settings,
+                &self.expiry,
             )
-                .transaction(|(ses, msgs, ids, trs, rec, cnt, quo)| {
+                .transaction(|(ses, msgs, ids, trs, rec, cnt, quo, set, exp)| {
                     if let Some(m) = &changes.message {
                         if ids.get(m.id.0)?.is_some() {
                             return Ok(Applied {
                                 duplicate: true,
                                 read: Vec::new(),
+                                timer: false,
                             });
                         }
                         put_message(msgs, ids, m)?;
+                        if let Some(key) = &expires {
+                            exp.insert(&key[..], &[][..])?;
+                        }
                         if m.direction == Direction::Incoming && m.state == MessageState::Received {
                             bump(cnt, &unread_key(&m.conversation), 1)?;
                         }
@@ -1293,9 +1374,16 @@ impl Store {
                             read.push(*id);
                         }
                     }
+                    let timer = match &changes.timer {
+                        Some((contact, timer, line)) => {
+                            put_timer(set, msgs, ids, contact, timer, line)?
+                        }
+                        None => false,
+                    };
                     Ok(Applied {
                         duplicate: false,
                         read,
+                        timer,
                     })
                 }),
         )
@@ -1341,6 +1429,184 @@ impl Store {
                 Ok(())
             }),
         )
+    }
+
+    // ---- disappearing messages ----
+
+    /// The disappearing-message timer of the conversation with `contact` (none: off).
+    pub fn timer(&self, contact: &ContactId) -> Result<Option<TimerSetting>, Error> {
+        self.setting(&timer_key(contact))
+    }
+
+    /// Seconds a message with `contact` lives now (0: off).
+    pub fn timer_secs(&self, contact: &ContactId) -> Result<u64, Error> {
+        Ok(self.timer(contact)?.map_or(0, |t| t.secs))
+    }
+
+    /// Sets how long one second of a timer lasts (tests make timers run fast).
+    pub fn set_timer_ms(&self, ms: u64) {
+        self.timer_ms
+            .store(ms.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The `expiry` key of a message of the conversation with `contact`, if a timer is on.
+    fn expires_at(&self, contact: &ContactId, m: &Message) -> Result<Option<[u8; 32]>, Error> {
+        let secs = self.timer_secs(contact)?;
+        if secs == 0 {
+            return Ok(None);
+        }
+        let ms = self.timer_ms.load(std::sync::atomic::Ordering::Relaxed);
+        let at = m.stored_at.saturating_add(secs.saturating_mul(ms));
+        Ok(Some(expiry_key(at, &message_key(&m.conversation, m.seq))))
+    }
+
+    /// A line this home writes into its conversation with `contact` (not yet stored).
+    pub fn system_line(
+        &self,
+        contact: &ContactId,
+        body: String,
+        now: u64,
+    ) -> Result<Message, Error> {
+        self.system_message(contact, body, now)
+    }
+
+    /// Queues the payload that tells `receipt.contact` of a new timer, with the timer and its
+    /// line, in one transaction (the timer holds here only if it is newer than the one in
+    /// force; it always is when this home's clock moves forward).
+    pub fn queue_timer(
+        &self,
+        session: &Session,
+        item: &OutboxItem,
+        plain: &[u8],
+        timer: &TimerSetting,
+        line: &Message,
+    ) -> Result<bool, Error> {
+        let seq = self.next_seq()?;
+        let s = enc(session)?;
+        let o = enc(item)?;
+        tx_result(
+            (
+                &self.sessions,
+                &self.outbox,
+                &self.outbox_plain,
+                &self.settings,
+                &self.messages,
+                &self.message_ids,
+            )
+                .transaction(|(ses, out, pla, set, msgs, ids)| {
+                    if !put_timer(set, msgs, ids, &item.contact, timer, line)? {
+                        return Ok(false);
+                    }
+                    ses.insert(item.contact.as_bytes(), s.clone())?;
+                    out.insert(&seq.to_be_bytes(), o.clone())?;
+                    pla.insert(&seq.to_be_bytes(), plain)?;
+                    Ok(true)
+                }),
+        )
+    }
+
+    /// When the next message expires (Unix ms), if any does.
+    pub fn next_expiry(&self) -> Result<Option<u64>, Error> {
+        Ok(self
+            .expiry
+            .first()?
+            .and_then(|(k, _)| k.get(..8).map(read_u64)))
+    }
+
+    /// Deletes up to `max` messages whose time ran out by `now`, in one transaction: each
+    /// message with its id, its unread count, and its outbox item if it was never delivered
+    /// (it is not sent after its time). Returns what went; the caller drops their transfers.
+    pub fn expire(&self, now: u64, max: usize) -> Result<Vec<Expired>, Error> {
+        let mut due = Vec::new();
+        for k in self
+            .expiry
+            .range(..expiry_key(now, &[0xff; 24]))
+            .keys()
+            .take(max)
+        {
+            let k = k?;
+            let Ok(key) = <[u8; 24]>::try_from(&k[8..]) else {
+                self.expiry.remove(&k)?;
+                continue;
+            };
+            let message = self
+                .messages
+                .get(key)?
+                .map(|v| dec::<Message>(&v))
+                .transpose()?;
+            due.push((k, key, message));
+        }
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        // A message still queued leaves the outbox too (found outside the transaction; one
+        // delivered meanwhile is simply not there any more).
+        let queued: std::collections::HashSet<MessageId> = due
+            .iter()
+            .filter_map(|(_, _, m)| m.as_ref())
+            .filter(|m| m.state == MessageState::Queued)
+            .map(|m| m.id)
+            .collect();
+        let waiting: Vec<(u64, OutboxItem)> = if queued.is_empty() {
+            Vec::new()
+        } else {
+            self.outbox()?
+                .into_iter()
+                .filter(|(_, i)| queued.contains(&i.message_id))
+                .collect()
+        };
+        tx_result(
+            (
+                &self.expiry,
+                &self.messages,
+                &self.message_ids,
+                &self.counters,
+                &self.outbox,
+                &self.outbox_plain,
+            )
+                .transaction(|(exp, msgs, ids, cnt, out, pla)| {
+                    let mut gone = Vec::new();
+                    for (k, key, _) in &due {
+                        exp.remove(k)?;
+                        let Some(v) = msgs.remove(&key[..])? else {
+                            continue;
+                        };
+                        let m: Message = tx_dec(&v)?;
+                        ids.remove(&m.id.0[..])?;
+                        if m.direction == Direction::Incoming && m.state == MessageState::Received {
+                            bump(cnt, &unread_key(&m.conversation), -1)?;
+                        }
+                        for (seq, item) in waiting.iter().filter(|(_, i)| i.message_id == m.id) {
+                            pla.remove(&seq.to_be_bytes())?;
+                            if out.remove(&seq.to_be_bytes())?.is_some()
+                                && item.kind == OutboxKind::Message
+                            {
+                                bump(cnt, &queued_key(&item.contact), -1)?;
+                            }
+                        }
+                        gone.push(Expired {
+                            contact: m.contact,
+                            id: m.id,
+                            transfer: m.transfer,
+                        });
+                    }
+                    Ok(gone)
+                }),
+        )
+    }
+
+    /// The plaintext kept for an outbox item, if any.
+    pub fn kept_plain(&self, seq: u64) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self
+            .outbox_plain
+            .get(seq.to_be_bytes())?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Deletes a transfer's record (its message expired).
+    pub fn remove_transfer(&self, id: &TransferId) -> Result<(), Error> {
+        self.transfers.remove(id.0)?;
+        Ok(())
     }
 
     /// What waits for `contact`, oldest first, each with the plaintext it seals where that was
@@ -1641,6 +1907,8 @@ mod tests {
                 blocked: db.open_tree("blocked").unwrap(),
                 key_changes: db.open_tree("key_changes").unwrap(),
                 outbox_plain: db.open_tree("outbox_plain").unwrap(),
+                expiry: db.open_tree("expiry").unwrap(),
+                timer_ms: Arc::new(1000.into()),
                 me: test_me(),
                 commits: Arc::default(),
                 db,
@@ -2249,6 +2517,53 @@ mod tests {
         store.set_blocked(&bob, true, 30).unwrap();
         let refused = store.store_reset(&bob_contact, &session(), &[], &[], None, 30);
         assert!(matches!(refused, Err(Error::Blocked(_))), "{refused:?}");
+    }
+
+    #[test]
+    fn the_later_timer_holds_and_only_messages_written_under_it_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &test_me()).unwrap();
+        let bob = iroh::SecretKey::from_bytes(&[1; 32]).public();
+        store
+            .store_pairing(&contact(bob, "Bob", 3, 10), &session(), None, None, 10, "")
+            .unwrap();
+        let incoming = |id: u8, at: u64| Message {
+            stored_at: at,
+            ..message(id, bob, Direction::Incoming, MessageState::Received)
+        };
+        let with_timer = |secs: u64, set_at: u64, id: u8| Changes {
+            timer: Some((
+                bob,
+                TimerSetting { secs, set_at },
+                store.system_line(&bob, format!("t{id}"), 1).unwrap(),
+            )),
+            ..Changes::default()
+        };
+        store
+            .apply(&Changes {
+                message: Some(incoming(1, 1_000)),
+                ..Changes::default()
+            })
+            .unwrap();
+        assert!(store.apply(&with_timer(300, 50, 90)).unwrap().timer);
+        // An older change arriving late does not undo the newer one.
+        assert!(!store.apply(&with_timer(3600, 40, 91)).unwrap().timer);
+        assert_eq!(store.timer_secs(&bob).unwrap(), 300);
+        store
+            .apply(&Changes {
+                message: Some(incoming(2, 2_000)),
+                ..Changes::default()
+            })
+            .unwrap();
+        assert_eq!(store.next_expiry().unwrap(), Some(2_000 + 300_000));
+        assert!(store.expire(2_000 + 299_999, 10).unwrap().is_empty());
+        let gone = store.expire(2_000 + 300_000, 10).unwrap();
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].id, MessageId([2; 16]));
+        assert!(store.message(&MessageId([2; 16])).unwrap().is_none());
+        assert!(store.message(&MessageId([1; 16])).unwrap().is_some());
+        assert_eq!(store.next_expiry().unwrap(), None);
+        assert_eq!(store.unread_count(&ConversationId([9; 16])).unwrap(), 1);
     }
 
     #[test]

@@ -20,7 +20,7 @@ enum Layer {
     /// Services, small handles a feature is built from: the bus, links and presence, sessions,
     /// the inbox, the outbox, the roster.
     Services,
-    /// Features: messaging, pairing, transfer, trust, reset. Never each other.
+    /// Features: messaging, pairing, transfer, trust, reset, timers. Never each other.
     Features,
     /// The facade, which builds everything.
     Node,
@@ -74,6 +74,7 @@ const CORE: &[(&str, Layer)] = &[
     ("transfer", Layer::Features),
     ("trust", Layer::Features),
     ("reset", Layer::Features),
+    ("timers", Layer::Features),
     ("node", Layer::Node),
     ("control", Layer::Surface),
 ];

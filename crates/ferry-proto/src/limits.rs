@@ -22,3 +22,6 @@ pub const MAX_IMAGE_SIDE: u32 = 10_000;
 /// Pictures handed over as bytes (a pasted screenshot, a camera frame) larger than this are
 /// refused before decoding.
 pub const MAX_IMAGE_BYTES: usize = 32 * 1024 * 1024;
+/// The disappearing-message timers a conversation may have, in seconds (5 minutes, an hour, a
+/// day, a week); 0 is off. A timer a peer sends that is not one of these is refused.
+pub const TIMER_CHOICES: [u64; 4] = [5 * 60, 60 * 60, 24 * 60 * 60, 7 * 24 * 60 * 60];

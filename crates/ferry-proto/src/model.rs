@@ -131,6 +131,19 @@ pub enum SizeUnits {
     Decimal,
 }
 
+/// A disappearing-message timer for people: `5 minutes`, `1 hour`, `1 day`, `2 weeks`, `off`.
+pub fn timer_label(secs: u64) -> String {
+    let (n, unit) = match secs {
+        0 => return "off".into(),
+        s if s % 604_800 == 0 => (s / 604_800, "week"),
+        s if s % 86_400 == 0 => (s / 86_400, "day"),
+        s if s % 3_600 == 0 => (s / 3_600, "hour"),
+        s if s % 60 == 0 => (s / 60, "minute"),
+        s => (s, "second"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
 /// A byte count for people, with one decimal: `1.5 GiB`, `3.1 MB`, `999 B`.
 pub fn human_size(bytes: u64, units: SizeUnits) -> String {
     let (step, names) = match units {
@@ -234,6 +247,10 @@ pub struct ContactView {
     /// user accepts the new one (after comparing the new safety number).
     #[serde(default)]
     pub key_changed: bool,
+    /// Disappearing messages in this conversation: seconds a message lives after it was sent
+    /// or received, 0 when off.
+    #[serde(default)]
+    pub timer_secs: u64,
     /// Messages received and not yet read.
     pub unread: u64,
     /// Messages waiting in the outbox for this contact.
@@ -577,6 +594,15 @@ pub enum Event {
         contact: ContactId,
         /// Their display name.
         name: String,
+    },
+    /// Messages of a conversation with disappearing messages reached their time and were
+    /// deleted.
+    MessagesExpired {
+        /// The contact of the conversation.
+        #[cfg_attr(feature = "specta", specta(type = String))]
+        contact: ContactId,
+        /// The deleted messages.
+        ids: Vec<MessageId>,
     },
     /// Something from a contact was refused (a quota was reached) and the user should know.
     Notice {

@@ -33,6 +33,16 @@ pub struct OutboxItem {
     pub queued_at: u64,
 }
 
+/// A conversation's disappearing-message timer, as the `settings` tree keeps it
+/// (`timer/<contact id>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimerSetting {
+    /// Seconds a message lives after it was sent or received; 0 is off.
+    pub secs: u64,
+    /// When it was set (the setter's clock, Unix ms): of two changes, the later one holds.
+    pub set_at: u64,
+}
+
 /// An invite this home issued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InviteRecord {

@@ -286,6 +286,14 @@ pub enum Payload {
         /// Why (for failures).
         reason: Option<String>,
     },
+    /// The sender set the conversation's disappearing-message timer (appended: a receiver of
+    /// an earlier release cannot decode it, refuses it for good, and the sender says so).
+    Timer {
+        /// Seconds a message lives after it was sent or received; 0 is off.
+        secs: u64,
+        /// When it was set (sender's clock, Unix ms): of two changes, the later one holds.
+        set_at: u64,
+    },
 }
 
 mod serde_sig {
@@ -374,5 +382,7 @@ mod tests {
         assert_eq!(hello[0], 0);
         assert_eq!(hello.len(), 33);
         assert_eq!(postcard::to_allocvec(&ResetFrame::Done).unwrap(), [4]);
+        let timer = postcard::to_allocvec(&Payload::Timer { secs: 1, set_at: 2 }).unwrap();
+        assert_eq!(timer, [5, 1, 2]);
     }
 }

@@ -10,6 +10,7 @@ export function contact(over: Partial<Contact> = {}): Contact {
     verified: false,
     state: "unverified",
     key_changed: false,
+    timer_secs: 0,
     unread: 0,
     queued: 0,
     ...over,

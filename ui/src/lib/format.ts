@@ -123,3 +123,18 @@ export function transferLabel(t: Transfer, contactName: string): string {
       return "Cancelled";
   }
 }
+
+/** The disappearing-message timers Ferry offers, in seconds (0 is off), with their labels. */
+export const TIMERS: { secs: number; label: string }[] = [
+  { secs: 0, label: "Off" },
+  { secs: 300, label: "5 minutes" },
+  { secs: 3600, label: "1 hour" },
+  { secs: 86400, label: "1 day" },
+  { secs: 604800, label: "1 week" },
+];
+
+/** "1 hour" for 3600; "off" for 0. */
+export function timerLabel(secs: number): string {
+  if (secs === 0) return "off";
+  return TIMERS.find((t) => t.secs === secs)?.label ?? `${secs} seconds`;
+}

@@ -148,7 +148,16 @@ export class Store {
     if (c) this.say(`Messages with ${c.name} are secured again.`);
   }
 
-    /** Removes a contact, with its history unless `keepHistory`. */
+    /** Sets disappearing messages with a contact (0 turns them off); the engine's event updates it. */
+  async setTimer(id: string, secs: number): Promise<void> {
+    const c = await this.attempt(() => this.api.setTimer(id, secs));
+    if (c) {
+      const i = this.contacts.findIndex((x) => x.id === c.id);
+      if (i >= 0) this.contacts[i] = c;
+    }
+  }
+
+  /** Removes a contact, with its history unless `keepHistory`. */
   async remove(id: string, keepHistory: boolean): Promise<void> {
     const name = this.contact(id)?.name ?? "The contact";
     const done = await this.attempt(() => this.api.removeContact(id, keepHistory));
@@ -332,6 +341,15 @@ export class Store {
           this.selected = this.contacts[0]?.id ?? null;
           this.view = { kind: "chat" };
         }
+        break;
+      }
+      case "messages_expired": {
+        // Disappearing messages whose time ran out: gone from the store, gone from view.
+        const gone = new Set(ev.ids);
+        const list = this.messages[ev.contact];
+        if (list) this.messages[ev.contact] = list.filter((m) => !gone.has(m.id));
+        const last = this.last[ev.contact];
+        if (last && gone.has(last.id)) delete this.last[ev.contact];
         break;
       }
       case "notice":

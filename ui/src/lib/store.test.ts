@@ -174,6 +174,19 @@ describe("Store", () => {
     expect(s.notice).toEqual({ text: "The session reset did not complete: Bob did not answer", error: true });
   });
 
+  it("drops messages whose time ran out, and sets a timer", async () => {
+    const api = fakeApi({ setTimer: vi.fn(async () => contact({ timer_secs: 3600 })) });
+    const s = new Store(api);
+    await s.start();
+    s.apply({ type: "message_received", message: message({ id: "m1", contact: "b0b" }), from: "Bob" });
+    s.apply({ type: "message_received", message: message({ id: "m2", contact: "b0b" }), from: "Bob" });
+    s.apply({ type: "messages_expired", contact: "b0b", ids: ["m1"] });
+    expect(s.messages["b0b"]?.map((m) => m.id)).toEqual(["m2"]);
+    await s.setTimer("b0b", 3600);
+    expect(api.setTimer).toHaveBeenCalledWith("b0b", 3600);
+    expect(s.contact("b0b")?.timer_secs).toBe(3600);
+  });
+
   it("reports the paths a send refused", async () => {
     const api = fakeApi({
       sendPaths: vi.fn(async () => ({ sent: [], failed: [{ path: "/x/secret", error: { code: "io", message: "permission denied" } }] })),

@@ -127,6 +127,9 @@ impl Transfers {
                     tokio::spawn(async move { resume(&ctx, Some(&id)).await });
                 }
                 Signal::Removing(id) => stop_for(&ctx, &id, true),
+                Signal::TransferExpired(id) => {
+                    tokio::spawn(async move { expired(&ctx, &id).await });
+                }
                 Signal::KeyAccepted(_) | Signal::SessionBroken(_) | Signal::SessionReset(_) => {}
             }
         });
@@ -550,6 +553,28 @@ fn stop_for(ctx: &Arc<Transfers>, contact: &ContactId, removed: bool) {
                 }
             }
         }
+    });
+}
+
+/// A transfer whose message expired: stopped, its grant and blob-store copy dropped, and its
+/// record deleted. (A file already saved to the downloads folder is the user's and stays.)
+async fn expired(ctx: &Arc<Transfers>, id: &TransferId) {
+    let Ok(Some(t)) = ctx.store.transfer(id) else {
+        return;
+    };
+    if t.direction == Direction::Incoming {
+        abort_fetch(ctx, id);
+    }
+    finish_locally(ctx, &t).await;
+    if let Err(e) = ctx.store.remove_transfer(id) {
+        tracing::warn!(transfer = %id, "deleting an expired transfer: {e}");
+    }
+    ctx.events.emit(Event::TransferChanged {
+        transfer: Transfer {
+            state: TransferState::Cancelled,
+            error: Some("the message disappeared".into()),
+            ..t
+        },
     });
 }
 
