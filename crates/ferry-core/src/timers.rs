@@ -30,6 +30,10 @@ use crate::Error;
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// Messages deleted per transaction.
 const SWEEP_BATCH: usize = 512;
+/// How far ahead of this clock a contact's `set_at` is believed: a later one is taken as now
+/// plus this, so a contact cannot stamp its change so late that this side could never change
+/// the timer again.
+const CLOCK_SKEW: u64 = 24 * 60 * 60 * 1000;
 
 /// The disappearing-messages feature: a cheap handle.
 #[derive(Debug, Clone)]
@@ -115,6 +119,7 @@ impl Timers {
             .store
             .system_line(&contact.id, line("You", secs), now_ms())?;
         let shown = text.clone();
+        let mut stored = false;
         inner
             .outbox
             .queue_with(
@@ -123,12 +128,15 @@ impl Timers {
                 &Payload::Timer { secs, set_at },
                 OutboxKind::Control,
                 |store, session, item, plain| {
-                    store
-                        .queue_timer(session, item, plain, &timer, &text)
-                        .map(|_| ())
+                    stored = store.queue_timer(session, item, plain, &timer, &text)?;
+                    Ok(())
                 },
             )
             .await?;
+        if !stored {
+            // A change from the contact, stamped later, arrived in between: it holds.
+            return inner.roster.view(contact);
+        }
         tracing::info!(contact = %contact.id.fmt_short(), secs, "timer set");
         inner.events.emit(Event::MessageSent {
             message: shown,
@@ -214,6 +222,7 @@ impl PayloadHandler for Handler {
                     timer_label(secs)
                 )));
             }
+            let set_at = set_at.min(now_ms().saturating_add(CLOCK_SKEW));
             let text = feature
                 .store
                 .system_line(&from.id, line(&from.name, secs), now_ms())?;
