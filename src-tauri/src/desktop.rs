@@ -139,7 +139,10 @@ fn human_size(bytes: u64) -> String {
 /// Engine events that touch the desktop: unread count on the tray, and a notification when
 /// the window is not focused.
 pub fn on_event(app: &AppHandle, node: &Node, event: &Event) {
-    if matches!(event, Event::MessageReceived { .. }) {
+    if matches!(
+        event,
+        Event::MessageReceived { .. } | Event::MessagesExpired { .. }
+    ) {
         refresh_unread(app, node);
     }
     let focused = app

@@ -604,6 +604,12 @@ async fn disappearing_messages_are_set_on_both_sides_and_deleted_from_both_store
         eventually(|| Ok(node.transfers()?.iter().all(|t| t.id != sent.id)))
             .await
             .map_err(|e| anyhow::anyhow!("{other}'s side keeps the transfer: {e}"))?;
+        // The offer was still open: the expiry itself dropped Alice's blob-store tag, so the
+        // clean-up finds nothing left over.
+        ensure!(
+            node.clean_storage().await? == 0,
+            "{other}'s side kept a tag"
+        );
     }
 
     // Bob turns it off; Alice's side follows, and messages stay again.
@@ -613,6 +619,80 @@ async fn disappearing_messages_are_set_on_both_sides_and_deleted_from_both_store
     assert_eq!(alice.contact("Bob")?.timer_secs, 0);
     alice.send_text("Bob", "stays").await?;
     assert_eq!(next_message(&mut bob_events).await?, "stays");
+    alice.shutdown().await;
+    bob.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_received_file_and_a_message_still_waiting_disappear_with_their_copies_and_counts(
+) -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    // One second of a timer lasts 10 ms here: 5 minutes run out in 3 s, time enough for a
+    // small file to arrive first.
+    let slow = Config {
+        timer_ms: 10,
+        ..test_config()
+    };
+    let bob_home = new_home(dir.path(), "Bob")?;
+    let alice = open(&new_home(dir.path(), "Alice")?, slow.clone()).await?;
+    let bob = open(&bob_home, slow.clone()).await?;
+    pair(&alice, &bob).await?;
+    let mut alice_events = alice.subscribe();
+    let mut bob_events = bob.subscribe();
+    alice.set_timer("Bob", 300).await?;
+    next_message(&mut bob_events).await?;
+
+    // A file Bob accepts and receives whole: its record and the blob store's copy (its tag)
+    // go on both sides when the message expires.
+    let file = dir.path().join("photo.bin");
+    std::fs::write(&file, vec![7u8; 200_000])?;
+    let sent = alice.send_file("Bob", &file).await?;
+    offered_to(&mut bob_events, &sent).await?;
+    bob.accept_transfer(&sent.id.to_string()).await?;
+    let mut saved = None;
+    eventually(|| {
+        saved = bob
+            .transfer_by_id(&sent.id)?
+            .filter(|t| t.state == TransferState::Done)
+            .and_then(|t| t.path);
+        Ok(saved.is_some())
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("the file did not arrive before its time ran out: {e}"))?;
+    for node in [&alice, &bob] {
+        eventually(|| Ok(node.transfer_by_id(&sent.id)?.is_none())).await?;
+        // Nothing is left for the clean-up to drop: the expiry dropped the tags itself.
+        ensure!(
+            node.clean_storage().await? == 0,
+            "a blob tag outlived its message"
+        );
+    }
+    // The saved copy is the user's and stays.
+    let saved = saved.unwrap_or_default();
+    ensure!(std::fs::read(&saved)? == vec![7u8; 200_000], "{saved:?}");
+
+    // A message written while Bob is away waits in Alice's outbox; when its time runs out it
+    // leaves the outbox, the count of waiting messages, and the history, and Bob never gets it.
+    bob.shutdown().await;
+    drop(bob);
+    let waiting = alice.send_text("Bob", "too late").await?;
+    ensure!(alice.contact("Bob")?.queued == 1);
+    let expired = wait_for(&mut alice_events, |e| match e {
+        Event::MessagesExpired { ids, .. } if ids.contains(&waiting.id) => Some(()),
+        _ => None,
+    });
+    expired.await?;
+    ensure!(alice.contact("Bob")?.queued == 0);
+    ensure!(alice.outbox_len(None)? == 0);
+    ensure!(alice.message(&waiting.id)?.is_none());
+    let bob = open(&bob_home, slow).await?;
+    let mut bob_events = bob.subscribe();
+    alice.send_text("Bob", "after").await?;
+    ensure!(next_message(&mut bob_events).await? == "after");
+    let texts = bodies(&bob, "Alice").await?;
+    ensure!(!texts.iter().any(|t| t == "too late"), "{texts:?}");
     alice.shutdown().await;
     bob.shutdown().await;
     Ok(())

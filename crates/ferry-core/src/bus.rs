@@ -31,7 +31,7 @@ impl Events {
 }
 
 /// An internal signal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Signal {
     /// A live link to this contact was established (dialled or accepted).
     LinkUp(ContactId),
@@ -53,9 +53,9 @@ pub(crate) enum Signal {
     /// A session reset with this contact completed and is stored: what waits for it was sealed
     /// again and may go out now.
     SessionReset(ContactId),
-    /// A file message's time ran out and it was deleted: its transfer and the blob store's
-    /// copy go too.
-    TransferExpired(crate::model::TransferId),
+    /// A file message's time ran out and it was deleted with its transfer's record (given
+    /// here): the transfer stops, and its grant and the blob store's copy go too.
+    TransferExpired(Box<crate::model::Transfer>),
 }
 
 type Subscriber = Arc<dyn Fn(Signal) + Send + Sync>;
@@ -90,7 +90,7 @@ impl Bus {
             Err(poisoned) => poisoned.into_inner().clone(),
         };
         for s in subs {
-            s(signal);
+            s(signal.clone());
         }
     }
 }

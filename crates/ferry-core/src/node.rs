@@ -300,6 +300,14 @@ impl Node {
             .accept(ALPN_PAIR, PairProtocol(pairing.clone()))
             .accept(iroh_blobs::ALPN, blobs_protocol)
             .spawn();
+        // Messages (and their transfers) whose time ran out while the node was closed go before
+        // anything resumes; tags a crash left without a record go too.
+        if let Err(e) = timers.sweep().await {
+            tracing::error!("deleting expired messages: {e}");
+        }
+        if let Err(e) = transfer::clean(&transfers).await {
+            tracing::warn!("dropping unused blob tags: {e}");
+        }
         transfer::resume(&transfers, None).await;
         let tasks = vec![
             tokio::spawn(outbox.clone().run()),

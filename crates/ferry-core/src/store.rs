@@ -121,14 +121,14 @@ pub struct Applied {
 }
 
 /// A message deleted because its conversation's timer ran out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Expired {
     /// The other side of its conversation.
     pub contact: ContactId,
     /// The message.
     pub id: MessageId,
-    /// The transfer it showed, for a file message.
-    pub transfer: Option<TransferId>,
+    /// The transfer it showed, for a file message: its record, deleted with the message.
+    pub transfer: Option<Transfer>,
 }
 
 /// The store of one home.
@@ -351,12 +351,35 @@ fn put_timer(
         .get(key.as_bytes())?
         .map(|v| tx_dec::<TimerSetting>(&v))
         .transpose()?;
-    if current.is_some_and(|c| c.set_at >= timer.set_at) {
+    // The later change holds; of two stamped alike, the longer timer, so both sides settle on
+    // the same one.
+    if current.is_some_and(|c| (c.set_at, c.secs) >= (timer.set_at, timer.secs)) {
         return Ok(false);
     }
     settings.insert(key.as_bytes(), tx_enc(timer)?)?;
     put_message(msgs, ids, line)?;
     Ok(true)
+}
+
+/// The `expiry` key of `m`, a message of the conversation with `contact`, under the timer in
+/// force, read inside the transaction that stores the message so that a change of timer
+/// cannot slip in between. `ms` is how long one second of a timer lasts.
+fn tx_expiry(
+    settings: &TransactionalTree,
+    contact: &ContactId,
+    m: &Message,
+    ms: u64,
+) -> Result<Option<[u8; 32]>, ConflictableTransactionError<Error>> {
+    let secs = settings
+        .get(timer_key(contact).as_bytes())?
+        .map(|v| tx_dec::<TimerSetting>(&v))
+        .transpose()?
+        .map_or(0, |t| t.secs);
+    if secs == 0 {
+        return Ok(None);
+    }
+    let at = m.stored_at.saturating_add(secs.saturating_mul(ms));
+    Ok(Some(expiry_key(at, &message_key(&m.conversation, m.seq))))
 }
 
 /// Stores a message already encoded, inside a transaction.
@@ -1059,6 +1082,9 @@ impl Store {
             loop {
                 let mut msgs = sled::Batch::default();
                 let mut ids = sled::Batch::default();
+                // Kept messages marked read, written only where the message is still there (the
+                // sweeper may delete an expired one meanwhile).
+                let mut seen: Vec<(sled::IVec, Vec<u8>)> = Vec::new();
                 let mut n = 0;
                 for kv in self.messages.range(from.clone()..) {
                     let (k, v) = kv?;
@@ -1074,7 +1100,7 @@ impl Store {
                             continue;
                         }
                         m.state = MessageState::Seen;
-                        msgs.insert(k, enc(&m)?);
+                        seen.push((k, enc(&m)?));
                     } else {
                         if let Ok(m) = dec::<Message>(&v) {
                             ids.remove(&m.id.0[..]);
@@ -1092,6 +1118,11 @@ impl Store {
                 tx_result((&self.messages, &self.message_ids).transaction(|(m, i)| {
                     m.apply_batch(&msgs)?;
                     i.apply_batch(&ids)?;
+                    for (k, v) in &seen {
+                        if m.get(k)?.is_some() {
+                            m.insert(k, v.clone())?;
+                        }
+                    }
                     Ok(())
                 }))?;
             }
@@ -1168,10 +1199,7 @@ impl Store {
         let s = enc(session)?;
         let o = enc(item)?;
         let t = transfer.map(enc).transpose()?;
-        let expires = match message {
-            Some(m) if m.direction == Direction::Outgoing => self.expires_at(&item.contact, m)?,
-            _ => None,
-        };
+        let ms = self.timer_ms.load(std::sync::atomic::Ordering::Relaxed);
         tx_result(
             (
                 &self.sessions,
@@ -1182,10 +1210,13 @@ impl Store {
                 &self.counters,
                 &self.outbox_plain,
                 &self.expiry,
+                &self.settings,
             )
-                .transaction(|(ses, out, msgs, ids, trs, cnt, pla, exp)| {
-                    if let Some(key) = &expires {
-                        exp.insert(&key[..], &[][..])?;
+                .transaction(|(ses, out, msgs, ids, trs, cnt, pla, exp, set)| {
+                    if let Some(m) = message.filter(|m| m.direction == Direction::Outgoing) {
+                        if let Some(key) = tx_expiry(set, &item.contact, m, ms)? {
+                            exp.insert(&key[..], &[][..])?;
+                        }
                     }
                     ses.insert(item.contact.as_bytes(), s.clone())?;
                     out.insert(&seq.to_be_bytes(), o.clone())?;
@@ -1235,10 +1266,12 @@ impl Store {
     /// sender's cancel arrives must not undo the cancel). On success `t` holds the new state.
     pub fn advance_transfer(&self, t: &mut Transfer, to: TransferState) -> Result<(), Error> {
         let stored = tx_result(self.transfers.transaction(|tx| {
-            let from = match tx.get(t.id.0)? {
-                Some(v) => tx_dec::<Transfer>(&v)?.state,
-                None => t.state,
+            // A record deleted meanwhile (its message expired, its contact was removed) is not
+            // written back.
+            let Some(v) = tx.get(t.id.0)? else {
+                return abort(Error::InvalidInput(format!("no transfer {}", t.id)));
             };
+            let from = tx_dec::<Transfer>(&v)?.state;
             let mut next = t.clone();
             next.state = match from.next(to) {
                 Ok(s) => s,
@@ -1261,15 +1294,20 @@ impl Store {
 
     /// Sets a message's state outside any other change (e.g. failed for good).
     pub fn set_message_state(&self, id: &MessageId, state: MessageState) -> Result<(), Error> {
-        let Some(key) = self.message_ids.get(id.0)? else {
-            return Ok(());
-        };
-        if let Some(v) = self.messages.get(&key)? {
-            let mut m: Message = dec(&v)?;
-            m.state = state;
-            self.messages.insert(key, enc(&m)?)?;
-        }
-        Ok(())
+        tx_result(
+            (&self.message_ids, &self.messages).transaction(|(ids, msgs)| {
+                // Read again inside: a message deleted meanwhile (expired) stays deleted.
+                let Some(key) = ids.get(id.0)? else {
+                    return Ok(());
+                };
+                if let Some(v) = msgs.get(&key)? {
+                    let mut m: Message = tx_dec(&v)?;
+                    m.state = state;
+                    msgs.insert(key, tx_enc(&m)?)?;
+                }
+                Ok(())
+            }),
+        )
     }
 
     /// Whether a payload with this id was already taken: a message, a receipt, an update.
@@ -1299,10 +1337,7 @@ impl Store {
             .map(|t| Ok((t.id, enc(t)?)))
             .collect::<Result<Vec<_>, Error>>()?;
         let today = day_of(now_ms());
-        let expires = match &changes.message {
-            Some(m) if m.direction == Direction::Incoming => self.expires_at(&m.contact, m)?,
-            _ => None,
-        };
+        let ms = self.timer_ms.load(std::sync::atomic::Ordering::Relaxed);
         tx_result(
             (
                 &self.sessions,
@@ -1325,8 +1360,10 @@ impl Store {
                             });
                         }
                         put_message(msgs, ids, m)?;
-                        if let Some(key) = &expires {
-                            exp.insert(&key[..], &[][..])?;
+                        if m.direction == Direction::Incoming {
+                            if let Some(key) = tx_expiry(set, &m.contact, m, ms)? {
+                                exp.insert(&key[..], &[][..])?;
+                            }
                         }
                         if m.direction == Direction::Incoming && m.state == MessageState::Received {
                             bump(cnt, &unread_key(&m.conversation), 1)?;
@@ -1355,7 +1392,10 @@ impl Store {
                         rec.insert(&id.0[..], &[][..])?;
                     }
                     for (id, bytes) in &transfers {
-                        trs.insert(&id.0[..], bytes.clone())?;
+                        // An update never brings back a record deleted meanwhile (expired).
+                        if trs.get(id.0)?.is_some() {
+                            trs.insert(&id.0[..], bytes.clone())?;
+                        }
                     }
                     let mut read = Vec::new();
                     if let Some((contact, list)) = &changes.read_receipt {
@@ -1449,17 +1489,6 @@ impl Store {
             .store(ms.max(1), std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The `expiry` key of a message of the conversation with `contact`, if a timer is on.
-    fn expires_at(&self, contact: &ContactId, m: &Message) -> Result<Option<[u8; 32]>, Error> {
-        let secs = self.timer_secs(contact)?;
-        if secs == 0 {
-            return Ok(None);
-        }
-        let ms = self.timer_ms.load(std::sync::atomic::Ordering::Relaxed);
-        let at = m.stored_at.saturating_add(secs.saturating_mul(ms));
-        Ok(Some(expiry_key(at, &message_key(&m.conversation, m.seq))))
-    }
-
     /// A line this home writes into its conversation with `contact` (not yet stored).
     pub fn system_line(
         &self,
@@ -1514,8 +1543,9 @@ impl Store {
     }
 
     /// Deletes up to `max` messages whose time ran out by `now`, in one transaction: each
-    /// message with its id, its unread count, and its outbox item if it was never delivered
-    /// (it is not sent after its time). Returns what went; the caller drops their transfers.
+    /// message with its id, its unread count, its transfer's record, and its outbox item if it
+    /// was never delivered (it is not sent after its time). Returns what went; the caller drops
+    /// the transfers' grants and blob-store copies.
     pub fn expire(&self, now: u64, max: usize) -> Result<Vec<Expired>, Error> {
         let mut due = Vec::new();
         for k in self
@@ -1525,15 +1555,16 @@ impl Store {
             .take(max)
         {
             let k = k?;
-            let Ok(key) = <[u8; 24]>::try_from(&k[8..]) else {
+            let Some(Ok(key)) = k.get(8..).map(<[u8; 24]>::try_from) else {
+                tracing::warn!("dropped a damaged expiry entry");
                 self.expiry.remove(&k)?;
                 continue;
             };
+            // A record that cannot be read is deleted all the same (below), without its index.
             let message = self
                 .messages
                 .get(key)?
-                .map(|v| dec::<Message>(&v))
-                .transpose()?;
+                .and_then(|v| dec::<Message>(&v).ok());
             due.push((k, key, message));
         }
         if due.is_empty() {
@@ -1563,16 +1594,28 @@ impl Store {
                 &self.counters,
                 &self.outbox,
                 &self.outbox_plain,
+                &self.transfers,
             )
-                .transaction(|(exp, msgs, ids, cnt, out, pla)| {
+                .transaction(|(exp, msgs, ids, cnt, out, pla, trs)| {
                     let mut gone = Vec::new();
                     for (k, key, _) in &due {
                         exp.remove(k)?;
                         let Some(v) = msgs.remove(&key[..])? else {
                             continue;
                         };
-                        let m: Message = tx_dec(&v)?;
+                        let Ok(m) = dec::<Message>(&v) else {
+                            tracing::warn!(key = %hex_key(key), "deleted an expired message that cannot be read");
+                            continue;
+                        };
                         ids.remove(&m.id.0[..])?;
+                        // The transfer's record goes with its message, so nothing (a restart,
+                        // a late update) can start or serve it again.
+                        let transfer = match m.transfer {
+                            Some(t) => trs
+                                .remove(&t.0[..])?
+                                .and_then(|v| dec::<Transfer>(&v).ok()),
+                            None => None,
+                        };
                         if m.direction == Direction::Incoming && m.state == MessageState::Received {
                             bump(cnt, &unread_key(&m.conversation), -1)?;
                         }
@@ -1587,7 +1630,7 @@ impl Store {
                         gone.push(Expired {
                             contact: m.contact,
                             id: m.id,
-                            transfer: m.transfer,
+                            transfer,
                         });
                     }
                     Ok(gone)
@@ -1601,12 +1644,6 @@ impl Store {
             .outbox_plain
             .get(seq.to_be_bytes())?
             .map(|v| v.to_vec()))
-    }
-
-    /// Deletes a transfer's record (its message expired).
-    pub fn remove_transfer(&self, id: &TransferId) -> Result<(), Error> {
-        self.transfers.remove(id.0)?;
-        Ok(())
     }
 
     /// What waits for `contact`, oldest first, each with the plaintext it seals where that was
@@ -2567,11 +2604,96 @@ mod tests {
     }
 
     #[test]
+    fn timers_stamped_alike_settle_on_the_longer_one_whichever_arrives_first() {
+        for order in [[300, 3600], [3600, 300]] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path(), &test_me()).unwrap();
+            let bob = iroh::SecretKey::from_bytes(&[1; 32]).public();
+            store
+                .store_pairing(&contact(bob, "Bob", 3, 10), &session(), None, None, 10, "")
+                .unwrap();
+            for (n, secs) in order.into_iter().enumerate() {
+                let line = store.system_line(&bob, format!("t{n}"), 1).unwrap();
+                store
+                    .apply(&Changes {
+                        timer: Some((bob, TimerSetting { secs, set_at: 50 }, line)),
+                        ..Changes::default()
+                    })
+                    .unwrap();
+            }
+            assert_eq!(store.timer_secs(&bob).unwrap(), 3600, "{order:?}");
+        }
+    }
+
+    #[test]
+    fn an_expired_file_message_takes_its_transfer_and_nothing_writes_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &test_me()).unwrap();
+        let bob = iroh::SecretKey::from_bytes(&[1; 32]).public();
+        store
+            .store_pairing(&contact(bob, "Bob", 3, 10), &session(), None, None, 10, "")
+            .unwrap();
+        let line = store.system_line(&bob, "t".into(), 1).unwrap();
+        store
+            .apply(&Changes {
+                timer: Some((
+                    bob,
+                    TimerSetting {
+                        secs: 300,
+                        set_at: 5,
+                    },
+                    line,
+                )),
+                ..Changes::default()
+            })
+            .unwrap();
+        let offer = incoming_transfer(3, bob, TransferState::Offered);
+        store
+            .apply(&Changes {
+                message: Some(Message {
+                    transfer: Some(offer.id),
+                    ..message(2, bob, Direction::Incoming, MessageState::Received)
+                }),
+                new_transfer: Some(offer.clone()),
+                ..Changes::default()
+            })
+            .unwrap();
+        // A damaged expiry entry is dropped, not a panic.
+        store.expiry.insert([0u8], &[][..]).unwrap();
+        let gone = store.expire(1 + 300_000, 10).unwrap();
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].transfer.as_ref().map(|t| t.id), Some(offer.id));
+        assert!(store.transfer(&offer.id).unwrap().is_none());
+        assert_eq!(store.expiry.len(), 0);
+        assert_eq!(store.unread_count(&ConversationId([9; 16])).unwrap(), 0);
+        // A fetch or an update still holding the record cannot bring it back.
+        let mut stale = offer.clone();
+        assert!(store
+            .advance_transfer(&mut stale, TransferState::Accepted)
+            .is_err());
+        store
+            .apply(&Changes {
+                transfers: vec![Transfer {
+                    state: TransferState::Cancelled,
+                    ..offer.clone()
+                }],
+                ..Changes::default()
+            })
+            .unwrap();
+        assert!(store.transfer(&offer.id).unwrap().is_none());
+        store
+            .set_message_state(&MessageId([2; 16]), MessageState::Failed)
+            .unwrap();
+        assert!(store.message(&MessageId([2; 16])).unwrap().is_none());
+    }
+
+    #[test]
     fn a_stale_copy_cannot_move_a_transfer_out_of_a_final_state() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &test_me()).unwrap();
         let contact = iroh::SecretKey::from_bytes(&[2; 32]).public();
         let mut fetching = incoming_transfer(3, contact, TransferState::Accepted);
+        store.put_transfer(&fetching).unwrap();
         store
             .advance_transfer(&mut fetching, TransferState::Transferring)
             .unwrap();

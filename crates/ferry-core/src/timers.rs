@@ -30,10 +30,11 @@ use crate::Error;
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// Messages deleted per transaction.
 const SWEEP_BATCH: usize = 512;
-/// How far ahead of this clock a contact's `set_at` is believed: a later one is taken as now
-/// plus this, so a contact cannot stamp its change so late that this side could never change
-/// the timer again.
-const CLOCK_SKEW: u64 = 24 * 60 * 60 * 1000;
+/// The latest `set_at` taken from a contact, far beyond any clock: this side's next change is
+/// stamped one later than the one in force, so it always overtakes, and that never overflows.
+const LATEST_SET_AT: u64 = u64::MAX / 2;
+/// How often setting a timer is tried when a contact's change keeps overtaking it.
+const SET_TRIES: usize = 3;
 
 /// The disappearing-messages feature: a cheap handle.
 #[derive(Debug, Clone)]
@@ -105,38 +106,48 @@ impl Timers {
             )));
         }
         let inner = &self.0;
-        if inner.store.timer_secs(&contact.id)? == secs {
-            return inner.roster.view(contact);
-        }
-        // Later than the one in force, even if this clock is behind the setter's of that one.
-        let set_at = inner
-            .store
-            .timer(&contact.id)?
-            .map_or(0, |t| t.set_at.saturating_add(1))
-            .max(now_ms());
-        let timer = TimerSetting { secs, set_at };
-        let text = inner
-            .store
-            .system_line(&contact.id, line("You", secs), now_ms())?;
-        let shown = text.clone();
-        let mut stored = false;
-        inner
-            .outbox
-            .queue_with(
-                &contact.id,
-                MessageId::random(),
-                &Payload::Timer { secs, set_at },
-                OutboxKind::Control,
-                |store, session, item, plain| {
-                    stored = store.queue_timer(session, item, plain, &timer, &text)?;
-                    Ok(())
-                },
-            )
-            .await?;
-        if !stored {
-            // A change from the contact, stamped later, arrived in between: it holds.
-            return inner.roster.view(contact);
-        }
+        let mut tries = 0;
+        let shown = loop {
+            if inner.store.timer_secs(&contact.id)? == secs {
+                return inner.roster.view(contact);
+            }
+            tries += 1;
+            // Later than the one in force, even if this clock is behind the setter's of that
+            // one (a contact's is never believed past LATEST_SET_AT, so this cannot overflow).
+            let set_at = inner
+                .store
+                .timer(&contact.id)?
+                .map_or(0, |t| t.set_at.saturating_add(1))
+                .max(now_ms());
+            let timer = TimerSetting { secs, set_at };
+            let text = inner
+                .store
+                .system_line(&contact.id, line("You", secs), now_ms())?;
+            let mut stored = false;
+            inner
+                .outbox
+                .queue_with(
+                    &contact.id,
+                    MessageId::random(),
+                    &Payload::Timer { secs, set_at },
+                    OutboxKind::Control,
+                    |store, session, item, plain| {
+                        stored = store.queue_timer(session, item, plain, &timer, &text)?;
+                        Ok(())
+                    },
+                )
+                .await?;
+            if stored {
+                break text;
+            }
+            // A change from the contact, stamped later, arrived in between: this one, stamped
+            // after it, goes again.
+            if tries == SET_TRIES {
+                return Err(Error::InvalidInput(
+                    "the contact keeps changing the timer at the same moment: try again".into(),
+                ));
+            }
+        };
         tracing::info!(contact = %contact.id.fmt_short(), secs, "timer set");
         inner.events.emit(Event::MessageSent {
             message: shown,
@@ -173,32 +184,43 @@ impl Timers {
         }
     }
 
-    /// Deletes every message whose time ran out. Returns when the next one expires.
-    async fn sweep(&self) -> Result<Option<u64>, Error> {
+    /// Deletes every message whose time ran out. Returns when the next one expires. Node start
+    /// runs it once before transfers resume, so none whose message expired meanwhile starts.
+    pub(crate) async fn sweep(&self) -> Result<Option<u64>, Error> {
         let inner = &self.0;
         loop {
-            let gone = inner.store.expire(now_ms(), SWEEP_BATCH)?;
+            // Up to a batch of sled reads and writes: off the async threads.
+            let store = inner.store.clone();
+            let gone = tokio::task::spawn_blocking(move || store.expire(now_ms(), SWEEP_BATCH))
+                .await
+                .map_err(|_| Error::Closed)??;
             if gone.is_empty() {
                 return inner.store.next_expiry();
             }
             inner.store.flush().await?;
             let mut by_contact: std::collections::BTreeMap<[u8; 32], Vec<MessageId>> =
                 Default::default();
-            for e in &gone {
+            for e in gone.iter() {
                 by_contact
                     .entry(*e.contact.as_bytes())
                     .or_default()
                     .push(e.id);
-                if let Some(t) = e.transfer {
-                    inner.bus.emit(Signal::TransferExpired(t));
-                }
             }
             tracing::info!(n = gone.len(), "expired messages deleted");
+            for t in gone.into_iter().filter_map(|e| e.transfer) {
+                inner.bus.emit(Signal::TransferExpired(Box::new(t)));
+            }
             for (contact, ids) in by_contact {
                 let Ok(contact) = iroh::PublicKey::from_bytes(&contact) else {
                     continue;
                 };
                 inner.events.emit(Event::MessagesExpired { contact, ids });
+                // Its unread and waiting counts may have gone down.
+                if let Ok(Some(c)) = inner.store.contact(&contact) {
+                    if let Ok(view) = inner.roster.view(&c) {
+                        inner.events.emit(Event::ContactChanged { contact: view });
+                    }
+                }
             }
             tokio::task::yield_now().await;
         }
@@ -222,7 +244,7 @@ impl PayloadHandler for Handler {
                     timer_label(secs)
                 )));
             }
-            let set_at = set_at.min(now_ms().saturating_add(CLOCK_SKEW));
+            let set_at = set_at.min(LATEST_SET_AT);
             let text = feature
                 .store
                 .system_line(&from.id, line(&from.name, secs), now_ms())?;

@@ -349,7 +349,13 @@ export class Store {
         const list = this.messages[ev.contact];
         if (list) this.messages[ev.contact] = list.filter((m) => !gone.has(m.id));
         const last = this.last[ev.contact];
-        if (last && gone.has(last.id)) delete this.last[ev.contact];
+        if (last && gone.has(last.id)) {
+          // The preview falls back to the newest message still loaded, if any; the engine's
+          // contact_changed that follows brings the counts.
+          const newest = this.messages[ev.contact]?.at(-1);
+          if (newest) this.last[ev.contact] = newest;
+          else delete this.last[ev.contact];
+        }
         break;
       }
       case "notice":

@@ -182,6 +182,12 @@ describe("Store", () => {
     s.apply({ type: "message_received", message: message({ id: "m2", contact: "b0b" }), from: "Bob" });
     s.apply({ type: "messages_expired", contact: "b0b", ids: ["m1"] });
     expect(s.messages["b0b"]?.map((m) => m.id)).toEqual(["m2"]);
+    // The newest going leaves the one before it as the preview, and none when none is left.
+    s.apply({ type: "message_received", message: message({ id: "m3", contact: "b0b" }), from: "Bob" });
+    s.apply({ type: "messages_expired", contact: "b0b", ids: ["m3"] });
+    expect(s.last["b0b"]?.id).toBe("m2");
+    s.apply({ type: "messages_expired", contact: "b0b", ids: ["m2"] });
+    expect(s.last["b0b"]).toBeUndefined();
     await s.setTimer("b0b", 3600);
     expect(api.setTimer).toHaveBeenCalledWith("b0b", 3600);
     expect(s.contact("b0b")?.timer_secs).toBe(3600);

@@ -127,8 +127,8 @@ impl Transfers {
                     tokio::spawn(async move { resume(&ctx, Some(&id)).await });
                 }
                 Signal::Removing(id) => stop_for(&ctx, &id, true),
-                Signal::TransferExpired(id) => {
-                    tokio::spawn(async move { expired(&ctx, &id).await });
+                Signal::TransferExpired(t) => {
+                    tokio::spawn(async move { expired(&ctx, *t).await });
                 }
                 Signal::KeyAccepted(_) | Signal::SessionBroken(_) | Signal::SessionReset(_) => {}
             }
@@ -556,19 +556,15 @@ fn stop_for(ctx: &Arc<Transfers>, contact: &ContactId, removed: bool) {
     });
 }
 
-/// A transfer whose message expired: stopped, its grant and blob-store copy dropped, and its
-/// record deleted. (A file already saved to the downloads folder is the user's and stays.)
-async fn expired(ctx: &Arc<Transfers>, id: &TransferId) {
-    let Ok(Some(t)) = ctx.store.transfer(id) else {
-        return;
-    };
+/// A transfer whose message expired, its record deleted with the message: stopped, its grant
+/// and blob-store copy dropped. (A file already saved to the downloads folder is the user's
+/// and stays.) After a crash before this ran, the tag has no record, and the clean-up at the
+/// next start drops it.
+async fn expired(ctx: &Arc<Transfers>, t: Transfer) {
     if t.direction == Direction::Incoming {
-        abort_fetch(ctx, id);
+        abort_fetch(ctx, &t.id);
     }
     finish_locally(ctx, &t).await;
-    if let Err(e) = ctx.store.remove_transfer(id) {
-        tracing::warn!(transfer = %id, "deleting an expired transfer: {e}");
-    }
     ctx.events.emit(Event::TransferChanged {
         transfer: Transfer {
             state: TransferState::Cancelled,
