@@ -18,6 +18,8 @@ It runs in a private network namespace (`unshare -n`, loopback only). Unless giv
 - backlog: N messages queued while Bob's daemon is stopped, then the time from its restart to
   the last of them shown: the delivery between the daemons alone (batches, both flushes);
 - fairness: Alice→Bob ping-pong while Carol floods Bob as fast as she can;
+- memory (with `--memory N`): Alice's and Bob's RSS when idle after pairing, then after N more
+  messages and after N more again (growth between the two is what the messages leave behind);
 - and next to them, the floors measured in the same run: fsync, sled insert + flush, and an
   iroh echo round trip (the `floors` example).
 """
@@ -261,6 +263,7 @@ def bench(ferry, floors_bin, args, work):
         # Warm up the links.
         ping_pong(d["Alice"], d["Bob"], 10, "warm")
         ping_pong(d["Carol"], d["Bob"], 10, "warm-c")
+        idle = {n: d[n].rss_kib() for n in ("Alice", "Bob")}
         floors = json.loads(run([floors_bin, str(max(200, args.pings))]))
         send_ret, quiet = ping_pong(d["Alice"], d["Bob"], args.pings, "ping")
         b = burst(d["Alice"], d["Bob"], args.burst, args.burst_lanes)
@@ -283,12 +286,19 @@ def bench(ferry, floors_bin, args, work):
             t.join(timeout=WAIT)
         flooded = [sum(counts.values()), flood_rate]
         rss = {n: d[n].rss_kib() for n in names}
+        memory = []
+        for rnd in range(2 if args.memory else 0):
+            m = burst(d["Alice"], d["Bob"], args.memory, args.burst_lanes)
+            if not m["complete"] or m["dupes"] or m["left_queued"]:
+                raise RuntimeError(f"memory round {rnd + 1}: {m}")
+            memory.append({n: d[n].rss_kib() for n in ("Alice", "Bob")})
     finally:
         for x in d.values():
             x.stop()
     return {
         "floors": floors, "send_ret": send_ret, "quiet": quiet, "burst": b,
         "backlog": q, "noisy": noisy, "flooded": flooded[0], "flood_rate": flooded[1], "rss": rss,
+        "idle": idle, "memory": memory,
     }
 
 
@@ -305,6 +315,8 @@ def main():
     ap.add_argument("--flood-lanes", type=int, default=4,
                     help="Carol's concurrent senders during the fairness row")
     ap.add_argument("--work", help="scratch folder (default: a short temp folder)")
+    ap.add_argument("--memory", type=int, default=0,
+                    help="after the other rows, send this many messages twice and show the RSS")
     args = ap.parse_args()
     isolate()
     if not args.ferry or not args.floors:
@@ -354,6 +366,17 @@ def main():
               f"spread {min(p50s):.2f}–{max(p50s):.2f} ms")
     r = results[-1]
     print(f"\nRSS after the run (KiB): " + ", ".join(f"{k} {v:,}" for k, v in r["rss"].items()))
+    if args.memory:
+        mib = lambda kib: f"{kib / 1024:.1f}"
+        print(f"\nRSS in MiB (Alice / Bob): idle after pairing, then after {args.memory:,} more "
+              f"messages, and {args.memory:,} more again\n")
+        print(f"| run | idle | +{args.memory:,} | +{args.memory:,} again | growth in the second round |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+        for i, r in enumerate(results, 1):
+            idle, (one, two) = r["idle"], r["memory"]
+            cols = [f"{mib(x['Alice'])} / {mib(x['Bob'])}" for x in (idle, one, two)]
+            growth = f"{mib(two['Alice'] - one['Alice'])} / {mib(two['Bob'] - one['Bob'])}"
+            print(f"| {i} | {' | '.join(cols)} | {growth} |")
     lost = [r for r in results if not r["burst"]["complete"] or r["burst"]["dupes"]
             or not r["backlog"]["complete"] or r["backlog"]["dupes"]]
     if lost:
