@@ -287,7 +287,7 @@ def bench(ferry, floors_bin, args, work):
         flooded = [sum(counts.values()), flood_rate]
         rss = {n: d[n].rss_kib() for n in names}
         memory = []
-        for rnd in range(2 if args.memory else 0):
+        for rnd in range(args.memory_rounds if args.memory else 0):
             m = burst(d["Alice"], d["Bob"], args.memory, args.burst_lanes)
             if not m["complete"] or m["dupes"] or m["left_queued"]:
                 raise RuntimeError(f"memory round {rnd + 1}: {m}")
@@ -316,7 +316,9 @@ def main():
                     help="Carol's concurrent senders during the fairness row")
     ap.add_argument("--work", help="scratch folder (default: a short temp folder)")
     ap.add_argument("--memory", type=int, default=0,
-                    help="after the other rows, send this many messages twice and show the RSS")
+                    help="after the other rows, send this many messages in rounds and show the RSS")
+    ap.add_argument("--memory-rounds", type=int, default=2,
+                    help="how many rounds of --memory messages (at least 2)")
     args = ap.parse_args()
     isolate()
     if not args.ferry or not args.floors:
@@ -368,13 +370,16 @@ def main():
     print(f"\nRSS after the run (KiB): " + ", ".join(f"{k} {v:,}" for k, v in r["rss"].items()))
     if args.memory:
         mib = lambda kib: f"{kib / 1024:.1f}"
-        print(f"\nRSS in MiB (Alice / Bob): idle after pairing, then after {args.memory:,} more "
-              f"messages, and {args.memory:,} more again\n")
-        print(f"| run | idle | +{args.memory:,} | +{args.memory:,} again | growth in the second round |")
-        print("| --- | ---: | ---: | ---: | ---: |")
+        n = args.memory_rounds
+        print(f"\nRSS in MiB (Alice / Bob): idle after pairing, then after each round of "
+              f"{args.memory:,} more messages\n")
+        print(f"| run | idle | " + " | ".join(f"after {k * args.memory:,}" for k in range(1, n + 1))
+              + " | growth in the last round |")
+        print("| --- |" + " ---: |" * (n + 2))
         for i, r in enumerate(results, 1):
-            idle, (one, two) = r["idle"], r["memory"]
-            cols = [f"{mib(x['Alice'])} / {mib(x['Bob'])}" for x in (idle, one, two)]
+            idle, rounds = r["idle"], r["memory"]
+            cols = [f"{mib(x['Alice'])} / {mib(x['Bob'])}" for x in [idle, *rounds]]
+            one, two = rounds[-2], rounds[-1]
             growth = f"{mib(two['Alice'] - one['Alice'])} / {mib(two['Bob'] - one['Bob'])}"
             print(f"| {i} | {' | '.join(cols)} | {growth} |")
     lost = [r for r in results if not r["burst"]["complete"] or r["burst"]["dupes"]
