@@ -407,10 +407,10 @@ fn put_message(
 }
 
 /// The most sled keeps of the store's pages in memory. Its default, 1 GiB, let a daemon's
-/// memory grow with its history (53–73 MiB for each 100,000 messages); with this the growth
-/// is 7–11 MiB, and neither latency nor throughput measurably changed
-/// (`scripts/bench_messages.py --memory 100000`).
-const CACHE_BYTES: u64 = 4 << 20;
+/// memory grow with its history (53–73 MiB for each 100,000 messages; README, "Speed"). 4 MiB
+/// cut that to 7–11 MiB but made delivering a backlog a third slower (`scripts/
+/// bench_messages.py --memory 100000`); this keeps its speed.
+const CACHE_BYTES: u64 = 16 << 20;
 
 /// How long [`Store::open`] waits for sled's file lock held by a handle of this process that
 /// was just dropped.
