@@ -2566,25 +2566,34 @@ mod tests {
         assert!(matches!(refused, Err(Error::Blocked(_))), "{refused:?}");
     }
 
-    #[test]
-    fn the_later_timer_holds_and_only_messages_written_under_it_expire() {
+    /// A store in a temp folder, paired with Bob.
+    fn paired_with_bob() -> (tempfile::TempDir, Store, ContactId) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &test_me()).unwrap();
         let bob = iroh::SecretKey::from_bytes(&[1; 32]).public();
         store
             .store_pairing(&contact(bob, "Bob", 3, 10), &session(), None, None, 10, "")
             .unwrap();
+        (dir, store, bob)
+    }
+
+    /// Bob's change of the timer, as the inbox hands it to the store.
+    fn timer_from(store: &Store, bob: ContactId, secs: u64, set_at: u64) -> Changes {
+        let line = store
+            .system_line(&bob, format!("t{secs}/{set_at}"), 1)
+            .unwrap();
+        Changes {
+            timer: Some((bob, TimerSetting { secs, set_at }, line)),
+            ..Changes::default()
+        }
+    }
+
+    #[test]
+    fn the_later_timer_holds_and_only_messages_written_under_it_expire() {
+        let (_dir, store, bob) = paired_with_bob();
         let incoming = |id: u8, at: u64| Message {
             stored_at: at,
             ..message(id, bob, Direction::Incoming, MessageState::Received)
-        };
-        let with_timer = |secs: u64, set_at: u64, id: u8| Changes {
-            timer: Some((
-                bob,
-                TimerSetting { secs, set_at },
-                store.system_line(&bob, format!("t{id}"), 1).unwrap(),
-            )),
-            ..Changes::default()
         };
         store
             .apply(&Changes {
@@ -2592,9 +2601,19 @@ mod tests {
                 ..Changes::default()
             })
             .unwrap();
-        assert!(store.apply(&with_timer(300, 50, 90)).unwrap().timer);
+        assert!(
+            store
+                .apply(&timer_from(&store, bob, 300, 50))
+                .unwrap()
+                .timer
+        );
         // An older change arriving late does not undo the newer one.
-        assert!(!store.apply(&with_timer(3600, 40, 91)).unwrap().timer);
+        assert!(
+            !store
+                .apply(&timer_from(&store, bob, 3600, 40))
+                .unwrap()
+                .timer
+        );
         assert_eq!(store.timer_secs(&bob).unwrap(), 300);
         store
             .apply(&Changes {
@@ -2616,20 +2635,9 @@ mod tests {
     #[test]
     fn timers_stamped_alike_settle_on_the_longer_one_whichever_arrives_first() {
         for order in [[300, 3600], [3600, 300]] {
-            let dir = tempfile::tempdir().unwrap();
-            let store = Store::open(dir.path(), &test_me()).unwrap();
-            let bob = iroh::SecretKey::from_bytes(&[1; 32]).public();
-            store
-                .store_pairing(&contact(bob, "Bob", 3, 10), &session(), None, None, 10, "")
-                .unwrap();
-            for (n, secs) in order.into_iter().enumerate() {
-                let line = store.system_line(&bob, format!("t{n}"), 1).unwrap();
-                store
-                    .apply(&Changes {
-                        timer: Some((bob, TimerSetting { secs, set_at: 50 }, line)),
-                        ..Changes::default()
-                    })
-                    .unwrap();
+            let (_dir, store, bob) = paired_with_bob();
+            for secs in order {
+                store.apply(&timer_from(&store, bob, secs, 50)).unwrap();
             }
             assert_eq!(store.timer_secs(&bob).unwrap(), 3600, "{order:?}");
         }
@@ -2637,26 +2645,8 @@ mod tests {
 
     #[test]
     fn an_expired_file_message_takes_its_transfer_and_nothing_writes_it_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &test_me()).unwrap();
-        let bob = iroh::SecretKey::from_bytes(&[1; 32]).public();
-        store
-            .store_pairing(&contact(bob, "Bob", 3, 10), &session(), None, None, 10, "")
-            .unwrap();
-        let line = store.system_line(&bob, "t".into(), 1).unwrap();
-        store
-            .apply(&Changes {
-                timer: Some((
-                    bob,
-                    TimerSetting {
-                        secs: 300,
-                        set_at: 5,
-                    },
-                    line,
-                )),
-                ..Changes::default()
-            })
-            .unwrap();
+        let (_dir, store, bob) = paired_with_bob();
+        store.apply(&timer_from(&store, bob, 300, 5)).unwrap();
         let offer = incoming_transfer(3, bob, TransferState::Offered);
         store
             .apply(&Changes {
