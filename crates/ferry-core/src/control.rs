@@ -445,9 +445,46 @@ pub fn socket_path(home: &Path) -> PathBuf {
         let dir = std::env::var_os("XDG_RUNTIME_DIR")
             .map(PathBuf::from)
             .filter(|d| d.is_dir())
-            .unwrap_or_else(std::env::temp_dir);
+            .unwrap_or_else(private_temp_dir);
         dir.join(format!("{}.sock", socket_name(home)))
     }
+}
+
+/// This user's folder for control sockets in the shared temp folder, `ferry-<uid>` (as tmux
+/// does): a socket put straight into the temp folder could have its name taken by another user
+/// first.
+#[cfg(unix)]
+fn private_temp_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("ferry-{}", my_uid()))
+}
+
+/// The effective user id of this process.
+#[cfg(unix)]
+fn my_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// Makes sure `dir` is a folder only this user can enter: created 0700, or, if it exists,
+/// a real folder (not a link) owned by this user with no access for others.
+#[cfg(unix)]
+fn ensure_private_dir(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io(format!("creating {}", dir.display()))(e)),
+    }
+    let meta =
+        std::fs::symlink_metadata(dir).map_err(Error::io(format!("reading {}", dir.display())))?;
+    if !meta.is_dir() || meta.uid() != my_uid() || meta.mode() & 0o077 != 0 {
+        return Err(Error::InvalidInput(format!(
+            "{} must be a folder of this user (uid {}) that nobody else may enter, and it is \
+             not: remove it, or set XDG_RUNTIME_DIR",
+            dir.display(),
+            my_uid()
+        )));
+    }
+    Ok(())
 }
 
 /// Serves the control socket of `node`'s home until the node shuts down, so that other
@@ -493,6 +530,9 @@ impl Server {
         let path = socket_path(home);
         #[cfg(unix)]
         {
+            if path.parent() == Some(private_temp_dir().as_path()) {
+                ensure_private_dir(&private_temp_dir())?;
+            }
             let _ = std::fs::remove_file(&path);
             let listener = tokio::net::UnixListener::bind(&path)
                 .map_err(Error::io(format!("binding {}", path.display())))?;
@@ -523,6 +563,22 @@ impl Server {
             };
             match accepted {
                 Ok((stream, _)) => {
+                    // The socket is 0600 already; the peer's credentials are checked too, so a
+                    // process of another user never reaches a call (root included).
+                    match stream.peer_cred() {
+                        Ok(c) if c.uid() == my_uid() => {}
+                        Ok(c) => {
+                            tracing::warn!(
+                                uid = c.uid(),
+                                "refused a control connection from another user"
+                            );
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!("refused a control connection without credentials: {e}");
+                            continue;
+                        }
+                    }
                     let node = node.clone();
                     let cancel = cancel.clone();
                     tokio::spawn(async move {
@@ -716,6 +772,12 @@ impl Client {
             }
             match Self::try_connect(&path, home).await {
                 Ok(c) => return Ok(Some(c)),
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    return Err(Error::Io {
+                        context: format!("not talking to the control socket {}", path.display()),
+                        source: e,
+                    })
+                }
                 Err(e) if tokio::time::Instant::now() >= deadline => {
                     return Err(Error::Io {
                         context: format!(
@@ -734,6 +796,14 @@ impl Client {
         #[cfg(unix)]
         {
             let s = tokio::net::UnixStream::connect(path).await?;
+            // Only a holder running as this user is told anything.
+            let server = s.peer_cred()?.uid();
+            if server != my_uid() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!("it is served by another user (uid {server})"),
+                ));
+            }
             let (r, w) = s.into_split();
             Ok(Client {
                 reader: BufReader::new(Box::new(r)),
