@@ -230,7 +230,22 @@ fn ferry_command(prefix: &[&str]) -> Result<Command> {
 
 /// Like [`ferry`], behind a command prefix such as `ip netns exec NS`.
 pub fn ferry_in(prefix: &[&str], home: &Path, args: &[&str]) -> Result<Output> {
+    ferry_full(prefix, &[], home, args)
+}
+
+/// Like [`ferry`], with extra environment variables.
+pub fn ferry_env(home: &Path, env: &[(&str, &Path)], args: &[&str]) -> Result<Output> {
+    ferry_full(&[], env, home, args)
+}
+
+fn ferry_full(
+    prefix: &[&str],
+    env: &[(&str, &Path)],
+    home: &Path,
+    args: &[&str],
+) -> Result<Output> {
     let mut child = ferry_command(prefix)?
+        .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
         .arg("--home")
         .arg(home)
         .args(args)

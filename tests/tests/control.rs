@@ -5,35 +5,10 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
 use ferry_tests::*;
-
-/// Runs `ferry --home HOME ARGS…` with extra environment, to completion (bounded).
-fn ferry_env(home: &Path, env: &[(&str, &Path)], args: &[&str]) -> Result<Output> {
-    let mut child = Command::new(ferry_bin()?)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait()?.is_none() {
-        ensure!(Instant::now() < deadline, "ferry {args:?} did not finish");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output()?;
-    Ok(Output {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
-}
 
 #[test]
 fn a_socket_path_too_long_for_the_home_goes_into_a_private_folder_and_a_squatted_one_is_refused(
