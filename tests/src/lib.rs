@@ -165,20 +165,23 @@ fn build_bin(package: &str, bin: &str) -> Result<PathBuf, String> {
         .ok_or_else(|| format!("cargo did not report the {bin} executable"))
 }
 
+/// The network settings of a test home for `ferry init`: no relay, loopback only, no LAN
+/// discovery.
+pub const LOOPBACK_ARGS: [&str; 6] = [
+    "--relay",
+    "disabled",
+    "--bind",
+    "127.0.0.1:0",
+    "--local-discovery",
+    "off",
+];
+
 /// `ferry init` of a new home under `root`, with loopback-only network settings unless `net`
 /// gives others (the complete set: relay, bind, local discovery).
 pub fn init_home(root: &Path, name: &str, net: &[&str]) -> Result<PathBuf> {
     let home = root.join(name.to_lowercase());
-    let loopback = [
-        "--relay",
-        "disabled",
-        "--bind",
-        "127.0.0.1:0",
-        "--local-discovery",
-        "off",
-    ];
     let mut args: Vec<&str> = if net.is_empty() {
-        loopback.to_vec()
+        LOOPBACK_ARGS.to_vec()
     } else {
         net.to_vec()
     };

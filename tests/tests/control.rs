@@ -25,18 +25,10 @@ fn a_socket_path_too_long_for_the_home_goes_into_a_private_folder_and_a_squatted
         ("TMPDIR", tmp.as_path()),
         ("XDG_RUNTIME_DIR", &no_runtime_dir),
     ];
-    let net = [
-        "--relay",
-        "disabled",
-        "--bind",
-        "127.0.0.1:0",
-        "--local-discovery",
-        "off",
-    ];
     let out = ferry_env(
         &home,
         &env,
-        &[&net[..], &["init", "--name", "Alice"]].concat(),
+        &[&LOOPBACK_ARGS[..], &["init", "--name", "Alice"]].concat(),
     )?;
     ensure!(out.ok, "{}", out.stderr);
 
