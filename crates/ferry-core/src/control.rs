@@ -530,8 +530,9 @@ impl Server {
         let path = socket_path(home);
         #[cfg(unix)]
         {
-            if path.parent() == Some(private_temp_dir().as_path()) {
-                ensure_private_dir(&private_temp_dir())?;
+            let private = private_temp_dir();
+            if path.parent() == Some(private.as_path()) {
+                ensure_private_dir(&private)?;
             }
             let _ = std::fs::remove_file(&path);
             let listener = tokio::net::UnixListener::bind(&path)

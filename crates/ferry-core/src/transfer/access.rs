@@ -162,15 +162,15 @@ pub(super) async fn provider_events(
                     continue;
                 };
                 // Follow the request to show the sender's progress. The transfer is looked up
-                // once (a scan of the records), and it and the contact's admission are read
-                // again at most every RECHECK_EVERY, not on each of the many updates a request
-                // makes: per update, they took a sixth of the sender's CPU.
+                // once (a scan of the records); it and the contact's admission are read again
+                // at most every RECHECK_EVERY, not on each of the many updates a request makes:
+                // per update, they took a sixth of the sender's CPU.
+                let mut live = live_outgoing(&ctx, &peer, &root);
                 let ctx = Arc::downgrade(&ctx);
                 tokio::spawn(async move {
                     let mut done_before = 0u64;
                     let mut current = 0u64;
-                    let mut live: Option<Transfer> = None;
-                    let mut checked: Option<Instant> = None;
+                    let mut checked = Instant::now();
                     while let Ok(Some(update)) = msg.rx.recv().await {
                         let Some(ctx) = ctx.upgrade() else {
                             return;
@@ -182,26 +182,17 @@ pub(super) async fn provider_events(
                             }
                             RequestUpdate::Progress(p) => {
                                 current = p.end_offset;
-                                if checked.is_none_or(|at| at.elapsed() >= RECHECK_EVERY) {
+                                if checked.elapsed() >= RECHECK_EVERY {
                                     // Blocked or removed meanwhile: dropping the updates aborts
                                     // the request.
                                     if !matches!(ctx.store.admitted(&peer), Ok(Some(_))) {
                                         tracing::info!(peer = %peer.fmt_short(), "stopped serving a blocked contact");
                                         break;
                                     }
-                                    live = match &live {
-                                        None if checked.is_none() => {
-                                            live_outgoing(&ctx, &peer, &root)
-                                        }
-                                        None => None,
-                                        Some(t) => ctx
-                                            .store
-                                            .transfer(&t.id)
-                                            .ok()
-                                            .flatten()
-                                            .filter(|t| !t.state.is_final()),
-                                    };
-                                    checked = Some(Instant::now());
+                                    live = live
+                                        .and_then(|t| ctx.store.transfer(&t.id).ok().flatten())
+                                        .filter(|t| !t.state.is_final());
+                                    checked = Instant::now();
                                 }
                                 if let Some(t) = &live {
                                     let bytes = done_before.saturating_add(current);
