@@ -371,10 +371,9 @@ async fn until_texts(node: &Node, contact: &str, want: &[String]) -> Result<()> 
 /// The session a home holds with `with`, read from its store (the node must be shut down).
 fn stored_session(
     home: &std::path::Path,
-    me: &ferry_core::ContactId,
     with: &ferry_core::ContactId,
 ) -> Result<ferry_core::e2e::Session> {
-    let store = ferry_core::store::Store::open(&home.join(ferry_core::home::STORE_DIR), me)?;
+    let store = ferry_core::store::Store::open_home(home, None)?;
     store
         .session(with)?
         .ok_or_else(|| anyhow::anyhow!("no session"))
@@ -383,11 +382,10 @@ fn stored_session(
 /// Puts `session` back as the one a home holds with `with`, as restoring a backup would.
 async fn restore_session(
     home: &std::path::Path,
-    me: &ferry_core::ContactId,
     with: &ferry_core::ContactId,
     session: ferry_core::e2e::Session,
 ) -> Result<()> {
-    let store = ferry_core::store::Store::open(&home.join(ferry_core::home::STORE_DIR), me)?;
+    let store = ferry_core::store::Store::open_home(home, None)?;
     store.apply(&ferry_core::store::Changes {
         session: Some((*with, session)),
         ..Default::default()
@@ -414,7 +412,7 @@ async fn a_rolled_back_session_is_reset_by_itself_and_nothing_is_lost() -> Resul
     // Bob's session as a backup made now would hold it.
     bob.shutdown().await;
     drop(bob);
-    let saved = stored_session(&bob_home, &b, &a)?;
+    let saved = stored_session(&bob_home, &a)?;
     let bob = open(&bob_home, test_config()).await?;
     alice.send_text("Bob", "three").await?;
     until_texts(&bob, "Alice", &["one".into(), "two".into(), "three".into()]).await?;
@@ -423,7 +421,7 @@ async fn a_rolled_back_session_is_reset_by_itself_and_nothing_is_lost() -> Resul
     bob.shutdown().await;
     drop(bob);
     // Bob restores that backup: his ratchet is behind Alice's.
-    restore_session(&bob_home, &b, &a, saved).await?;
+    restore_session(&bob_home, &a, saved).await?;
     let bob = open(&bob_home, test_config()).await?;
 
     // What he sends from the old state cannot be opened: Alice resets the session by herself,

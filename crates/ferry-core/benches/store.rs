@@ -46,7 +46,8 @@ fn store_paths(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let me = id(0);
     let bob = id(1);
-    let store = Store::open(dir.path(), &me).expect("store");
+    let key = std::sync::Arc::new(ferry_core::vault::DataKey::generate());
+    let store = Store::open(dir.path(), &me, key).expect("store");
     let conv = ConversationId::direct(&me, &bob);
     let receive = |seq| {
         store
@@ -86,9 +87,9 @@ fn contact_list(c: &mut Criterion) {
         bind: Some("127.0.0.1:0".parse().expect("addr")),
         local_discovery: false,
     };
-    let me = Node::init_with(&home, "Bench", &net).expect("init");
+    Node::init_with(&home, "Bench", &net).expect("init");
     {
-        let store = Store::open(&home.join(ferry_core::home::STORE_DIR), &me).expect("store");
+        let store = Store::open_home(&home, None).expect("store");
         for n in 0..CONTACTS as u64 {
             store
                 .put_contact(&Contact {

@@ -867,7 +867,7 @@ impl Client {
     fn fill_authors(&self, value: &mut Value) {
         let home = self.home.clone();
         fill_authors(value, move || {
-            crate::identity::load(&home)
+            crate::identity::load_plain(&home)
                 .ok()
                 .flatten()
                 .map(|i| i.id().to_string())

@@ -119,6 +119,29 @@ pub enum Error {
     /// A session reset did not complete.
     #[error("the session reset did not complete: {0}")]
     Reset(String),
+    /// The home's data key is kept under a passphrase and none was given.
+    #[error(
+        "this home is protected by a passphrase: enter it (on a terminal), or set \
+         FERRY_PASSPHRASE"
+    )]
+    PassphraseNeeded,
+    /// The passphrase given does not open the home's data key. Nothing was changed.
+    #[error("wrong passphrase{}", if *wait_secs > 0 {
+        format!("; too many in a row, so the next try must wait {wait_secs} s")
+    } else { String::new() })]
+    WrongPassphrase {
+        /// How long the next try must wait (0 for the first few wrong ones).
+        wait_secs: u64,
+    },
+    /// Too many wrong passphrases in a row: this try came too early and was not checked.
+    #[error("too many wrong passphrases in a row: try again in {secs} s")]
+    UnlockWait {
+        /// Seconds left to wait.
+        secs: u64,
+    },
+    /// The OS keychain that keeps the data key did not answer.
+    #[error("the OS keychain: {0}")]
+    Keychain(String),
 }
 
 /// A quota that was reached (the limits are named constants where they are enforced).
@@ -203,6 +226,10 @@ impl Error {
             Error::KeyChanged(_) => "key_changed",
             Error::OutOfStep { .. } => "out_of_step",
             Error::Reset(_) => "reset_failed",
+            Error::PassphraseNeeded => "passphrase_needed",
+            Error::WrongPassphrase { .. } => "wrong_passphrase",
+            Error::UnlockWait { .. } => "unlock_wait",
+            Error::Keychain(_) => "keychain",
         }
     }
 
@@ -235,6 +262,12 @@ impl From<ferry_proto::ProtoError> for Error {
             P::Encode(e) => Error::Corrupt(e.to_string()),
             other => Error::InvalidInput(other.to_string()),
         }
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Corrupt(format!("JSON: {e}"))
     }
 }
 

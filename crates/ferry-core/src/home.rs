@@ -9,8 +9,10 @@ use crate::Error;
 
 /// The lock file's name inside a home.
 pub const LOCK_FILE: &str = "ferry.lock";
-/// The identity file's name inside a home.
+/// The identity file of releases before sealing (in clear) inside a home.
 pub const IDENTITY_FILE: &str = "identity.key";
+/// The sealed identity file's name inside a home.
+pub const SEALED_IDENTITY_FILE: &str = "identity.sealed";
 /// The store folder's name inside a home.
 pub const STORE_DIR: &str = "store";
 /// The control socket's name inside a home (Unix).
@@ -45,6 +47,43 @@ pub(crate) fn restrict(path: &Path, mode: u32) -> Result<(), Error> {
     #[cfg(not(unix))]
     let _ = (path, mode);
     Ok(())
+}
+
+/// Overwrites a file with zeros, syncs it and removes it: what was in clear leaves the file
+/// system's live blocks (best effort: copy-on-write file systems and SSDs may keep old blocks).
+pub(crate) fn shred_file(path: &Path) -> Result<(), Error> {
+    let len = std::fs::metadata(path)
+        .map_err(Error::io(format!("reading {}", path.display())))?
+        .len();
+    let zeroed = OpenOptions::new().write(true).open(path).and_then(|mut f| {
+        let zeros = vec![0u8; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(zeros.len() as u64) as usize;
+            f.write_all(&zeros[..n])?;
+            left -= n as u64;
+        }
+        f.sync_all()
+    });
+    zeroed.map_err(Error::io(format!("overwriting {}", path.display())))?;
+    std::fs::remove_file(path).map_err(Error::io(format!("removing {}", path.display())))
+}
+
+/// [`shred_file`] for every file under `dir`, then removes it.
+pub(crate) fn shred_dir(dir: &Path) -> Result<(), Error> {
+    let entries =
+        std::fs::read_dir(dir).map_err(Error::io(format!("reading {}", dir.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(Error::io(format!("reading {}", dir.display())))?;
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => shred_dir(&path)?,
+            Ok(t) if t.is_file() => shred_file(&path)?,
+            _ => std::fs::remove_file(&path)
+                .map_err(Error::io(format!("removing {}", path.display())))?,
+        }
+    }
+    std::fs::remove_dir(dir).map_err(Error::io(format!("removing {}", dir.display())))
 }
 
 /// The exclusive hold on a home, released when dropped (the OS releases it if the process dies).

@@ -1,18 +1,31 @@
-//! This home's identity file: the keys of [`ferry_proto::keys`], owner-only on disk.
+//! This home's identity: the keys of [`ferry_proto::keys`], sealed under the home's data key
+//! in `identity.sealed`. A release before sealing kept them in clear in `identity.key`, which
+//! the first open seals and then overwrites and removes.
 
 pub use ferry_proto::keys::*;
 
 use std::io::Write;
 use std::path::Path;
 
-use crate::home::{restrict, IDENTITY_FILE};
+use zeroize::Zeroizing;
+
+use crate::home::{restrict, shred_file, IDENTITY_FILE, SEALED_IDENTITY_FILE};
+use crate::vault::{write_atomic, DataKey};
 use crate::Error;
 
-/// Loads the identity of a home, if it has one.
-pub fn load(home: &Path) -> Result<Option<Identity>, Error> {
+/// What the sealed identity is bound to.
+const IDENTITY_AAD: &[u8] = b"ferry/identity/1";
+
+/// Whether `home` has an identity, sealed or (from a release before sealing) in clear.
+pub fn exists(home: &Path) -> bool {
+    home.join(SEALED_IDENTITY_FILE).exists() || home.join(IDENTITY_FILE).exists()
+}
+
+/// Loads the identity a release before sealing kept in clear, if the home has it.
+pub fn load_plain(home: &Path) -> Result<Option<Identity>, Error> {
     let path = home.join(IDENTITY_FILE);
     let bytes = match std::fs::read(&path) {
-        Ok(b) => zeroize::Zeroizing::new(b),
+        Ok(b) => Zeroizing::new(b),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(format!("reading {}", path.display()))(e)),
     };
@@ -21,8 +34,55 @@ pub fn load(home: &Path) -> Result<Option<Identity>, Error> {
         .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display())))
 }
 
-/// Writes the identity, readable by the owner only; refuses to replace an existing one.
-pub fn save_new(identity: &Identity, home: &Path) -> Result<(), Error> {
+/// Loads the sealed identity, if the home has one.
+pub(crate) fn load_sealed(home: &Path, key: &DataKey) -> Result<Option<Identity>, Error> {
+    let path = home.join(SEALED_IDENTITY_FILE);
+    let sealed = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("reading {}", path.display()))(e)),
+    };
+    let bytes = key.open(IDENTITY_AAD, &sealed).ok_or_else(|| {
+        Error::Corrupt(format!(
+            "{} does not open: damaged, or sealed under another key",
+            path.display()
+        ))
+    })?;
+    Identity::from_file_bytes(&bytes)
+        .map(Some)
+        .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display())))
+}
+
+/// Writes the identity sealed under `key`, owner-only, atomically.
+pub(crate) fn save_sealed(identity: &Identity, home: &Path, key: &DataKey) -> Result<(), Error> {
+    let bytes = identity.to_file_bytes()?;
+    write_atomic(
+        &home.join(SEALED_IDENTITY_FILE),
+        &key.seal(IDENTITY_AAD, &bytes),
+    )
+}
+
+/// Seals the identity of a release before sealing: writes `identity.sealed`, then overwrites
+/// and removes `identity.key`. Either file alone, or both, open again after a kill.
+pub(crate) fn seal_plain(home: &Path, key: &DataKey) -> Result<Option<Identity>, Error> {
+    if let Some(identity) = load_sealed(home, key)? {
+        if home.join(IDENTITY_FILE).exists() {
+            shred_file(&home.join(IDENTITY_FILE))?;
+        }
+        return Ok(Some(identity));
+    }
+    let Some(identity) = load_plain(home)? else {
+        return Ok(None);
+    };
+    save_sealed(&identity, home, key)?;
+    shred_file(&home.join(IDENTITY_FILE))?;
+    Ok(Some(identity))
+}
+
+/// Writes the identity in clear, as releases before sealing did (fixtures and tests of the
+/// migration).
+#[doc(hidden)]
+pub fn save_plain(identity: &Identity, home: &Path) -> Result<(), Error> {
     let path = home.join(IDENTITY_FILE);
     let bytes = identity.to_file_bytes()?;
     let mut options = std::fs::OpenOptions::new();
@@ -47,21 +107,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn identity_roundtrips_through_its_owner_only_file() {
+    fn a_plain_identity_is_sealed_then_removed_and_opens_only_with_its_key() {
         let dir = tempfile::tempdir().unwrap();
         let id = Identity::generate();
-        save_new(&id, dir.path()).unwrap();
-        let loaded = load(dir.path()).unwrap().unwrap();
-        assert_eq!(loaded.id(), id.id());
-        assert_eq!(loaded.x25519_public(), id.x25519_public());
+        save_plain(&id, dir.path()).unwrap();
+        assert!(exists(dir.path()));
+        let key = DataKey::generate();
+        let sealed = seal_plain(dir.path(), &key).unwrap().unwrap();
+        assert_eq!(sealed.id(), id.id());
+        assert!(!dir.path().join(IDENTITY_FILE).exists());
+        assert!(exists(dir.path()));
+        let again = load_sealed(dir.path(), &key).unwrap().unwrap();
+        assert_eq!(again.x25519_public(), id.x25519_public());
         assert!(matches!(
-            save_new(&id, dir.path()),
-            Err(Error::AlreadyInitialized(_))
+            load_sealed(dir.path(), &DataKey::generate()),
+            Err(Error::Corrupt(_))
         ));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(IDENTITY_FILE))
+            let mode = std::fs::metadata(dir.path().join(SEALED_IDENTITY_FILE))
                 .unwrap()
                 .permissions()
                 .mode();
@@ -70,10 +135,21 @@ mod tests {
     }
 
     #[test]
+    fn a_kill_between_sealing_and_removing_leaves_both_and_the_next_open_finishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Identity::generate();
+        let key = DataKey::generate();
+        save_plain(&id, dir.path()).unwrap();
+        save_sealed(&id, dir.path(), &key).unwrap();
+        assert_eq!(seal_plain(dir.path(), &key).unwrap().unwrap().id(), id.id());
+        assert!(!dir.path().join(IDENTITY_FILE).exists());
+    }
+
+    #[test]
     fn a_damaged_identity_file_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(load(dir.path()).unwrap().is_none());
+        assert!(load_plain(dir.path()).unwrap().is_none());
         std::fs::write(dir.path().join(IDENTITY_FILE), b"\x07junk").unwrap();
-        assert!(matches!(load(dir.path()), Err(Error::Corrupt(_))));
+        assert!(matches!(load_plain(dir.path()), Err(Error::Corrupt(_))));
     }
 }

@@ -533,7 +533,7 @@ mod tests {
     /// A receiving inbox paired with a sender whose session is returned.
     fn paired(dir: &std::path::Path) -> (Inbox, Arc<Count>, ContactId, ContactId, Session) {
         let (me, them) = (Identity::generate(), Identity::generate());
-        let store = Store::open(dir, &me.id()).unwrap();
+        let store = Store::open(dir, &me.id(), crate::vault::test_key()).unwrap();
         let (hs, eph) = InitiatorHandshake::start();
         let (mine, their_eph) =
             respond(me.x25519_secret(), &them.x25519_public(), &eph, b"t").unwrap();

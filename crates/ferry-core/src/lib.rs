@@ -37,6 +37,7 @@ pub mod store;
 mod timers;
 pub mod transfer;
 mod trust;
+pub mod vault;
 pub mod wire;
 
 pub use error::{Error, Quota};

@@ -32,6 +32,7 @@ use crate::store::{Store, SETTING_NAME, SETTING_NET};
 use crate::timers::Timers;
 use crate::transfer::{self, Blobs, Transfers};
 use crate::trust::Trust;
+use crate::vault::{self, Passphrase};
 use crate::wire::{ALPN_CHAT, ALPN_CHAT_2, ALPN_PAIR, ALPN_RESET};
 use crate::Error;
 
@@ -82,6 +83,9 @@ pub struct Config {
     /// shorten it so a 5-minute timer runs out in moments).
     #[doc(hidden)]
     pub timer_ms: u64,
+    /// The passphrase the home's data key is kept under, if it is (else unused). A home of a
+    /// release before sealing is given one at its first open if this is set.
+    pub passphrase: Option<Passphrase>,
 }
 
 impl Default for Config {
@@ -100,6 +104,7 @@ impl Default for Config {
             resets: true,
             drop_next_reset_done: false,
             timer_ms: 1000,
+            passphrase: None,
         }
     }
 }
@@ -148,27 +153,41 @@ impl Node {
         Self::init_with(home, name, &NetSettings::default())
     }
 
-    /// Creates a new home with explicit network settings.
+    /// Creates a new home with explicit network settings; its data key is kept in the OS
+    /// keychain, else in a file (see [`vault`]).
     pub fn init_with(home: &Path, name: &str, net: &NetSettings) -> Result<ContactId, Error> {
+        Self::init_protected(home, name, net, None)
+    }
+
+    /// Creates a new home whose data key is kept under `passphrase` if one is given.
+    pub fn init_protected(
+        home: &Path,
+        name: &str,
+        net: &NetSettings,
+        passphrase: Option<&Passphrase>,
+    ) -> Result<ContactId, Error> {
         let name = clean_display_name(name)?;
         let lock = HomeLock::acquire(home)?;
-        if identity::load(home)?.is_some() {
+        if identity::exists(home) {
             return Err(Error::AlreadyInitialized(home.to_path_buf()));
         }
         let identity = Identity::generate();
-        let store = Store::open(&home.join(STORE_DIR), &identity.id())?;
+        // A key file without an identity is what an `init` cut short left: replaced.
+        let key = Arc::new(vault::create(home, passphrase, true)?);
+        let store = Store::open(&home.join(STORE_DIR), &identity.id(), key.clone())?;
         store.set_setting(SETTING_NAME, &name)?;
         store.set_setting(SETTING_NET, net)?;
         store.set_setting(SETTING_PORT, &0u16)?;
         drop(store);
-        identity::save_new(&identity, home)?;
+        // Last: the identity marks the home initialised.
+        identity::save_sealed(&identity, home, &key)?;
         drop(lock);
         Ok(identity.id())
     }
 
     /// Whether `home` has an identity.
     pub fn is_initialized(home: &Path) -> bool {
-        matches!(identity::load(home), Ok(Some(_)))
+        identity::exists(home)
     }
 
     /// Opens a home: takes its lock, opens the store, starts the endpoint, the protocol
@@ -176,9 +195,8 @@ impl Node {
     /// [`crate::control::serve`].
     pub async fn open(home: &Path, config: Config) -> Result<Arc<Node>, Error> {
         let lock = HomeLock::acquire(home)?;
-        let identity =
-            identity::load(home)?.ok_or_else(|| Error::NotInitialized(home.to_path_buf()))?;
-        let store = Store::open(&home.join(STORE_DIR), &identity.id())?;
+        let (key, identity) = vault::open_home(home, config.passphrase.as_ref())?;
+        let store = Store::open(&home.join(STORE_DIR), &identity.id(), key)?;
         let stored: NetSettings = store.setting(SETTING_NET)?.unwrap_or_default();
         let net = NetSettings {
             relay: config.relay.clone().unwrap_or(stored.relay),
@@ -376,6 +394,7 @@ impl Node {
             id: self.id(),
             name: self.store.my_name()?,
             addr: self.links.current_addr(Duration::from_secs(2)).await,
+            protection: vault::protection(&self.home)?,
         })
     }
 

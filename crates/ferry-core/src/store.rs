@@ -40,15 +40,17 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sled::transaction::{
-    ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
-};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+mod sealed;
+use sealed::{Batch, Transact, Tree, Tx};
 
 use crate::e2e::Session;
 use crate::model::{
     now_ms, Contact, ContactId, Conversation, ConversationId, Direction, Message, MessageId,
     MessageState, Transfer, TransferId, TransferState,
 };
+use crate::vault::DataKey;
 use crate::Error;
 
 /// The setting that holds this home's display name.
@@ -57,8 +59,8 @@ pub(crate) const SETTING_NAME: &str = "name";
 pub(crate) const SETTING_NET: &str = "net";
 pub use ferry_proto::records::{InviteRecord, MessageV1, OutboxItem, OutboxKind, TimerSetting};
 
-/// The schema this code reads and writes.
-pub const SCHEMA_VERSION: u32 = 2;
+/// The schema this code reads and writes: 3 is schema 2 with every value sealed.
+pub const SCHEMA_VERSION: u32 = 3;
 /// Messages rewritten per atomic batch while migrating from schema 1.
 const MIGRATION_BATCH: usize = 512;
 
@@ -135,23 +137,23 @@ pub struct Expired {
 #[derive(Debug, Clone)]
 pub struct Store {
     db: sled::Db,
-    meta: sled::Tree,
-    settings: sled::Tree,
-    contacts: sled::Tree,
-    sessions: sled::Tree,
-    messages: sled::Tree,
-    message_ids: sled::Tree,
-    outbox: sled::Tree,
-    invites: sled::Tree,
-    transfers: sled::Tree,
-    received: sled::Tree,
-    conversations: sled::Tree,
-    counters: sled::Tree,
-    quotas: sled::Tree,
-    blocked: sled::Tree,
-    key_changes: sled::Tree,
-    outbox_plain: sled::Tree,
-    expiry: sled::Tree,
+    meta: Tree,
+    settings: Tree,
+    contacts: Tree,
+    sessions: Tree,
+    messages: Tree,
+    message_ids: Tree,
+    outbox: Tree,
+    invites: Tree,
+    transfers: Tree,
+    received: Tree,
+    conversations: Tree,
+    counters: Tree,
+    quotas: Tree,
+    blocked: Tree,
+    key_changes: Tree,
+    outbox_plain: Tree,
+    expiry: Tree,
     /// Milliseconds in one second of a disappearing-message timer (1,000; tests shorten it).
     timer_ms: Arc<std::sync::atomic::AtomicU64>,
     /// This home's own id (the author of what it sends).
@@ -274,9 +276,9 @@ fn read_u64(v: &[u8]) -> u64 {
 /// Marks a message delivered, inside a transaction; `was_queued` says whether its outbox item
 /// was still there (and so counted). Returns whether its state changed.
 fn mark_delivered(
-    msgs: &TransactionalTree,
-    idx: &TransactionalTree,
-    cnt: &TransactionalTree,
+    msgs: &Tx<'_>,
+    idx: &Tx<'_>,
+    cnt: &Tx<'_>,
     item: &OutboxItem,
     was_queued: bool,
 ) -> Result<bool, ConflictableTransactionError<Error>> {
@@ -300,7 +302,7 @@ fn mark_delivered(
 
 /// Adds `delta` to a counter inside a transaction, never below zero.
 fn bump(
-    counters: &TransactionalTree,
+    counters: &Tx<'_>,
     key: &[u8],
     delta: i64,
 ) -> Result<(), ConflictableTransactionError<Error>> {
@@ -339,9 +341,9 @@ fn expiry_key(at: u64, message_key: &[u8; 24]) -> [u8; 32] {
 /// Stores a timer and its line if it is newer than the one in force, inside a transaction.
 /// Returns whether it was.
 fn put_timer(
-    settings: &TransactionalTree,
-    msgs: &TransactionalTree,
-    ids: &TransactionalTree,
+    settings: &Tx<'_>,
+    msgs: &Tx<'_>,
+    ids: &Tx<'_>,
     contact: &ContactId,
     timer: &TimerSetting,
     line: &Message,
@@ -365,7 +367,7 @@ fn put_timer(
 /// force, read inside the transaction that stores the message so that a change of timer
 /// cannot slip in between. `ms` is how long one second of a timer lasts.
 fn tx_expiry(
-    settings: &TransactionalTree,
+    settings: &Tx<'_>,
     contact: &ContactId,
     m: &Message,
     ms: u64,
@@ -384,8 +386,8 @@ fn tx_expiry(
 
 /// Stores a message already encoded, inside a transaction.
 fn put_message_bytes(
-    messages: &TransactionalTree,
-    ids: &TransactionalTree,
+    messages: &Tx<'_>,
+    ids: &Tx<'_>,
     m: &Message,
     bytes: &[u8],
 ) -> Result<(), ConflictableTransactionError<Error>> {
@@ -396,8 +398,8 @@ fn put_message_bytes(
 }
 
 fn put_message(
-    messages: &TransactionalTree,
-    ids: &TransactionalTree,
+    messages: &Tx<'_>,
+    ids: &Tx<'_>,
     m: &Message,
 ) -> Result<(), ConflictableTransactionError<Error>> {
     let key = message_key(&m.conversation, m.seq);
@@ -441,43 +443,68 @@ fn open_db(dir: &Path) -> Result<sled::Db, Error> {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir` of the home whose id is `me`, checking the schema
-    /// version. A schema-1 store is migrated to schema 2 first (resuming a migration a killed
-    /// process left half done); a newer schema is refused.
-    pub fn open(dir: &Path, me: &ContactId) -> Result<Self, Error> {
-        let db = open_db(dir)?;
-        let store = Store {
-            meta: db.open_tree("meta")?,
-            settings: db.open_tree("settings")?,
-            contacts: db.open_tree("contacts")?,
-            sessions: db.open_tree("sessions")?,
-            messages: db.open_tree("messages")?,
-            message_ids: db.open_tree("message_ids")?,
-            outbox: db.open_tree("outbox")?,
-            invites: db.open_tree("invites")?,
-            transfers: db.open_tree("transfers")?,
-            received: db.open_tree("received")?,
-            conversations: db.open_tree("conversations")?,
-            counters: db.open_tree("counters")?,
-            quotas: db.open_tree("quotas")?,
-            blocked: db.open_tree("blocked")?,
-            key_changes: db.open_tree("key_changes")?,
-            outbox_plain: db.open_tree("outbox_plain")?,
-            expiry: db.open_tree("expiry")?,
+    /// The store over an open database, as it is (no checks, no migration).
+    fn from_db(db: sled::Db, me: &ContactId, key: &Arc<DataKey>) -> Result<Self, Error> {
+        let tree = |name: &str| Tree::open(&db, name, key);
+        Ok(Store {
+            meta: tree("meta")?,
+            settings: tree("settings")?,
+            contacts: tree("contacts")?,
+            sessions: tree("sessions")?,
+            messages: tree("messages")?,
+            message_ids: tree("message_ids")?,
+            outbox: tree("outbox")?,
+            invites: tree("invites")?,
+            transfers: tree("transfers")?,
+            received: tree("received")?,
+            conversations: tree("conversations")?,
+            counters: tree("counters")?,
+            quotas: tree("quotas")?,
+            blocked: tree("blocked")?,
+            key_changes: tree("key_changes")?,
+            outbox_plain: tree("outbox_plain")?,
+            expiry: tree("expiry")?,
             timer_ms: Arc::new(1000.into()),
             me: *me,
             commits: Arc::default(),
             db,
-        };
-        match store.schema()? {
-            None => store.set_schema(SCHEMA_VERSION)?,
-            Some(1) => store.migrate_from_1()?,
+        })
+    }
+
+    /// Opens the store of `home` with its data key, unlocked with `passphrase` if it is kept
+    /// under one (tools and tests; [`crate::Node::open`] does this holding the home's lock).
+    pub fn open_home(
+        home: &Path,
+        passphrase: Option<&crate::vault::Passphrase>,
+    ) -> Result<Self, Error> {
+        let (key, identity) = crate::vault::open_home(home, passphrase)?;
+        Self::open(&home.join(crate::home::STORE_DIR), &identity.id(), key)
+    }
+
+    /// Opens (or creates) the store in `dir` of the home whose id is `me`, checking the schema
+    /// version. A schema-1 store is migrated to schema 2 first (resuming a migration a killed
+    /// process left half done); a newer schema is refused.
+    pub fn open(dir: &Path, me: &ContactId, key: Arc<DataKey>) -> Result<Self, Error> {
+        sealed::seal_plain_store(dir, &key)?;
+        let store = Self::from_db(open_db(dir)?, me, &key)?;
+        if !sealed::is_sealed(&store.meta)? {
+            // A new store (an earlier release's was sealed above).
+            sealed::mark_sealed(&store.meta)?;
+        }
+        let mut schema = store.schema()?;
+        if schema == Some(1) {
+            store.migrate_from_1()?;
+            schema = Some(2);
+        }
+        match schema {
+            // New, or schema 2 whose values were sealed above: schema 3 is schema 2 sealed.
+            None | Some(2) => store.set_schema(SCHEMA_VERSION)?,
             Some(SCHEMA_VERSION) => {}
             Some(v) => {
                 return Err(Error::Corrupt(format!(
-                "store schema {v}, this version of Ferry reads {SCHEMA_VERSION} (and migrates 1); \
-                     a newer release wrote it"
-            )))
+                    "store schema {v}, this version of Ferry reads {SCHEMA_VERSION} (and \
+                     migrates 1 and 2); a newer release wrote it"
+                )))
             }
         }
         if store.meta.get("counters")?.is_none() {
@@ -491,7 +518,7 @@ impl Store {
     /// Drops the kept plaintexts whose outbox item is gone (an earlier release delivered or
     /// dropped it without knowing of them).
     fn prune_outbox_plain(&self) -> Result<(), Error> {
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         let mut n = 0;
         for k in self.outbox_plain.iter().keys() {
             let k = k?;
@@ -529,7 +556,7 @@ impl Store {
                     .or_default() += 1;
             }
         }
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         for (k, n) in counts {
             batch.insert(k, &n.to_be_bytes()[..]);
         }
@@ -594,7 +621,7 @@ impl Store {
     /// Rewrites up to [`MIGRATION_BATCH`] schema-1 messages as schema 2, atomically. Returns
     /// how many it rewrote, or `None` once none are left.
     fn migrate_messages_batch(&self) -> Result<Option<usize>, Error> {
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         let mut n = 0;
         for kv in self.messages.iter() {
             let (key, value) = kv?;
@@ -620,16 +647,15 @@ impl Store {
             return Ok(None);
         }
         self.messages.apply_batch(batch)?;
-        self.messages.flush()?;
+        self.db.flush()?;
         Ok(Some(n))
     }
 
     fn ensure_direct_conversation(&self, contact: &ContactId, since: u64) -> Result<(), Error> {
         let conv = Conversation::direct(&self.me, contact, since);
         let value = enc(&conv)?;
-        self.conversations
-            .compare_and_swap(conv.id.0, None::<&[u8]>, Some(value))?
-            .ok(); // already there: keep it
+        // Already there: keep it.
+        self.conversations.insert_new(conv.id.0, value)?;
         Ok(())
     }
 
@@ -1001,15 +1027,9 @@ impl Store {
             if self.contacts.get(id.as_bytes())?.is_none() {
                 return Err(Error::UnknownContact(id.to_string()));
             }
-            self.blocked
-                .compare_and_swap(
-                    id.as_bytes(),
-                    None as Option<&[u8]>,
-                    Some(&now.to_be_bytes()[..]),
-                )?
-                .is_ok()
+            self.blocked.insert_new(id.as_bytes(), now.to_be_bytes())?
         } else {
-            self.blocked.remove(id.as_bytes())?.is_some()
+            self.blocked.remove(id.as_bytes())?
         };
         Ok(changed)
     }
@@ -1090,8 +1110,8 @@ impl Store {
             // Where the next batch starts (kept messages stay, so a batch goes on after them).
             let mut from = conversation.0.to_vec();
             loop {
-                let mut msgs = sled::Batch::default();
-                let mut ids = sled::Batch::default();
+                let mut msgs = Batch::default();
+                let mut ids = Batch::default();
                 // Kept messages marked read, written only where the message is still there (the
                 // sweeper may delete an expired one meanwhile).
                 let mut seen: Vec<(sled::IVec, Vec<u8>)> = Vec::new();
@@ -1328,7 +1348,7 @@ impl Store {
     /// The bytes `contact` made this node store today (UTC): see [`Changes::stored_bytes`].
     pub fn stored_today(&self, contact: &ContactId) -> Result<u64, Error> {
         let v = self.quotas.get(daily_key(contact))?;
-        Ok(daily_bytes(v.as_deref(), day_of(now_ms())))
+        Ok(daily_bytes(v.as_ref().map(|v| &v[..]), day_of(now_ms())))
     }
 
     /// Applies one received payload's changes in one transaction: the advanced session with
@@ -1393,7 +1413,7 @@ impl Store {
                         ses.insert(id.as_bytes(), bytes.clone())?;
                         if changes.stored_bytes > 0 {
                             let key = daily_key(id);
-                            let had = daily_bytes(quo.get(key)?.as_deref(), today);
+                            let had = daily_bytes(quo.get(key)?.as_ref().map(|v| &v[..]), today);
                             let now = had.saturating_add(changes.stored_bytes);
                             quo.insert(&key[..], &daily_value(today, now)[..])?;
                         }
@@ -1852,6 +1872,7 @@ impl Store {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::vault::test_key;
 
     fn test_me() -> ContactId {
         iroh::SecretKey::from_bytes(&[42; 32]).public()
@@ -1861,19 +1882,24 @@ mod tests {
     /// no conversation records.
     fn schema1_store(dir: &Path, them: &ContactId, count: u64) -> Vec<MessageV1> {
         let me = test_me();
-        let store = Store::open(dir, &me).unwrap();
-        store.meta.insert("schema", enc(&1u32).unwrap()).unwrap();
-        store.meta.remove("counters").unwrap(); // schema 1 kept no counters
-        store
-            .put_contact(&Contact {
-                id: *them,
-                name: "Bob".into(),
-                x25519: [3; 32],
-                addr: Default::default(),
-                paired_at: 77,
-                verified: true,
-            })
+        let db = open_db(dir).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("schema", enc(&1u32).unwrap())
             .unwrap();
+        let bob = Contact {
+            id: *them,
+            name: "Bob".into(),
+            x25519: [3; 32],
+            addr: Default::default(),
+            paired_at: 77,
+            verified: true,
+        };
+        db.open_tree("contacts")
+            .unwrap()
+            .insert(them.as_bytes(), enc(&bob).unwrap())
+            .unwrap();
+        let messages = db.open_tree("messages").unwrap();
         let conv = ConversationId::direct(&me, them);
         let old: Vec<MessageV1> = (1..=count)
             .map(|i| MessageV1 {
@@ -1894,12 +1920,11 @@ mod tests {
             })
             .collect();
         for m in &old {
-            store
-                .messages
+            messages
                 .insert(message_key(&m.conversation, m.seq), enc(m).unwrap())
                 .unwrap();
         }
-        store.db.flush().unwrap();
+        db.flush().unwrap();
         old
     }
 
@@ -1908,8 +1933,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let them = iroh::SecretKey::from_bytes(&[5; 32]).public();
         let old = schema1_store(dir.path(), &them, 3 * MIGRATION_BATCH as u64 + 7);
-        let store = Store::open(dir.path(), &test_me()).unwrap();
-        assert_eq!(store.schema().unwrap(), Some(2));
+        let store = Store::open(dir.path(), &test_me(), test_key()).unwrap();
+        assert_eq!(store.schema().unwrap(), Some(SCHEMA_VERSION));
         let conv = ConversationId::direct(&test_me(), &them);
         let all = store.history(&conv, None, usize::MAX).unwrap();
         assert_eq!(all.len(), old.len());
@@ -1934,40 +1959,19 @@ mod tests {
         let them = iroh::SecretKey::from_bytes(&[6; 32]).public();
         let old = schema1_store(dir.path(), &them, 2 * MIGRATION_BATCH as u64 + 1);
         {
-            // What a process killed after its first batch leaves: some records rewritten, the
-            // schema mark still 1, no conversation records.
-            let db = open_db(dir.path()).unwrap();
-            let store = Store {
-                meta: db.open_tree("meta").unwrap(),
-                settings: db.open_tree("settings").unwrap(),
-                contacts: db.open_tree("contacts").unwrap(),
-                sessions: db.open_tree("sessions").unwrap(),
-                messages: db.open_tree("messages").unwrap(),
-                message_ids: db.open_tree("message_ids").unwrap(),
-                outbox: db.open_tree("outbox").unwrap(),
-                invites: db.open_tree("invites").unwrap(),
-                transfers: db.open_tree("transfers").unwrap(),
-                received: db.open_tree("received").unwrap(),
-                conversations: db.open_tree("conversations").unwrap(),
-                counters: db.open_tree("counters").unwrap(),
-                quotas: db.open_tree("quotas").unwrap(),
-                blocked: db.open_tree("blocked").unwrap(),
-                key_changes: db.open_tree("key_changes").unwrap(),
-                outbox_plain: db.open_tree("outbox_plain").unwrap(),
-                expiry: db.open_tree("expiry").unwrap(),
-                timer_ms: Arc::new(1000.into()),
-                me: test_me(),
-                commits: Arc::default(),
-                db,
-            };
+            // What a process killed after its first batch leaves: the values sealed, some
+            // records rewritten, the schema mark still 1, no conversation records.
+            sealed::seal_plain_store(dir.path(), &test_key()).unwrap();
+            let store =
+                Store::from_db(open_db(dir.path()).unwrap(), &test_me(), &test_key()).unwrap();
             assert_eq!(
                 store.migrate_messages_batch().unwrap(),
                 Some(MIGRATION_BATCH)
             );
             assert_eq!(store.schema().unwrap(), Some(1));
         }
-        let store = Store::open(dir.path(), &test_me()).unwrap();
-        assert_eq!(store.schema().unwrap(), Some(2));
+        let store = Store::open(dir.path(), &test_me(), test_key()).unwrap();
+        assert_eq!(store.schema().unwrap(), Some(SCHEMA_VERSION));
         let conv = ConversationId::direct(&test_me(), &them);
         let all = store.history(&conv, None, usize::MAX).unwrap();
         let want: Vec<Message> = old.into_iter().map(|m| m.upgrade(&test_me())).collect();
@@ -1986,36 +1990,108 @@ mod tests {
             messages.insert([0u8; 24], &b"\xff\xff"[..]).unwrap();
             db.flush().unwrap();
         }
-        let err = Store::open(dir.path(), &test_me()).unwrap_err();
+        let err = Store::open(dir.path(), &test_me(), test_key()).unwrap_err();
         assert!(matches!(err, Error::Corrupt(_)), "{err}");
         assert!(err.to_string().contains("upgrading the store"), "{err}");
-        let db = open_db(dir.path()).unwrap();
-        let schema: u32 = dec(&db
-            .open_tree("meta")
-            .unwrap()
-            .get("schema")
-            .unwrap()
-            .unwrap())
-        .unwrap();
+        let store = Store::from_db(open_db(dir.path()).unwrap(), &test_me(), &test_key()).unwrap();
+        let schema = store.schema().unwrap().unwrap();
         assert_eq!(schema, 1);
+    }
+
+    /// Every file under `dir`, read whole.
+    fn files_under(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(files_under(&path));
+            } else {
+                out.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_plain_store_is_sealed_whole_and_a_kill_at_any_step_is_finished_at_the_next_open() {
+        const CANARY: &[u8] = b"canary-7f3a9c0e";
+        // 0: not begun; 1: killed while copying; 2: copy ready, nothing swapped; 3: the old
+        // store moved aside; 4: the sealed copy in place, the old one not yet removed.
+        for step in 0..5 {
+            let root = tempfile::tempdir().unwrap();
+            let dir = root.path().join("store");
+            let them = iroh::SecretKey::from_bytes(&[9; 32]).public();
+            let old = schema1_store(&dir, &them, 40);
+            {
+                let db = open_db(&dir).unwrap();
+                let note = format!("{}", String::from_utf8_lossy(CANARY));
+                db.open_tree("settings")
+                    .unwrap()
+                    .insert("note", enc(&note).unwrap())
+                    .unwrap();
+                db.flush().unwrap();
+            }
+            let (sealing, ready, aside) = sealed::side_paths(&dir);
+            if step == 1 {
+                let partial = open_db(&sealing).unwrap();
+                partial
+                    .open_tree("meta")
+                    .unwrap()
+                    .insert("x", &b"half"[..])
+                    .unwrap();
+                partial.flush().unwrap();
+            }
+            if step >= 2 {
+                sealed::copy_sealed(open_db(&dir).unwrap(), &sealing, &ready, &test_key()).unwrap();
+            }
+            if step >= 3 {
+                std::fs::rename(&dir, &aside).unwrap();
+            }
+            if step >= 4 {
+                std::fs::rename(&sealing, &dir).unwrap();
+            }
+            let store = Store::open(&dir, &test_me(), test_key()).unwrap();
+            assert_eq!(store.schema().unwrap(), Some(SCHEMA_VERSION), "step {step}");
+            let conv = ConversationId::direct(&test_me(), &them);
+            let all = store.history(&conv, None, usize::MAX).unwrap();
+            let want: Vec<Message> = old.iter().map(|m| m.clone().upgrade(&test_me())).collect();
+            assert_eq!(all, want, "step {step}");
+            assert_eq!(
+                store.setting::<String>("note").unwrap().unwrap().as_bytes(),
+                CANARY
+            );
+            assert_eq!(store.contact(&them).unwrap().unwrap().name, "Bob");
+            sealed::assert_all_sealed(&store.db, &test_key());
+            store.db.flush().unwrap();
+            for side in [&sealing, &ready, &aside] {
+                assert!(!side.exists(), "step {step}: {} is left", side.display());
+            }
+            for (path, bytes) in files_under(root.path()) {
+                assert!(
+                    !bytes.windows(CANARY.len()).any(|w| w == CANARY),
+                    "step {step}: the canary is in clear in {}",
+                    path.display()
+                );
+            }
+        }
     }
 
     #[test]
     fn newer_schema_is_refused_with_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path(), &test_me()).unwrap();
+            let store = Store::open(dir.path(), &test_me(), test_key()).unwrap();
             store.meta.insert("schema", enc(&99u32).unwrap()).unwrap();
             store.db.flush().unwrap();
         }
-        let err = Store::open(dir.path(), &test_me()).unwrap_err();
+        let err = Store::open(dir.path(), &test_me(), test_key()).unwrap_err();
         assert!(err.to_string().contains("schema 99"), "{err}");
     }
 
     #[test]
     fn history_pages_oldest_first_per_conversation() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &test_me()).unwrap();
+        let store = Store::open(dir.path(), &test_me(), test_key()).unwrap();
         let contact = iroh::SecretKey::from_bytes(&[1; 32]).public();
         let conv = ConversationId([9; 16]);
         let other = ConversationId([8; 16]);
@@ -2074,7 +2150,7 @@ mod tests {
     #[test]
     fn a_change_lands_whole_with_its_session_or_not_at_all() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &test_me()).unwrap();
+        let store = Store::open(dir.path(), &test_me(), test_key()).unwrap();
         let bob = iroh::SecretKey::from_bytes(&[1; 32]).public();
         let incoming = message(1, bob, Direction::Incoming, MessageState::Received);
         let applied = store
@@ -2104,7 +2180,7 @@ mod tests {
     #[test]
     fn a_read_receipt_reads_only_the_readers_own_messages_from_us() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &test_me()).unwrap();
+        let store = Store::open(dir.path(), &test_me(), test_key()).unwrap();
         let bob = iroh::SecretKey::from_bytes(&[1; 32]).public();
         let carol = iroh::SecretKey::from_bytes(&[2; 32]).public();
         let to_bob = message(1, bob, Direction::Outgoing, MessageState::Delivered);
@@ -2167,7 +2243,7 @@ mod tests {
     #[test]
     fn a_transfer_id_in_use_refuses_the_whole_offer_and_what_is_stored_counts_per_day() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &test_me()).unwrap();
+        let store = Store::open(dir.path(), &test_me(), test_key()).unwrap();
         let bob = iroh::SecretKey::from_bytes(&[1; 32]).public();
         let carol = iroh::SecretKey::from_bytes(&[2; 32]).public();
         let mine = incoming_transfer(4, carol, TransferState::Offered);
@@ -2259,7 +2335,7 @@ mod tests {
         let dan = iroh::SecretKey::from_bytes(&[3; 32]).public();
         let direct = |who: &ContactId| ConversationId::direct(&me, who);
         {
-            let store = Store::open(dir.path(), &me).unwrap();
+            let store = Store::open(dir.path(), &me, test_key()).unwrap();
             paired_with_messages(&store, bob, 10, 3);
             paired_with_messages(&store, carol, 20, 3);
             let offer = incoming_transfer(5, bob, TransferState::Offered);
@@ -2305,17 +2381,18 @@ mod tests {
                 .unwrap();
             store.db.flush().unwrap();
         }
-        let store = Store::open(dir.path(), &me).unwrap();
+        let store = Store::open(dir.path(), &me, test_key()).unwrap();
         assert!(store.history(&direct(&dan), None, 10).unwrap().is_empty());
         assert!(store.message(&MessageId([30; 16])).unwrap().is_none());
         assert!(store.meta.scan_prefix(PURGE_PREFIX).next().is_none());
         assert_eq!(store.history(&direct(&carol), None, 10).unwrap().len(), 3);
+        sealed::assert_all_sealed(&store.db, &test_key());
     }
 
     #[test]
     fn pairing_again_replaces_the_pairing_unless_another_one_completed_meanwhile() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &test_me()).unwrap();
+        let store = Store::open(dir.path(), &test_me(), test_key()).unwrap();
         let bob = iroh::SecretKey::from_bytes(&[1; 32]).public();
         let mut first = contact(bob, "Bob", 3, 10);
         first.verified = true;
@@ -2455,7 +2532,7 @@ mod tests {
         };
         let (seq_kept, seq_old, seq_acked, seq_carol);
         {
-            let store = Store::open(dir.path(), &test_me()).unwrap();
+            let store = Store::open(dir.path(), &test_me(), test_key()).unwrap();
             for (who, name) in [(bob, "Bob"), (carol, "Carol")] {
                 store
                     .store_pairing(&contact(who, name, 3, 10), &session(), None, None, 10, "")
@@ -2482,7 +2559,7 @@ mod tests {
             // earlier release already delivered: dropped at the next open.
             let old = message(4, bob, Direction::Outgoing, MessageState::Queued);
             seq_old = store.next_seq().unwrap();
-            let mut batch = sled::Batch::default();
+            let mut batch = Batch::default();
             batch.insert(
                 &seq_old.to_be_bytes(),
                 enc(&item(4, bob, OutboxKind::Message)).unwrap(),
@@ -2499,7 +2576,7 @@ mod tests {
                 .unwrap();
             store.db.flush().unwrap();
         }
-        let store = Store::open(dir.path(), &test_me()).unwrap();
+        let store = Store::open(dir.path(), &test_me(), test_key()).unwrap();
         assert!(store
             .outbox_plain
             .get(999u64.to_be_bytes())
@@ -2564,12 +2641,13 @@ mod tests {
         store.set_blocked(&bob, true, 30).unwrap();
         let refused = store.store_reset(&bob_contact, &session(), &[], &[], None, 30);
         assert!(matches!(refused, Err(Error::Blocked(_))), "{refused:?}");
+        sealed::assert_all_sealed(&store.db, &test_key());
     }
 
     /// A store in a temp folder, paired with Bob.
     fn paired_with_bob() -> (tempfile::TempDir, Store, ContactId) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &test_me()).unwrap();
+        let store = Store::open(dir.path(), &test_me(), test_key()).unwrap();
         let bob = iroh::SecretKey::from_bytes(&[1; 32]).public();
         store
             .store_pairing(&contact(bob, "Bob", 3, 10), &session(), None, None, 10, "")
@@ -2685,12 +2763,13 @@ mod tests {
             .set_message_state(&MessageId([2; 16]), MessageState::Failed)
             .unwrap();
         assert!(store.message(&MessageId([2; 16])).unwrap().is_none());
+        sealed::assert_all_sealed(&store.db, &test_key());
     }
 
     #[test]
     fn a_stale_copy_cannot_move_a_transfer_out_of_a_final_state() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &test_me()).unwrap();
+        let store = Store::open(dir.path(), &test_me(), test_key()).unwrap();
         let contact = iroh::SecretKey::from_bytes(&[2; 32]).public();
         let mut fetching = incoming_transfer(3, contact, TransferState::Accepted);
         store.put_transfer(&fetching).unwrap();
@@ -2713,7 +2792,7 @@ mod tests {
     #[test]
     fn counters_follow_every_change_and_a_rebuild_agrees() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &test_me()).unwrap();
+        let store = Store::open(dir.path(), &test_me(), test_key()).unwrap();
         let bob = iroh::SecretKey::from_bytes(&[2; 32]).public();
         let conv = ConversationId([9; 16]);
         let s = session();
@@ -2780,5 +2859,6 @@ mod tests {
         assert_eq!(store.queued_count(&bob).unwrap(), 0);
         assert_eq!(store.unread(&conv).unwrap().len(), 1);
         assert_eq!(store.unread_total().unwrap(), 1);
+        sealed::assert_all_sealed(&store.db, &test_key());
     }
 }

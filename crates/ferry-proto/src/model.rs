@@ -487,6 +487,36 @@ pub struct Profile {
     pub name: String,
     /// Current addresses.
     pub addr: WireAddr,
+    /// How this home's data key is kept (`None` from a holder of a release before sealing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protection: Option<Protection>,
+}
+
+/// How a home's data key, which seals everything it stores, is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "snake_case")]
+pub enum Protection {
+    /// Wrapped under a passphrase (Argon2id): asked for at every start.
+    Passphrase,
+    /// In the OS keychain: as safe as the user's login.
+    Keychain,
+    /// In a file beside the data: anyone who copies the folder can read it.
+    File,
+}
+
+impl Protection {
+    /// What it means, in a sentence for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Protection::Passphrase => "protected by a passphrase",
+            Protection::Keychain => "kept in the OS keychain, not protected by a passphrase",
+            Protection::File => {
+                "kept in a file beside the data, NOT protected by a passphrase: anyone who \
+                 copies the folder can read it"
+            }
+        }
+    }
 }
 
 /// Disk space a home uses, for the settings screen.
