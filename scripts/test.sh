@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 # for the desktop app find the same target folder as this script.
 CARGO_TARGET_DIR="$(./scripts/target-dir.sh)"
 export CARGO_TARGET_DIR
+# Test homes keep their data key in a file, never in the developer's OS keychain.
+export FERRY_KEYCHAIN=off
 
 echo "== ui: typecheck, unit tests, build"
 (cd ui && npm run --silent typecheck && npm test --silent && npm run build --silent)

@@ -1,6 +1,8 @@
-//! Homes written by an earlier release (`tests/fixtures/schema1/`, made by
-//! `tests/fixtures/make_homes.py` with the release of 2026-12-01, store schema 1) open with
-//! everything in them, and their sessions keep working: nobody has to pair again.
+//! Homes written by earlier releases open with everything in them, sealed, and their sessions
+//! keep working: nobody has to pair again. Both were made by `tests/fixtures/make_homes.py`:
+//! `tests/fixtures/schema1/` with the release of 2026-12-01 (store schema 1),
+//! `tests/fixtures/schema2/` with the release of 2026-12-06 before sealing (363ae6b, schema 2,
+//! values and identity in clear).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,12 +11,12 @@ use anyhow::{ensure, Context, Result};
 use ferry_core::{ContactId, Direction, Event, MessageState, TransferState};
 use ferry_tests::{init_tracing, open, test_config, wait_for, WAIT};
 
-fn fixtures() -> PathBuf {
-    ferry_tests::manifest_dir().join("fixtures/schema1")
+fn fixtures(schema: &str) -> PathBuf {
+    ferry_tests::manifest_dir().join("fixtures").join(schema)
 }
 
 /// A copy of the fixture homes (opening one writes to it) in a temporary folder.
-fn copy_homes(to: &Path) -> Result<()> {
+fn copy_homes(schema: &str, to: &Path) -> Result<()> {
     fn copy(from: &Path, to: &Path) -> Result<()> {
         std::fs::create_dir_all(to)?;
         for entry in std::fs::read_dir(from)? {
@@ -28,7 +30,7 @@ fn copy_homes(to: &Path) -> Result<()> {
         }
         Ok(())
     }
-    copy(&fixtures(), to)?;
+    copy(&fixtures(schema), to)?;
     // The identity file is owner-only in a real home; git does not keep modes.
     #[cfg(unix)]
     for home in ["alice", "bob", "carol"] {
@@ -48,9 +50,9 @@ struct Expected {
     transfers: Vec<(String, String, String, String, u64)>,
 }
 
-fn expected(home: &str) -> Result<Expected> {
+fn expected(schema: &str, home: &str) -> Result<Expected> {
     let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(fixtures().join("manifest.json"))?)?;
+        serde_json::from_slice(&std::fs::read(fixtures(schema).join("manifest.json"))?)?;
     let m = &manifest[home];
     let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
     let rows = |v: &serde_json::Value| v.as_array().cloned().unwrap_or_default();
@@ -96,14 +98,56 @@ fn word<T: serde::Serialize>(v: &T) -> Result<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn homes_of_the_earlier_release_open_whole_and_keep_talking() -> Result<()> {
+async fn homes_of_the_schema_1_release_open_whole_sealed_and_keep_talking() -> Result<()> {
+    earlier_homes_open_whole_sealed_and_keep_talking("schema1").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn homes_of_the_last_release_before_sealing_open_whole_sealed_and_keep_talking() -> Result<()>
+{
+    earlier_homes_open_whole_sealed_and_keep_talking("schema2").await
+}
+
+/// Every file under `dir`, read whole.
+fn files_under(dir: &Path) -> Result<Vec<(PathBuf, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            out.extend(files_under(&path)?);
+        } else {
+            out.push((path.clone(), std::fs::read(&path)?));
+        }
+    }
+    Ok(out)
+}
+
+async fn earlier_homes_open_whole_sealed_and_keep_talking(schema: &str) -> Result<()> {
     init_tracing();
     let tmp = tempfile::tempdir()?;
-    copy_homes(tmp.path())?;
+    copy_homes(schema, tmp.path())?;
+    // What the earlier release kept in clear, to look for once the homes are sealed.
+    let mut clear: Vec<String> = ["alice", "bob"]
+        .iter()
+        .map(|h| expected(schema, h))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flat_map(|e| e.history.into_values().flatten().map(|m| m.2))
+        .filter(|body| body.len() > 12)
+        .collect();
+    clear.dedup();
+    ensure!(clear.len() >= 2, "bodies to look for: {clear:?}");
+    let first = &clear[0];
+    ensure!(
+        files_under(&tmp.path().join("alice"))?
+            .iter()
+            .any(|(_, b)| b.windows(first.len()).any(|w| w == first.as_bytes())),
+        "the fixture keeps {first:?} in clear (else this test checks nothing)"
+    );
     let alice = open(&tmp.path().join("alice"), test_config()).await?;
 
     // Everything Alice had is there, as the earlier release showed it.
-    let want = expected("alice")?;
+    let want = expected(schema, "alice")?;
     ensure!(alice.id().to_string() == want.id);
     ensure!(alice.profile().await?.name == want.name);
     let mut contacts: Vec<_> = alice
@@ -251,6 +295,24 @@ async fn homes_of_the_earlier_release_open_whole_and_keep_talking() -> Result<()
     );
     for n in [&alice, &bob, &carol] {
         n.shutdown().await;
+    }
+    drop((alice, bob, carol));
+
+    // Every home is sealed now: no identity in clear, no message body in clear anywhere.
+    for home in ["alice", "bob", "carol"] {
+        let home = tmp.path().join(home);
+        ensure!(!home.join(ferry_core::home::IDENTITY_FILE).exists());
+        ensure!(home.join(ferry_core::home::SEALED_IDENTITY_FILE).exists());
+        ensure!(ferry_core::vault::protection(&home)?.is_some());
+        for (path, bytes) in files_under(&home)? {
+            for body in &clear {
+                ensure!(
+                    !bytes.windows(body.len()).any(|w| w == body.as_bytes()),
+                    "{body:?} is in clear in {}",
+                    path.display()
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -402,7 +402,7 @@ async fn a_rolled_back_session_is_reset_by_itself_and_nothing_is_lost() -> Resul
     let bob_home = new_home(dir.path(), "Bob")?;
     let bob = open(&bob_home, test_config()).await?;
     pair(&alice, &bob).await?;
-    let (a, b) = (alice.id(), bob.id());
+    let a = alice.id();
     let mut alice_events = alice.subscribe();
     let mut bob_events = bob.subscribe();
     alice.send_text("Bob", "one").await?;

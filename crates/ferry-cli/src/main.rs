@@ -10,9 +10,12 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use ferry_core::control::{self, Answer, Call, Client, InviteText};
 use ferry_core::node::NetSettings;
+use ferry_core::vault::{self, Passphrase};
 use ferry_core::{
-    Config, ContactView, Event, Message, Node, Profile, RelayChoice, Transfer, TransferState,
+    Config, ContactView, Event, Message, Node, Profile, Protection, RelayChoice, Transfer,
+    TransferState,
 };
+use std::io::IsTerminal;
 
 mod demo;
 mod render;
@@ -199,6 +202,98 @@ enum Command {
     },
     /// Two real nodes in temporary homes on loopback: pair, chat, print what happened.
     Demo,
+    /// Protect this home's data with a passphrase, change it, or remove it. Only the wrapped
+    /// key changes; the data stays sealed as it is. Passphrases are asked on a terminal, or
+    /// read from FERRY_PASSPHRASE (the current one) and FERRY_NEW_PASSPHRASE (the new one).
+    Passphrase {
+        #[command(subcommand)]
+        action: PassphraseAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PassphraseAction {
+    /// Protect the data key with a passphrase (asked at every start from then on).
+    Set,
+    /// Change the passphrase.
+    Change,
+    /// Remove the passphrase: the key goes to the OS keychain, or else a file beside the data.
+    Remove,
+}
+
+/// The passphrase in `env` if it is set, else one asked on the terminal, else none.
+fn ask_passphrase(prompt: &str, env: &str) -> Result<Option<Passphrase>> {
+    if let Some(p) = Passphrase::from_env(env) {
+        return Ok(Some(p));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    let p = rpassword::prompt_password(prompt).context("reading the passphrase")?;
+    Ok((!p.is_empty()).then(|| Passphrase::from(p)))
+}
+
+/// A new passphrase: from FERRY_NEW_PASSPHRASE (or `fallback_env`), or asked twice on the
+/// terminal.
+fn ask_new_passphrase(fallback_env: Option<&str>) -> Result<Passphrase> {
+    let from_env = Passphrase::from_env("FERRY_NEW_PASSPHRASE")
+        .or_else(|| fallback_env.and_then(Passphrase::from_env));
+    if let Some(p) = from_env {
+        p.check_new()?;
+        return Ok(p);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no terminal to ask for the new passphrase: set FERRY_NEW_PASSPHRASE");
+    }
+    let first = Passphrase::from(rpassword::prompt_password("New passphrase: ")?);
+    first.check_new()?;
+    let again = Passphrase::from(rpassword::prompt_password("The same again: ")?);
+    if !first.same_as(&again) {
+        bail!("the two passphrases differ; nothing was changed");
+    }
+    Ok(first)
+}
+
+async fn passphrase(cli: &Cli, action: &PassphraseAction) -> Result<()> {
+    let home = cli.home()?;
+    if !Node::is_initialized(&home) {
+        bail!("{}", ferry_core::Error::NotInitialized(home));
+    }
+    let now = vault::protection(&home)?;
+    let has = now == Some(Protection::Passphrase);
+    let current = || -> Result<Passphrase> {
+        ask_passphrase("Current passphrase: ", "FERRY_PASSPHRASE")?
+            .context("no terminal to ask for the current passphrase: set FERRY_PASSPHRASE")
+    };
+    let done = match action {
+        PassphraseAction::Set if has => {
+            bail!("this home already has a passphrase: use `ferry passphrase change`")
+        }
+        PassphraseAction::Set => {
+            let new = ask_new_passphrase(Some("FERRY_PASSPHRASE"))?;
+            vault::change_passphrase(&home, None, Some(&new))?
+        }
+        PassphraseAction::Change | PassphraseAction::Remove if !has => {
+            bail!("this home has no passphrase: use `ferry passphrase set`")
+        }
+        PassphraseAction::Change => {
+            let old = current()?;
+            let new = ask_new_passphrase(None)?;
+            vault::change_passphrase(&home, Some(&old), Some(&new))?
+        }
+        PassphraseAction::Remove => {
+            let old = current()?;
+            vault::change_passphrase(&home, Some(&old), None)?
+        }
+    };
+    eprintln!("The data key is now {}.", done.describe());
+    if done == Protection::Passphrase {
+        eprintln!(
+            "Keep the passphrase safe: without it nothing in this home can be read, not even \
+             by you."
+        );
+    }
+    Ok(())
 }
 
 /// Follows a transfer this process fetches until it ends or pauses, printing progress.
@@ -342,8 +437,33 @@ impl Cli {
     }
 
     async fn open_local(&self) -> Result<Arc<Node>> {
+        self.open_with(self.config()).await
+    }
+
+    /// Opens the home in this process with `config`, with its passphrase: FERRY_PASSPHRASE,
+    /// or asked on the terminal (three tries) if the home has one.
+    async fn open_with(&self, mut config: Config) -> Result<Arc<Node>> {
         let home = self.home()?;
-        Ok(ferry_core::control::open_serving(&home, self.config()).await?)
+        config.passphrase = Passphrase::from_env("FERRY_PASSPHRASE");
+        let asks = config.passphrase.is_none()
+            && vault::protection(&home)? == Some(Protection::Passphrase)
+            && std::io::stdin().is_terminal();
+        if !asks {
+            return Ok(control::open_serving(&home, config).await?);
+        }
+        for tries_left in (0..3).rev() {
+            config.passphrase = Some(Passphrase::from(
+                rpassword::prompt_password(format!("Passphrase for {}: ", home.display()))
+                    .context("reading the passphrase")?,
+            ));
+            match control::open_serving(&home, config.clone()).await {
+                Err(e @ ferry_core::Error::WrongPassphrase { .. }) if tries_left > 0 => {
+                    eprintln!("{e}")
+                }
+                other => return Ok(other?),
+            }
+        }
+        bail!("wrong passphrase")
     }
 
     async fn backend(&self) -> Result<Backend> {
@@ -386,11 +506,21 @@ async fn run(cli: Cli) -> Result<()> {
                 bind: cli.bind,
                 local_discovery: cli.local_discovery.unwrap_or(true),
             };
-            let id = Node::init_with(&home, name, &settings)?;
+            let passphrase = Passphrase::from_env("FERRY_PASSPHRASE");
+            let id = Node::init_protected(&home, name, &settings, passphrase.as_ref())?;
             println!("{id}");
+            eprintln!("Created {name}'s identity in {}.", home.display());
+            if let Some(p) = vault::protection(&home)? {
+                eprintln!(
+                    "Everything it keeps is sealed; the key is {}.",
+                    p.describe()
+                );
+                if p != Protection::Passphrase {
+                    eprintln!("`ferry passphrase set` protects it with a passphrase.");
+                }
+            }
             eprintln!(
-                "Created {name}'s identity in {}.\nNext: `ferry invite` to invite someone, or `ferry pair <invite>` to accept one.",
-                home.display()
+                "Next: `ferry invite` to invite someone, or `ferry pair <invite>` to accept one."
             );
         }
         Command::Whoami { json } => {
@@ -398,11 +528,20 @@ async fn run(cli: Cli) -> Result<()> {
             let v = b.call(Call::Profile).await;
             b.close().await;
             let me: Profile = v?.try_into()?;
+            let mut me = me;
+            if me.protection.is_none() {
+                // A holder of a release before sealing does not say; the key file does.
+                me.protection = vault::protection(&cli.home()?)?;
+            }
             if *json {
                 println!("{}", serde_json::to_string(&me)?);
             } else {
                 println!("{} {}", me.name, me.id);
                 println!("addresses: {}", serde_json::to_string(&me.addr)?);
+                match me.protection {
+                    Some(p) => println!("data key: {}", p.describe()),
+                    None => println!("data key: none; this home is not sealed yet"),
+                }
             }
         }
         Command::Invite { qr, ttl } => {
@@ -758,6 +897,7 @@ async fn run(cli: Cli) -> Result<()> {
             downloads,
         } => daemon(&cli, *json, *accept_files, downloads.as_deref()).await?,
         Command::Demo => demo::run().await?,
+        Command::Passphrase { action } => passphrase(&cli, action).await?,
     }
     Ok(())
 }
@@ -768,15 +908,17 @@ async fn daemon(
     accept_files: bool,
     downloads: Option<&std::path::Path>,
 ) -> Result<()> {
-    let home = cli.home()?;
     let config = Config {
         accept_files,
         ..cli.config()
     };
-    let node = match ferry_core::control::open_serving(&home, config).await {
+    let node = match cli.open_with(config).await {
         Ok(n) => n,
-        Err(e @ ferry_core::Error::HomeBusy { .. }) => bail!("{e}"),
-        Err(e) => return Err(e).context("starting the daemon"),
+        Err(e) => match e.downcast::<ferry_core::Error>() {
+            Ok(e @ ferry_core::Error::HomeBusy { .. }) => bail!("{e}"),
+            Ok(e) => return Err(e).context("starting the daemon"),
+            Err(e) => return Err(e).context("starting the daemon"),
+        },
     };
     if let Some(dir) = downloads {
         node.set_downloads_dir(dir).await?;

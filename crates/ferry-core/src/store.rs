@@ -887,8 +887,8 @@ impl Store {
                         let mut changed = None;
                         if before.is_some() {
                             for (seq, item) in &stale {
-                                pla.remove(&seq.to_be_bytes())?;
-                                if out.remove(&seq.to_be_bytes())?.is_none() {
+                                pla.remove(seq.to_be_bytes())?;
+                                if out.remove(seq.to_be_bytes())?.is_none() {
                                     continue;
                                 }
                                 if item.kind != OutboxKind::Message {
@@ -969,7 +969,7 @@ impl Store {
 
     /// Whether a contact's identity key changed and the user has not accepted the new one.
     pub fn key_changed(&self, id: &ContactId) -> Result<bool, Error> {
-        Ok(self.key_changes.contains_key(id.as_bytes())?)
+        self.key_changes.contains_key(id.as_bytes())
     }
 
     /// Accepts a contact's new identity key: sending resumes, and `line` is written into the
@@ -1009,7 +1009,7 @@ impl Store {
 
     /// Whether a contact is blocked.
     pub fn is_blocked(&self, id: &ContactId) -> Result<bool, Error> {
-        Ok(self.blocked.contains_key(id.as_bytes())?)
+        self.blocked.contains_key(id.as_bytes())
     }
 
     /// A contact that may reach this node: paired and not blocked (`None` for a stranger or a
@@ -1249,8 +1249,8 @@ impl Store {
                         }
                     }
                     ses.insert(item.contact.as_bytes(), s.clone())?;
-                    out.insert(&seq.to_be_bytes(), o.clone())?;
-                    pla.insert(&seq.to_be_bytes(), plain)?;
+                    out.insert(seq.to_be_bytes(), o.clone())?;
+                    pla.insert(seq.to_be_bytes(), plain)?;
                     if item.kind == OutboxKind::Message {
                         bump(cnt, &queued_key(&item.contact), 1)?;
                     }
@@ -1473,8 +1473,8 @@ impl Store {
                 .transaction(|(out, msgs, idx, cnt, pla)| {
                     let mut changed = Vec::with_capacity(done.len());
                     for (outbox_seq, item) in done {
-                        let was_queued = out.remove(&outbox_seq.to_be_bytes())?.is_some();
-                        pla.remove(&outbox_seq.to_be_bytes())?;
+                        let was_queued = out.remove(outbox_seq.to_be_bytes())?.is_some();
+                        pla.remove(outbox_seq.to_be_bytes())?;
                         changed.push(
                             item.kind == OutboxKind::Message
                                 && mark_delivered(msgs, idx, cnt, item, was_queued)?,
@@ -1489,8 +1489,8 @@ impl Store {
     pub fn drop_outbox_item(&self, outbox_seq: u64) -> Result<(), Error> {
         tx_result(
             (&self.outbox, &self.counters, &self.outbox_plain).transaction(|(out, cnt, pla)| {
-                pla.remove(&outbox_seq.to_be_bytes())?;
-                if let Some(v) = out.remove(&outbox_seq.to_be_bytes())? {
+                pla.remove(outbox_seq.to_be_bytes())?;
+                if let Some(v) = out.remove(outbox_seq.to_be_bytes())? {
                     let item: OutboxItem = tx_dec(&v)?;
                     if item.kind == OutboxKind::Message {
                         bump(cnt, &queued_key(&item.contact), -1)?;
@@ -1557,8 +1557,8 @@ impl Store {
                         return Ok(false);
                     }
                     ses.insert(item.contact.as_bytes(), s.clone())?;
-                    out.insert(&seq.to_be_bytes(), o.clone())?;
-                    pla.insert(&seq.to_be_bytes(), plain)?;
+                    out.insert(seq.to_be_bytes(), o.clone())?;
+                    pla.insert(seq.to_be_bytes(), plain)?;
                     Ok(true)
                 }),
         )
@@ -1650,8 +1650,8 @@ impl Store {
                             bump(cnt, &unread_key(&m.conversation), -1)?;
                         }
                         for (seq, item) in waiting.iter().filter(|(_, i)| i.message_id == m.id) {
-                            pla.remove(&seq.to_be_bytes())?;
-                            if out.remove(&seq.to_be_bytes())?.is_some()
+                            pla.remove(seq.to_be_bytes())?;
+                            if out.remove(seq.to_be_bytes())?.is_some()
                                 && item.kind == OutboxKind::Message
                             {
                                 bump(cnt, &queued_key(&item.contact), -1)?;
@@ -1847,8 +1847,8 @@ impl Store {
             )
                 .transaction(|(ses, out, msgs, cnt, pla)| {
                     ses.insert(receipt.contact.as_bytes(), s.clone())?;
-                    out.insert(&seq.to_be_bytes(), o.clone())?;
-                    pla.insert(&seq.to_be_bytes(), plain)?;
+                    out.insert(seq.to_be_bytes(), o.clone())?;
+                    pla.insert(seq.to_be_bytes(), plain)?;
                     for m in messages {
                         // As stored, not as the caller last saw it: only a message still unread
                         // becomes seen and leaves the count.
@@ -2561,7 +2561,7 @@ mod tests {
             seq_old = store.next_seq().unwrap();
             let mut batch = Batch::default();
             batch.insert(
-                &seq_old.to_be_bytes(),
+                seq_old.to_be_bytes(),
                 enc(&item(4, bob, OutboxKind::Message)).unwrap(),
             );
             store.outbox.apply_batch(batch).unwrap();

@@ -157,6 +157,12 @@ impl Passphrase {
             .map(Passphrase::from)
     }
 
+    /// Whether two are the same (in constant time for equal lengths).
+    pub fn same_as(&self, other: &Passphrase) -> bool {
+        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+
     /// Whether it is long enough to be set as a new passphrase.
     pub fn check_new(&self) -> Result<(), Error> {
         if self.0.chars().count() < MIN_PASSPHRASE_CHARS {
@@ -491,10 +497,19 @@ pub fn change_passphrase(
     current: Option<&Passphrase>,
     new: Option<&Passphrase>,
 ) -> Result<Protection, Error> {
-    let old = read_key_file(home)?.ok_or_else(|| Error::NotInitialized(home.to_path_buf()))?;
     if let Some(new) = new {
         new.check_new()?;
     }
+    let Some(old) = read_key_file(home)? else {
+        // A home of a release before sealing, not opened since: its key is made now, and it
+        // is sealed under that key at its next open.
+        if !crate::identity::exists(home) {
+            return Err(Error::NotInitialized(home.to_path_buf()));
+        }
+        let key = create(home, new, false)?;
+        drop(key);
+        return protection(home)?.ok_or_else(|| Error::NotInitialized(home.to_path_buf()));
+    };
     let key = unlock(home, current)?;
     let kept = match new {
         Some(p) => wrap(&key, p)?,

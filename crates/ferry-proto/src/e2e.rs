@@ -285,6 +285,16 @@ struct PendingStep {
 }
 
 impl Session {
+    /// Every secret this session holds (ratchet secret, root and chain keys, skipped message
+    /// keys), for tests that check none of it reaches the disk in clear.
+    #[doc(hidden)]
+    pub fn secrets(&self) -> Vec<[u8; 32]> {
+        let mut out = vec![self.dhs_secret.0, self.rk.0];
+        out.extend(self.cks.iter().chain(&self.ckr).map(|k| k.0));
+        out.extend(self.skipped.iter().map(|s| s.message_key.0));
+        out
+    }
+
     /// Seals a plaintext. Advances the sending chain.
     pub fn seal(&mut self, plaintext: &[u8], ad: &AssociatedData) -> Result<Envelope, E2eError> {
         let cks = self.cks.as_ref().ok_or(E2eError::NoSendingChain)?;

@@ -199,10 +199,13 @@ impl DoubleEndedIterator for Iter<'_> {
     }
 }
 
+/// One write of a [`Batch`]: a key and its new value, or none to remove it.
+type Op = (Vec<u8>, Option<Plain>);
+
 /// Writes to one tree applied at once; values are sealed when it is applied.
 #[derive(Default)]
 pub(crate) struct Batch {
-    ops: Vec<(Vec<u8>, Option<Zeroizing<Vec<u8>>>)>,
+    ops: Vec<Op>,
 }
 
 impl Batch {
