@@ -606,7 +606,8 @@ impl Store {
     /// halfway is simply run again; the schema mark moves to 2 only when all is done.
     fn migrate_from_1(&self) -> Result<(), Error> {
         let mut migrated = 0usize;
-        while let Some(n) = self.migrate_messages_batch()? {
+        let mut after = None;
+        while let Some(n) = self.migrate_messages_batch(&mut after)? {
             migrated += n;
         }
         for contact in self.contacts()? {
@@ -620,11 +621,22 @@ impl Store {
 
     /// Rewrites up to [`MIGRATION_BATCH`] schema-1 messages as schema 2, atomically. Returns
     /// how many it rewrote, or `None` once none are left.
-    fn migrate_messages_batch(&self) -> Result<Option<usize>, Error> {
+    fn migrate_messages_batch(
+        &self,
+        after: &mut Option<sled::IVec>,
+    ) -> Result<Option<usize>, Error> {
         let mut batch = Batch::default();
         let mut n = 0;
-        for kv in self.messages.iter() {
+        // Records before `after` were done by the batches before this one.
+        let records = match after.take() {
+            Some(k) => self
+                .messages
+                .range::<sled::IVec, _>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
+            None => self.messages.iter(),
+        };
+        for kv in records {
             let (key, value) = kv?;
+            *after = Some(key.clone());
             // A schema-2 record does not decode as schema 1 the other way round (it is longer,
             // and postcard needs every field), so "decodes as 2" means "already done".
             if dec::<Message>(&value).is_ok() {
@@ -1965,7 +1977,7 @@ mod tests {
             let store =
                 Store::from_db(open_db(dir.path()).unwrap(), &test_me(), &test_key()).unwrap();
             assert_eq!(
-                store.migrate_messages_batch().unwrap(),
+                store.migrate_messages_batch(&mut None).unwrap(),
                 Some(MIGRATION_BATCH)
             );
             assert_eq!(store.schema().unwrap(), Some(1));
