@@ -5,8 +5,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use ferry_core::vault::Passphrase;
 use ferry_core::{
-    ContactView, Message, NetSettings, Node, Profile, RelayChoice, StorageUsage, Transfer,
+    ContactView, Message, NetSettings, Node, Profile, Protection, RelayChoice, StorageUsage,
+    Transfer,
 };
 use serde::{Deserialize, Serialize};
 use specta::Type;
@@ -31,18 +33,60 @@ pub async fn status(state: State<'_, AppState>) -> Result<Status> {
     Ok(state.status().await)
 }
 
-/// First start: creates the identity with the chosen display name, then opens the home.
+/// First start: creates the identity with the chosen display name (its data key under
+/// `passphrase` if one is given, else in the OS keychain or a file), then opens the home.
 #[tauri::command]
 #[specta::specta]
 pub async fn create_profile(
     app: AppHandle,
     state: State<'_, AppState>,
     name: String,
+    passphrase: Option<String>,
 ) -> Result<Status> {
     let home = state.home()?;
-    Node::init(&home, &name)?;
-    crate::engine::open(app).await;
-    Ok(state.status().await)
+    let passphrase = passphrase.filter(|p| !p.is_empty()).map(Passphrase::from);
+    let net = NetSettings::default();
+    Node::init_protected(&home, &name, &net, passphrase.as_ref())?;
+    match passphrase {
+        Some(p) => crate::engine::unlock(&app, p).await,
+        None => {
+            crate::engine::open(app).await;
+            Ok(state.status().await)
+        }
+    }
+}
+
+/// Opens a home whose data key is kept under a passphrase. A wrong passphrase is an error
+/// (`wrong_passphrase`, or `unlock_wait` after several in a row) and nothing changes.
+#[tauri::command]
+#[specta::specta]
+pub async fn unlock(app: AppHandle, passphrase: String) -> Result<Status> {
+    crate::engine::unlock(&app, Passphrase::from(passphrase)).await
+}
+
+/// Sets, changes or removes the passphrase over the data key: `current` is needed when one is
+/// set; without `next` the key goes to the OS keychain, or else a file. Only the key file
+/// changes. Returns how the key is kept now.
+#[tauri::command]
+#[specta::specta]
+pub async fn change_passphrase(
+    state: State<'_, AppState>,
+    current: Option<String>,
+    next: Option<String>,
+) -> Result<Protection> {
+    let home = state.home()?;
+    let current = current.filter(|p| !p.is_empty()).map(Passphrase::from);
+    let next = next.filter(|p| !p.is_empty()).map(Passphrase::from);
+    // Argon2id takes a moment: off the async threads.
+    let done = tokio::task::spawn_blocking(move || {
+        ferry_core::vault::change_passphrase(&home, current.as_ref(), next.as_ref())
+    })
+    .await
+    .map_err(|e| CommandError {
+        code: "internal".into(),
+        message: e.to_string(),
+    })??;
+    Ok(done)
 }
 
 /// Name, id and current addresses of this device.

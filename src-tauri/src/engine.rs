@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ferry_core::{Config, Event, Node};
+use ferry_core::vault::{self, Passphrase};
+use ferry_core::{Config, Event, Node, Protection};
 use serde::{Deserialize, Serialize};
 use specta::Type;
 use tauri::{AppHandle, Manager};
@@ -42,6 +43,8 @@ pub enum Status {
     Starting,
     /// First start: the user picks a display name.
     NeedsName,
+    /// The home's data key is kept under a passphrase: the user enters it (`unlock`).
+    Locked,
     /// Running; the engine answers calls.
     Ready {
         /// This device's endpoint id (hex).
@@ -100,32 +103,79 @@ impl Default for AppState {
     }
 }
 
-/// Opens the home if it has an identity; called at start and after the first-start name.
+/// Opens the home if it has an identity and needs no passphrase (else says which it needs);
+/// called at start and after the first-start name. `FERRY_PASSPHRASE`, if set, is tried.
 pub async fn open(app: AppHandle) {
     let state = app.state::<AppState>();
     let status = match &state.home {
         Err(e) => Status::Failed { error: e.clone() },
         Ok(home) if !Node::is_initialized(home) => Status::NeedsName,
-        Ok(home) => match config_from_env() {
-            Err(e) => Status::Failed { error: e },
-            Ok(config) => match ferry_core::control::open_serving(home, config).await {
-                Ok(node) => {
-                    forward_events(&app, &node);
-                    crate::desktop::refresh_unread(&app, &node);
-                    let id = node.id().to_string();
-                    *state.node.write().await = Some(node);
-                    Status::Ready { id }
+        Ok(home) => {
+            let passphrase = Passphrase::from_env("FERRY_PASSPHRASE");
+            let locked = matches!(vault::protection(home), Ok(Some(Protection::Passphrase)));
+            if locked && passphrase.is_none() {
+                Status::Locked
+            } else {
+                match open_with(&app, home, passphrase).await {
+                    Ok(status) => status,
+                    Err(error) if locked => {
+                        tracing::warn!("FERRY_PASSPHRASE did not open the home: {}", error.message);
+                        Status::Locked
+                    }
+                    Err(error) => Status::Failed { error },
                 }
-                Err(e @ ferry_core::Error::HomeBusy { pid, .. }) => Status::Busy {
-                    pid,
-                    message: e.to_string(),
-                },
-                Err(e) => Status::Failed { error: e.into() },
-            },
-        },
+            }
+        }
     };
     tracing::info!(?status, "home");
     *state.status.write().await = status;
+}
+
+/// Unlocks the home with a passphrase the user typed. A wrong one is an error (`wrong_passphrase`
+/// or, after several, `unlock_wait`) and leaves the app locked.
+pub async fn unlock(app: &AppHandle, passphrase: Passphrase) -> Result<Status, CommandError> {
+    let state = app.state::<AppState>();
+    let home = state.home()?;
+    let status = open_with(app, &home, Some(passphrase)).await?;
+    *state.status.write().await = status.clone();
+    Ok(status)
+}
+
+/// Opens the node. Errors about the passphrase are returned; every other outcome is a status.
+async fn open_with(
+    app: &AppHandle,
+    home: &std::path::Path,
+    passphrase: Option<Passphrase>,
+) -> Result<Status, CommandError> {
+    let state = app.state::<AppState>();
+    let config = match config_from_env() {
+        Ok(config) => Config {
+            passphrase,
+            ..config
+        },
+        Err(error) => return Ok(Status::Failed { error }),
+    };
+    Ok(
+        match ferry_core::control::open_serving(home, config).await {
+            Ok(node) => {
+                forward_events(app, &node);
+                crate::desktop::refresh_unread(app, &node);
+                let id = node.id().to_string();
+                *state.node.write().await = Some(node);
+                Status::Ready { id }
+            }
+            Err(e @ ferry_core::Error::HomeBusy { pid, .. }) => Status::Busy {
+                pid,
+                message: e.to_string(),
+            },
+            Err(
+                e @ (ferry_core::Error::WrongPassphrase { .. }
+                | ferry_core::Error::UnlockWait { .. }
+                | ferry_core::Error::PassphraseNeeded),
+            ) => return Err(e.into()),
+            Err(e) => Status::Failed { error: e.into() },
+        },
+    )
 }
 
 /// The node's configuration: the home's stored settings, overridden for this run by

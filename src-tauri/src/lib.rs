@@ -59,6 +59,8 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             app_info,
             commands::status,
             commands::create_profile,
+            commands::unlock,
+            commands::change_passphrase,
             commands::profile,
             commands::set_name,
             commands::create_invite,

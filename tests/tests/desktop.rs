@@ -586,3 +586,122 @@ fn home_id(home: &Path) -> Result<String> {
     let me = json_of(&ferry(home, &["whoami", "--json"])?)?;
     Ok(me["id"].as_str().context("id")?.to_owned())
 }
+
+#[test]
+fn a_locked_home_opens_with_its_passphrase_and_settings_change_and_remove_it() -> Result<()> {
+    if tauri_driver_path().is_none() {
+        println!("skipped: tauri-driver is not installed (cargo install tauri-driver --locked)");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let root = dir.path();
+    let shots = Shots(
+        std::env::var_os("FERRY_SCREENSHOT_DIR").map(PathBuf::from),
+        tempfile::tempdir()?,
+    );
+    let ann = root.join("ann");
+    let mut init = ferry_tests::LOOPBACK_ARGS.to_vec();
+    init.extend(["init", "--name", "Ann"]);
+    let first = Path::new("Ann's first passphrase");
+    let out = ferry_tests::ferry_env(&ann, &[("FERRY_PASSPHRASE", first)], &init)?;
+    ensure!(out.ok, "{}", out.stderr);
+
+    let app = app_bin()?;
+    let x = Xvfb::start()?;
+    let xdg = |d: &str| root.join("xdg").join(d).to_string_lossy().into_owned();
+    let env = [
+        ("XDG_DATA_HOME", xdg("data")),
+        ("XDG_CONFIG_HOME", xdg("config")),
+        ("XDG_CACHE_HOME", xdg("cache")),
+        ("DISPLAY", x.display()),
+        ("FERRY_HOME", ann.to_string_lossy().into_owned()),
+        ("FERRY_RELAY", "disabled".to_owned()),
+        ("FERRY_BIND", "127.0.0.1:0".to_owned()),
+        ("FERRY_LOCAL_DISCOVERY", "0".to_owned()),
+        ("FERRY_KEYCHAIN", "off".to_owned()),
+    ];
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let driver = Driver::start(&env_refs)?;
+    let s = driver.session(&app, &[])?;
+    let run = || -> Result<()> {
+        // Locked: the passphrase screen, and nothing else.
+        let input = s.wait_for("[data-testid=unlock-input]", WAIT)?;
+        ensure!(s.find_all("[data-testid=contacts]")?.is_empty());
+        shots.take(&s, "20-locked")?;
+        s.send_keys(&input, "not my passphrase")?;
+        s.click(&s.find("[data-testid=unlock-submit]")?)?;
+        see(&s, "[data-testid=unlock-error]", "Wrong passphrase")?;
+        shots.take(&s, "21-wrong-passphrase")?;
+        s.send_keys(
+            &s.find("[data-testid=unlock-input]")?,
+            first.to_str().context("utf-8")?,
+        )?;
+        s.click(&s.find("[data-testid=unlock-submit]")?)?;
+        s.wait_for("[data-testid=no-contacts]", WAIT)?;
+
+        // Settings say how the data is protected, and change the passphrase.
+        s.click(&s.find("[data-testid=nav-settings]")?)?;
+        see(
+            &s,
+            "[data-testid=protection-state]",
+            "protected by your passphrase",
+        )?;
+        s.click(&s.find("[data-testid=change-passphrase]")?)?;
+        s.send_keys(&s.find("[data-testid=current-passphrase]")?, "a wrong one")?;
+        s.send_keys(
+            &s.find("[data-testid=next-passphrase]")?,
+            "Ann's second passphrase",
+        )?;
+        s.send_keys(
+            &s.find("[data-testid=next-passphrase-again]")?,
+            "Ann's second passphrase",
+        )?;
+        s.click(&s.find("[data-testid=passphrase-save]")?)?;
+        see(&s, "[data-testid=passphrase-error]", "Wrong passphrase")?;
+        s.clear(&s.find("[data-testid=current-passphrase]")?)?;
+        s.send_keys(
+            &s.find("[data-testid=current-passphrase]")?,
+            first.to_str().context("utf-8")?,
+        )?;
+        shots.take(&s, "22-change-passphrase")?;
+        s.click(&s.find("[data-testid=passphrase-save]")?)?;
+        s.wait_for("[data-testid=remove-passphrase]", WAIT)?;
+        let second = ferry_core::vault::Passphrase::from("Ann's second passphrase");
+        ensure!(
+            ferry_core::vault::load_identity(&ann, Some(&second)).is_ok(),
+            "the new passphrase opens the key"
+        );
+
+        // Removed: the key goes to a file (no keychain here), and the page says it plainly.
+        s.click(&s.find("[data-testid=remove-passphrase]")?)?;
+        s.send_keys(
+            &s.find("[data-testid=current-passphrase]")?,
+            "Ann's second passphrase",
+        )?;
+        s.click(&s.find("[data-testid=passphrase-save]")?)?;
+        see(
+            &s,
+            "[data-testid=protection-state]",
+            "Not protected by a passphrase",
+        )?;
+        s.wait_for("[data-testid=set-passphrase]", WAIT)?;
+        shots.take(&s, "23-not-protected")?;
+        ensure!(
+            ferry_core::vault::protection(&ann)? == Some(ferry_core::Protection::File),
+            "the key is in a file now"
+        );
+        Ok(())
+    };
+    if let Err(e) = run() {
+        let _ = shots.take(&s, "failure-locked");
+        let text = js(&s, "return document.body.innerText").unwrap_or_default();
+        eprintln!(
+            "the page when it failed:\n{}",
+            text.as_str().unwrap_or_default()
+        );
+        return Err(e);
+    }
+    s.close()?;
+    drop(driver);
+    Ok(())
+}

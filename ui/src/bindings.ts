@@ -11,8 +11,22 @@ export const commands = {
 	appInfo: () => __TAURI_INVOKE<AppInfo>("app_info"),
 	/**  Where the app stands with its home. */
 	status: () => __TAURI_INVOKE<Status>("status"),
-	/**  First start: creates the identity with the chosen display name, then opens the home. */
-	createProfile: (name: string) => __TAURI_INVOKE<Status>("create_profile", { name }),
+	/**
+	 *  First start: creates the identity with the chosen display name (its data key under
+	 *  `passphrase` if one is given, else in the OS keychain or a file), then opens the home.
+	 */
+	createProfile: (name: string, passphrase: string | null) => __TAURI_INVOKE<Status>("create_profile", { name, passphrase }),
+	/**
+	 *  Opens a home whose data key is kept under a passphrase. A wrong passphrase is an error
+	 *  (`wrong_passphrase`, or `unlock_wait` after several in a row) and nothing changes.
+	 */
+	unlock: (passphrase: string) => __TAURI_INVOKE<Status>("unlock", { passphrase }),
+	/**
+	 *  Sets, changes or removes the passphrase over the data key: `current` is needed when one is
+	 *  set; without `next` the key goes to the OS keychain, or else a file. Only the key file
+	 *  changes. Returns how the key is kept now.
+	 */
+	changePassphrase: (current: string | null, next: string | null) => __TAURI_INVOKE<Protection>("change_passphrase", { current, next }),
 	/**  Name, id and current addresses of this device. */
 	profile: () => __TAURI_INVOKE<Profile_Serialize>("profile"),
 	/**  Changes the display name. */
@@ -589,6 +603,8 @@ export type Profile_Deserialize = {
 	name: string,
 	/**  Current addresses. */
 	addr: WireAddr_Deserialize,
+	/**  How this home's data key is kept (`None` from a holder of a release before sealing). */
+	protection?: Protection | null,
 };
 
 /**  This home's public profile. */
@@ -599,7 +615,18 @@ export type Profile_Serialize = {
 	name: string,
 	/**  Current addresses. */
 	addr: WireAddr_Serialize,
+	/**  How this home's data key is kept (`None` from a holder of a release before sealing). */
+	protection?: Protection,
 };
+
+/**  How a home's data key, which seals everything it stores, is kept. */
+export type Protection = 
+/**  Wrapped under a passphrase (Argon2id): asked for at every start. */
+"passphrase" | 
+/**  In the OS keychain: as safe as the user's login. */
+"keychain" | 
+/**  In a file beside the data: anyone who copies the folder can read it. */
+"file";
 
 /**  Which relay servers to use. */
 export type RelayChoice = 
@@ -651,6 +678,8 @@ export type Status =
 { state: "starting" } | 
 /**  First start: the user picks a display name. */
 { state: "needs_name" } | 
+/**  The home's data key is kept under a passphrase: the user enters it (`unlock`). */
+{ state: "locked" } | 
 /**  Running; the engine answers calls. */
 { state: "ready"; 
 /**  This device's endpoint id (hex). */

@@ -93,8 +93,15 @@ export class Store {
     if (this.status.state === "ready") await this.loadAll();
   }
 
-  async createProfile(name: string): Promise<void> {
-    this.status = await this.api.createProfile(name);
+  /** First start: the name, and a passphrase if the user chose one. */
+  async createProfile(name: string, passphrase: string | null = null): Promise<void> {
+    this.status = await this.api.createProfile(name, passphrase);
+    if (this.status.state === "ready") await this.loadAll();
+  }
+
+  /** Opens a home protected by a passphrase; throws (and stays locked) on a wrong one. */
+  async unlock(passphrase: string): Promise<void> {
+    this.status = await this.api.unlock(passphrase);
     if (this.status.state === "ready") await this.loadAll();
   }
 

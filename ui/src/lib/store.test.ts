@@ -17,6 +17,23 @@ function fakeApi(over: Partial<Record<keyof Api, unknown>> = {}): Api {
 }
 
 describe("Store", () => {
+  it("stays locked after a wrong passphrase and opens with the right one", async () => {
+    const unlock = vi.fn(async (p: string) => {
+      if (p !== "right passphrase") throw { code: "wrong_passphrase", message: "wrong passphrase" };
+      return { state: "ready", id: "me" };
+    });
+    const api = fakeApi({ status: vi.fn(async () => ({ state: "locked" })), unlock });
+    const s = new Store(api);
+    await s.start();
+    expect(s.status.state).toBe("locked");
+    expect(api.contacts).not.toHaveBeenCalled();
+    await expect(s.unlock("guess")).rejects.toMatchObject({ code: "wrong_passphrase" });
+    expect(s.status.state).toBe("locked");
+    await s.unlock("right passphrase");
+    expect(s.status.state).toBe("ready");
+    expect(s.selected).toBe("b0b");
+  });
+
   it("opens the first conversation once ready and marks it read", async () => {
     const api = fakeApi();
     const s = new Store(api);
