@@ -1,5 +1,9 @@
 //! The sled store: contacts, sessions, messages, outbox, invites, settings and meta.
 //!
+//! Every value is sealed under the home's data key ([`crate::vault`]) by the tree types of
+//! `sealed` (bound to its tree and key); keys stay in clear. The tables below give the values
+//! as they are before sealing.
+//!
 //! Layout (one sled tree each; keys big-endian so byte order is numeric order):
 //!
 //! | tree | key | value (postcard) |
@@ -31,9 +35,10 @@
 //! Every logical change is one multi-tree transaction; callers [`Store::flush`] before
 //! acknowledging anything to a peer or a user.
 //!
-//! Schema 2 gave each message its author and each conversation a record of its own. A schema-1
-//! home is migrated when it is opened (see [`Store::open`]); the migration can be killed at any
-//! point and finishes at the next open.
+//! Schema 2 gave each message its author and each conversation a record of its own; schema 3 is
+//! schema 2 sealed. A store of schema 1 or 2 (values in clear) is sealed into a new folder and
+//! swapped in, then a schema-1 one is migrated, when it is opened (see [`Store::open`]); both
+//! can be killed at any point and finish at the next open.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -57,8 +57,12 @@ pub(crate) use send::*;
 
 /// The blob store's folder inside a home.
 pub const BLOBS_DIR: &str = "blobs";
-/// How often the blob store collects blobs no tag protects.
-pub const GC_INTERVAL: Duration = Duration::from_secs(30);
+/// How often the blob store collects blobs no tag protects: what a finished, cancelled or
+/// failed transfer left in the store (a partial download, a copy saved across file systems,
+/// a folder's list of names) is gone at most this long after the transfer ended. iroh-blobs
+/// deletes only through its collection, so this is as prompt as it gets; a pass over a store
+/// of a few thousand blobs takes milliseconds.
+pub const GC_INTERVAL: Duration = Duration::from_secs(5);
 /// The most files one folder offer may hold.
 pub const MAX_FOLDER_FILES: usize = 100_000;
 /// The most offers from one contact that may wait for an answer; more are refused.
