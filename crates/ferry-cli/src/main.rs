@@ -209,6 +209,96 @@ enum Command {
         #[command(subcommand)]
         action: PassphraseAction,
     },
+    /// Back up this home to one file (identity, contacts, sessions, history, settings), or
+    /// restore one into a new home. The backup's passphrase is asked on a terminal, or read
+    /// from FERRY_BACKUP_PASSPHRASE; it is separate from the home's passphrase.
+    Backup {
+        #[command(subcommand)]
+        action: BackupAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BackupAction {
+    /// Write a backup of this home to FILE (replaced atomically if it exists).
+    Export {
+        /// The backup file.
+        file: PathBuf,
+    },
+    /// Restore FILE into the home given by --home (or FERRY_HOME), which must be empty. Each
+    /// contact's session is reset when the contact is next online.
+    Import {
+        /// The backup file.
+        file: PathBuf,
+    },
+}
+
+/// The backup's passphrase: FERRY_BACKUP_PASSPHRASE, or asked on the terminal (twice when it
+/// is new).
+fn backup_passphrase(new: bool) -> Result<Passphrase> {
+    if let Some(p) = Passphrase::from_env("FERRY_BACKUP_PASSPHRASE") {
+        return Ok(p);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no terminal to ask for the backup's passphrase: set FERRY_BACKUP_PASSPHRASE");
+    }
+    let first = Passphrase::from(rpassword::prompt_password("Backup passphrase: ")?);
+    if new {
+        first.check_new()?;
+        let again = Passphrase::from(rpassword::prompt_password("The same again: ")?);
+        if !first.same_as(&again) {
+            bail!("the two passphrases differ; nothing was written");
+        }
+    }
+    Ok(first)
+}
+
+async fn backup(cli: &Cli, action: &BackupAction) -> Result<()> {
+    match action {
+        BackupAction::Export { file } => {
+            let path = std::path::absolute(file).context("the backup file's path")?;
+            let passphrase = backup_passphrase(true)?;
+            let mut b = cli.backend().await?;
+            let v = b
+                .call(Call::BackupExport {
+                    path: path.clone(),
+                    passphrase,
+                })
+                .await;
+            b.close().await;
+            let done: ferry_core::backup::BackupSummary = v?.try_into()?;
+            eprintln!(
+                "Wrote {} ({} entries, {}). Keep its passphrase: without it the backup cannot \
+                 be opened.",
+                path.display(),
+                done.entries,
+                render::bytes(done.bytes)
+            );
+        }
+        BackupAction::Import { file } => {
+            let home = cli.home()?;
+            let passphrase = backup_passphrase(false)?;
+            let store_passphrase = Passphrase::from_env("FERRY_PASSPHRASE");
+            let (id, done) = tokio::task::spawn_blocking({
+                let (file, home) = (file.clone(), home.clone());
+                move || {
+                    ferry_core::backup::import(&file, &home, &passphrase, store_passphrase.as_ref())
+                }
+            })
+            .await??;
+            println!("{id}");
+            eprintln!(
+                "Restored {} entries into {}. Each conversation's session is reset when the \
+                 contact is next online (`ferry daemon` or the app); until then nothing is sent.",
+                done.entries,
+                home.display()
+            );
+            if let Some(p) = vault::protection(&home)? {
+                eprintln!("The data key is {}.", p.describe());
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]
@@ -898,6 +988,7 @@ async fn run(cli: Cli) -> Result<()> {
         } => daemon(&cli, *json, *accept_files, downloads.as_deref()).await?,
         Command::Demo => demo::run().await?,
         Command::Passphrase { action } => passphrase(&cli, action).await?,
+        Command::Backup { action } => backup(&cli, action).await?,
     }
     Ok(())
 }

@@ -16,8 +16,10 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
+use crate::backup::BackupSummary;
 use crate::home::CONTROL_SOCKET;
 use crate::model::{ContactId, ContactView, Event, Message, Profile, Transfer};
+use crate::vault::Passphrase;
 use crate::{Error, Node};
 
 /// The control protocol version.
@@ -114,6 +116,13 @@ pub enum Call {
     },
     /// Stream events on this connection.
     Subscribe,
+    /// Write a backup of the home to a file, sealed under a passphrase of its own.
+    BackupExport {
+        /// Where (replaced atomically if it exists).
+        path: PathBuf,
+        /// The backup's passphrase (not the home's).
+        passphrase: Passphrase,
+    },
     /// Block a contact.
     Block {
         /// Name or id prefix.
@@ -249,6 +258,8 @@ pub enum Answer {
     Removed(Removed),
     /// [`Call::SafetyNumber`].
     SafetyNumber(SafetyNumber),
+    /// [`Call::BackupExport`].
+    Backup(BackupSummary),
 }
 
 impl Answer {
@@ -282,6 +293,7 @@ impl Answer {
             Call::AutoAccept { .. } => Answer::AutoAccept(de(value)?),
             Call::Downloads { .. } => Answer::Downloads(de(value)?),
             Call::Subscribe => Answer::Subscribed,
+            Call::BackupExport { .. } => Answer::Backup(de(value)?),
         })
     }
 }
@@ -319,6 +331,7 @@ answer_into!(
     Downloads => Downloads,
     Removed => Removed,
     SafetyNumber => SafetyNumber,
+    Backup => BackupSummary,
 );
 
 /// Runs a call against a node. Every front end goes through here.
@@ -407,6 +420,9 @@ pub async fn dispatch(node: &Node, call: Call) -> Result<Answer, Error> {
             Some(secs) => node.set_timer(&contact, secs).await?,
             None => node.contact(&contact)?,
         }),
+        Call::BackupExport { path, passphrase } => {
+            Answer::Backup(node.export_backup(&path, &passphrase, |_, _| {}).await?)
+        }
         Call::Subscribe => {
             return Err(Error::InvalidInput(
                 "subscribe works only over the control socket".into(),

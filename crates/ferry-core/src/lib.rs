@@ -17,6 +17,7 @@
 
 pub use ferry_proto::{e2e, invite, limits, model, naming};
 
+pub mod backup;
 mod bus;
 pub mod chat;
 mod contacts;

@@ -388,6 +388,25 @@ impl Node {
         self.links.endpoint()
     }
 
+    /// Writes a backup of this home to `path` (identity, contacts, sessions, conversations
+    /// with their history, the outbox, settings), sealed under `passphrase`, which is not the
+    /// home's own. `progress` hears `(entries written, entries in all)` now and then. See
+    /// [`crate::backup`].
+    pub async fn export_backup(
+        &self,
+        path: &Path,
+        passphrase: &Passphrase,
+        progress: impl Fn(u64, u64) + Send + 'static,
+    ) -> Result<crate::backup::BackupSummary, Error> {
+        let (identity, store) = (self.identity.clone(), self.store.clone());
+        let (path, passphrase) = (path.to_path_buf(), passphrase.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::backup::export(&identity, &store, &path, &passphrase, &progress)
+        })
+        .await
+        .map_err(|e| Error::io("writing the backup")(std::io::Error::other(e)))?
+    }
+
     /// Name, id and current addresses.
     pub async fn profile(&self) -> Result<Profile, Error> {
         Ok(Profile {

@@ -74,6 +74,8 @@ pub(crate) enum Why {
     Auto,
     /// The other side started it.
     Theirs,
+    /// This home was restored from a backup: its session is older than the contact's.
+    Restored,
 }
 
 /// What this side knows of resets with one contact (in memory only), behind one mutex.
@@ -178,13 +180,35 @@ impl Resets {
         });
         if resets.sessions.resets_enabled() {
             let weak: Weak<Resets> = Arc::downgrade(&resets);
-            bus.subscribe(move |signal| {
-                if let (Signal::SessionBroken(id), Some(resets)) = (signal, weak.upgrade()) {
+            bus.subscribe(move |signal| match (signal, weak.upgrade()) {
+                (Signal::SessionBroken(id), Some(resets)) => {
                     tokio::spawn(async move { resets.auto(id).await });
                 }
+                // A session restored from a backup is older than the contact's: reset it as
+                // soon as the contact is there (nothing is sent to it before).
+                (Signal::LinkUp(id), Some(resets))
+                    if matches!(resets.store.restored(&id), Ok(true)) =>
+                {
+                    tokio::spawn(async move { resets.after_restore(id).await });
+                }
+                _ => {}
             });
         }
         resets
+    }
+
+    /// Resets the restored session with a contact (see [`crate::backup`]); a failure is tried
+    /// again at the next link.
+    async fn after_restore(&self, id: ContactId) {
+        let Ok(Some(contact)) = self.store.admitted(&id) else {
+            return;
+        };
+        match self.reset(&contact, Why::Restored).await {
+            Ok(()) => tracing::info!(contact = %id.fmt_short(), "restored session reset"),
+            Err(e) => {
+                tracing::info!(contact = %id.fmt_short(), "restored session not reset yet: {e}")
+            }
+        }
     }
 
     fn me(&self) -> ContactId {
@@ -697,7 +721,7 @@ fn begin_store(s: &mut State, why: Why) -> bool {
     let now = Instant::now();
     s.generation += 1;
     s.last = Some(now);
-    let line = why == Why::User
+    let line = matches!(why, Why::User | Why::Restored)
         || s.last_line
             .is_none_or(|t| now.duration_since(t) >= LINE_EVERY);
     if line {

@@ -103,6 +103,9 @@ pub struct Changes {
     pub timer: Option<(ContactId, TimerSetting, Message)>,
 }
 
+/// What [`Store::dump`] calls with each entry: tree name, key, opened value.
+pub(crate) type DumpFn<'a> = dyn FnMut(&str, &[u8], &[u8]) -> Result<(), Error> + 'a;
+
 /// An outbox item waiting for a contact: its seq, the item, and the plaintext it seals if that
 /// was kept.
 pub type Waiting = (u64, OutboxItem, Option<Vec<u8>>);
@@ -165,6 +168,8 @@ pub struct Store {
     me: ContactId,
     /// Shares one flush among the callers who ask at the same time.
     commits: Arc<GroupCommit>,
+    /// Added to sled's id generator in [`Store::next_seq`] (`meta/seq_base`).
+    seq_base: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Group commit: callers who flush at the same time share one sled flush, so a burst of
@@ -266,6 +271,18 @@ fn queued_key(contact: &ContactId) -> [u8; 33] {
     k[1..].copy_from_slice(contact.as_bytes());
     k
 }
+
+/// The `meta` key marking a contact whose session was restored from a backup: `restored/` ‖
+/// endpoint id (32) → empty, removed by the next reset stored with the contact.
+fn restored_key(contact: &ContactId) -> Vec<u8> {
+    [&b"restored/"[..], contact.as_bytes()].concat()
+}
+
+/// The `meta` key of the number added to sled's id generator for sequence numbers (postcard
+/// u64; none means 0). sled's generator belongs to its database, so a store copied into a new
+/// one (sealing) or restored from a backup starts it again from 0; the base keeps every new
+/// sequence number above those the store already holds (message and outbox keys).
+pub(crate) const SEQ_BASE: &str = "seq_base";
 
 /// The `meta` keys of removals still to finish.
 const PURGE_PREFIX: &[u8] = b"purge/";
@@ -472,6 +489,7 @@ impl Store {
             timer_ms: Arc::new(1000.into()),
             me: *me,
             commits: Arc::default(),
+            seq_base: Arc::default(),
             db,
         })
     }
@@ -492,6 +510,7 @@ impl Store {
     pub fn open(dir: &Path, me: &ContactId, key: Arc<DataKey>) -> Result<Self, Error> {
         sealed::seal_plain_store(dir, &key)?;
         let store = Self::from_db(open_db(dir)?, me, &key)?;
+        store.load_seq_base()?;
         if !sealed::is_sealed(&store.meta)? {
             // A new store (an earlier release's was sealed above).
             sealed::mark_sealed(&store.meta)?;
@@ -737,9 +756,24 @@ impl Store {
         }
     }
 
-    /// A monotonic sequence number (never reused, survives restarts).
+    /// A monotonic sequence number (never reused, survives restarts, and greater than any a
+    /// store this one was copied or restored from gave: see [`SEQ_BASE`]).
     pub fn next_seq(&self) -> Result<u64, Error> {
-        Ok(self.db.generate_id()?)
+        let base = self.seq_base.load(std::sync::atomic::Ordering::Relaxed);
+        Ok(base.saturating_add(self.db.generate_id()?))
+    }
+
+    /// Reads [`SEQ_BASE`] into memory (after opening, and after a restore wrote it).
+    pub(crate) fn load_seq_base(&self) -> Result<(), Error> {
+        let base: u64 = self
+            .meta
+            .get(SEQ_BASE)?
+            .map(|v| dec(&v))
+            .transpose()?
+            .unwrap_or(0);
+        self.seq_base
+            .store(base, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     // ---- settings ----
@@ -1019,7 +1053,95 @@ impl Store {
     /// Whether what waits for a contact may go out: it is a contact, not blocked, and no key
     /// change waits for the user.
     pub fn sendable(&self, id: &ContactId) -> Result<bool, Error> {
-        Ok(self.admitted(id)?.is_some() && !self.key_changed(id)?)
+        Ok(self.admitted(id)?.is_some() && !self.key_changed(id)? && !self.restored(id)?)
+    }
+
+    // ---- backups ----
+
+    /// Whether the session with a contact was restored from a backup and not reset since:
+    /// nothing is sent to it until a reset is stored.
+    pub fn restored(&self, id: &ContactId) -> Result<bool, Error> {
+        self.meta.contains_key(restored_key(id))
+    }
+
+    /// The trees in the order a backup writes them: an entry's index after the entry
+    /// (`message_ids` after `messages`), so a backup of a live store never holds an index to
+    /// a message it lacks. `counters` are left out (rebuilt at the next open).
+    fn backup_trees(&self) -> [(&'static str, &Tree); 16] {
+        [
+            ("meta", &self.meta),
+            ("settings", &self.settings),
+            ("contacts", &self.contacts),
+            ("blocked", &self.blocked),
+            ("key_changes", &self.key_changes),
+            ("sessions", &self.sessions),
+            ("conversations", &self.conversations),
+            ("messages", &self.messages),
+            ("message_ids", &self.message_ids),
+            ("expiry", &self.expiry),
+            ("transfers", &self.transfers),
+            ("outbox", &self.outbox),
+            ("outbox_plain", &self.outbox_plain),
+            ("invites", &self.invites),
+            ("received", &self.received),
+            ("quotas", &self.quotas),
+        ]
+    }
+
+    /// How many entries a backup writes (about: the store may change meanwhile).
+    pub(crate) fn entry_count(&self) -> u64 {
+        self.backup_trees()
+            .iter()
+            .map(|(_, t)| t.raw.len() as u64)
+            .sum()
+    }
+
+    /// Calls `f` with every entry a backup holds, opened: tree name, key, value.
+    pub(crate) fn dump(&self, f: &mut DumpFn<'_>) -> Result<(), Error> {
+        for (name, tree) in self.backup_trees() {
+            for kv in tree.iter() {
+                let (k, v) = kv?;
+                f(name, &k, &v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one entry of a backup into this (new) store.
+    pub(crate) fn restore_entry(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), Error> {
+        let Some((_, t)) = self.backup_trees().into_iter().find(|(n, _)| *n == tree) else {
+            return Err(Error::Corrupt(format!(
+                "the backup holds a tree this release does not know ({tree:?}): a newer release \
+                 wrote it"
+            )));
+        };
+        t.insert(key, value)
+    }
+
+    /// After a backup was restored: every contact's session waits for a reset, the counters
+    /// are built again at the next open, and transfers that were under way are failed (their
+    /// data is not on this computer).
+    pub(crate) fn after_restore(&self) -> Result<(), Error> {
+        for c in self.contacts()? {
+            self.meta.insert(restored_key(&c.id), [])?;
+        }
+        self.counters.clear()?;
+        self.meta.remove("counters")?;
+        for mut t in self.transfers()? {
+            if !t.state.is_final() {
+                t.state = TransferState::Failed;
+                t.error = Some("restored from a backup: its data is not on this computer".into());
+                t.updated_at = now_ms();
+                self.put_transfer(&t)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes everything to disk, blocking (an import, before the home is renamed into place).
+    pub(crate) fn flush_sync(&self) -> Result<(), Error> {
+        self.db.flush()?;
+        Ok(())
     }
 
     // ---- trust: blocking and removal ----
@@ -1744,12 +1866,15 @@ impl Store {
                 &self.messages,
                 &self.message_ids,
                 &self.counters,
+                &self.meta,
             )
-                .transaction(|(con, blk, ses, out, pla, msgs, ids, cnt)| {
+                .transaction(|(con, blk, ses, out, pla, msgs, ids, cnt, meta)| {
                     let Some(c) = con.get(contact.id.as_bytes())? else {
                         return abort(Error::UnknownContact(contact.name.clone()));
                     };
                     let c: Contact = tx_dec(&c)?;
+                    // A session restored from a backup is current again.
+                    meta.remove(restored_key(&contact.id))?;
                     if blk.get(contact.id.as_bytes())?.is_some() {
                         return abort(Error::Blocked(c.name));
                     }
@@ -2078,6 +2203,11 @@ mod tests {
                 CANARY
             );
             assert_eq!(store.contact(&them).unwrap().unwrap().name, "Bob");
+            let newest = old.iter().map(|m| m.seq).max().unwrap();
+            assert!(
+                store.next_seq().unwrap() > newest,
+                "step {step}: sequence numbers go on"
+            );
             sealed::assert_all_sealed(&store.db, &test_key());
             store.db.flush().unwrap();
             for side in [&sealing, &ready, &aside] {

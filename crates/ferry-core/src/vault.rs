@@ -87,6 +87,11 @@ impl DataKey {
         Some(DataKey(k))
     }
 
+    /// The key's bytes (for a cipher built elsewhere in the engine).
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     fn cipher(&self) -> XChaCha20Poly1305 {
         XChaCha20Poly1305::new((&*self.0).into())
     }
@@ -133,6 +138,18 @@ pub struct Passphrase(Zeroizing<String>);
 impl std::fmt::Debug for Passphrase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Passphrase(..)")
+    }
+}
+
+impl Serialize for Passphrase {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Passphrase {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Passphrase::from)
     }
 }
 
@@ -286,7 +303,14 @@ fn write_key_file(home: &Path, kept: Kept) -> Result<(), Error> {
     write_atomic(&home.join(KEY_FILE), &json)
 }
 
-fn kek(passphrase: &Passphrase, salt: &[u8], m: u32, t: u32, p: u32) -> Result<DataKey, Error> {
+/// A key derived from a passphrase with Argon2id (parameters checked against hostile values).
+pub(crate) fn derive_key(
+    passphrase: &Passphrase,
+    salt: &[u8],
+    m: u32,
+    t: u32,
+    p: u32,
+) -> Result<DataKey, Error> {
     if m > ARGON2_MAX_M_KIB || t > ARGON2_MAX_T || p > ARGON2_MAX_P {
         return Err(Error::Corrupt(format!(
             "{KEY_FILE}: Argon2 parameters out of range (m {m} KiB, t {t}, p {p})"
@@ -305,7 +329,7 @@ fn kek(passphrase: &Passphrase, salt: &[u8], m: u32, t: u32, p: u32) -> Result<D
 fn wrap(key: &DataKey, passphrase: &Passphrase) -> Result<Kept, Error> {
     let mut salt = [0u8; 16];
     OsRng.fill_bytes(&mut salt);
-    let kek = kek(passphrase, &salt, ARGON2_M_KIB, ARGON2_T, ARGON2_P)?;
+    let kek = derive_key(passphrase, &salt, ARGON2_M_KIB, ARGON2_T, ARGON2_P)?;
     let sealed = kek.seal(WRAP_AAD, &key.0[..]);
     Ok(Kept::Passphrase {
         m_kib: ARGON2_M_KIB,
@@ -427,7 +451,7 @@ pub(crate) fn unlock(home: &Path, passphrase: Option<&Passphrase>) -> Result<Dat
                     secs: wait.as_secs().max(1),
                 });
             }
-            let kek = kek(passphrase, &unb64("salt", salt)?, *m_kib, *t, *p)?;
+            let kek = derive_key(passphrase, &unb64("salt", salt)?, *m_kib, *t, *p)?;
             let sealed = [
                 &[SEALED_V1][..],
                 &unb64("nonce", nonce)?,

@@ -75,6 +75,7 @@ const CORE: &[(&str, Layer)] = &[
     ("trust", Layer::Features),
     ("reset", Layer::Features),
     ("timers", Layer::Features),
+    ("backup", Layer::Features),
     ("node", Layer::Node),
     ("control", Layer::Surface),
 ];

@@ -439,6 +439,7 @@ pub(crate) fn copy_sealed(
     }
     let new = super::open_db(sealing)?;
     let mut copied = 0usize;
+    let mut max_seq = 0u64;
     for name in db.tree_names() {
         let src = db.open_tree(&name)?;
         if src.is_empty() {
@@ -453,6 +454,7 @@ pub(crate) fn copy_sealed(
         let mut n = 0;
         for kv in src.iter() {
             let (k, v) = kv?;
+            max_seq = max_seq.max(seq_in(&name, &k));
             batch.insert(&k[..], dst.seal(&k, &v));
             n += 1;
             if n == SEAL_BATCH {
@@ -464,7 +466,12 @@ pub(crate) fn copy_sealed(
         dst.raw.apply_batch(batch)?;
         copied += n;
     }
-    mark_sealed(&Tree::open(&new, "meta", key)?)?;
+    let meta = Tree::open(&new, "meta", key)?;
+    // The new database's id generator starts at 0 again: every later sequence number must
+    // stay above the old ones (a plain store has no base of its own).
+    let base = db.generate_id()?.max(max_seq).saturating_add(1);
+    meta.insert(super::SEQ_BASE, postcard::to_allocvec(&base)?)?;
+    mark_sealed(&meta)?;
     new.flush()?;
     drop(new);
     drop(db);
@@ -476,6 +483,17 @@ pub(crate) fn copy_sealed(
     }
     tracing::info!("sealed {copied} entries");
     Ok(())
+}
+
+/// The sequence number a key of tree `name` holds: a message's (after its conversation id) or
+/// an outbox item's; 0 for other trees.
+fn seq_in(name: &[u8], key: &[u8]) -> u64 {
+    let tail = match name {
+        b"messages" if key.len() == 24 => &key[16..],
+        b"outbox" | b"outbox_plain" if key.len() == 8 => key,
+        _ => return 0,
+    };
+    tail.try_into().map(u64::from_be_bytes).unwrap_or(0)
 }
 
 /// The rest of [`seal_plain_store`] once the sealed copy is ready.

@@ -1,0 +1,164 @@
+//! A new laptop loses nothing: a backup restored into a fresh home on another "machine" (another
+//! folder) carries on every conversation both ways with the contact unchanged, after each
+//! session is reset; what the contact wrote while the old machine was gone arrives.
+
+use anyhow::{ensure, Context, Result};
+use ferry_core::vault::Passphrase;
+use ferry_core::{Event, Message};
+use ferry_tests::{
+    ferry, ferry_env, init_home, init_tracing, new_home, next_message, open, pair, test_config,
+    wait_for, Daemon,
+};
+use std::path::Path;
+
+/// Waits for the message with this body.
+async fn message_with(
+    rx: &mut tokio::sync::broadcast::Receiver<Event>,
+    body: &str,
+) -> Result<Message> {
+    wait_for(rx, |e| match e {
+        Event::MessageReceived { message, .. } if message.body == body => Some(message.clone()),
+        _ => None,
+    })
+    .await
+    .with_context(|| format!("the message {body:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_home_carries_on_both_ways_and_gets_what_was_sent_while_it_was_gone(
+) -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let alice_home = new_home(dir.path(), "Alice")?;
+    let alice = open(&alice_home, test_config()).await?;
+    let bob = open(&new_home(dir.path(), "Bob")?, test_config()).await?;
+    pair(&alice, &bob).await?;
+    alice.set_verified("Bob", true).await?;
+    bob.set_verified("Alice", true).await?;
+    let mut bob_events = bob.subscribe();
+    let mut alice_events = alice.subscribe();
+    alice.send_text("Bob", "before the backup").await?;
+    ensure!(next_message(&mut bob_events).await? == "before the backup");
+    bob.send_text("Alice", "a reply before the backup").await?;
+    ensure!(next_message(&mut alice_events).await? == "a reply before the backup");
+
+    let file = dir.path().join("alice.ferrybak");
+    let pass = Passphrase::from("the backup's own passphrase");
+    let done = alice.export_backup(&file, &pass, |_, _| {}).await?;
+    ensure!(done.entries > 5, "{done:?}");
+
+    // The old machine goes on a little after the backup: both ratchets move past it.
+    alice.send_text("Bob", "after the backup").await?;
+    message_with(&mut bob_events, "after the backup").await?;
+    bob.send_text("Alice", "a reply after the backup").await?;
+    message_with(&mut alice_events, "a reply after the backup").await?;
+    alice.shutdown().await;
+    drop(alice);
+
+    // While Alice's laptop is gone, Bob writes.
+    bob.send_text("Alice", "while you were away").await?;
+
+    // The new laptop: the backup into a fresh home elsewhere.
+    let new_home = dir.path().join("new-laptop").join("alice");
+    let (id, _) = ferry_core::backup::import(&file, &new_home, &pass, None)?;
+    let alice2 = open(&new_home, test_config()).await?;
+    ensure!(alice2.id() == id);
+    let mut events2 = alice2.subscribe();
+    message_with(&mut events2, "while you were away").await?;
+    let history = alice2.history("Bob", None, 50, false).await?;
+    let bodies: Vec<&str> = history.iter().map(|m| m.body.as_str()).collect();
+    ensure!(bodies.contains(&"before the backup"), "{bodies:?}");
+    ensure!(bodies.contains(&"a reply before the backup"), "{bodies:?}");
+    ensure!(
+        bodies.iter().any(|b| b.contains("secured again")),
+        "the reset says so: {bodies:?}"
+    );
+
+    // Both ways, with the same contact on each side: same id, still verified, no key change.
+    alice2.send_text("Bob", "from the new laptop").await?;
+    message_with(&mut bob_events, "from the new laptop").await?;
+    bob.send_text("Alice", "welcome back").await?;
+    message_with(&mut events2, "welcome back").await?;
+    let alice_at_bob = bob.contact("Alice")?;
+    ensure!(
+        alice_at_bob.id == id && alice_at_bob.verified,
+        "{alice_at_bob:?}"
+    );
+    ensure!(!alice_at_bob.key_changed, "{alice_at_bob:?}");
+    ensure!(alice2.contact("Bob")?.verified);
+    ensure!(alice2.outbox_len(None)? == 0 && bob.outbox_len(None)? == 0);
+    alice2.shutdown().await;
+    bob.shutdown().await;
+    Ok(())
+}
+
+#[test]
+fn the_cli_exports_through_the_daemon_and_imports_only_whole_backups_into_empty_homes() -> Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let ann = init_home(dir.path(), "Ann", &[])?;
+    let daemon = Daemon::start(&ann, &[])?;
+    let file = dir.path().join("ann.ferrybak");
+    let pass = Path::new("Ann's backup passphrase");
+    let file_arg = file.to_str().context("utf-8")?;
+    let out = ferry_env(
+        &ann,
+        &[("FERRY_BACKUP_PASSPHRASE", pass)],
+        &["backup", "export", file_arg],
+    )?;
+    ensure!(out.ok, "{}", out.stderr);
+    drop(daemon);
+    let whole = std::fs::read(&file)?;
+
+    // Cut short, or into a home that is not empty: refused, nothing written.
+    let cut = dir.path().join("cut.ferrybak");
+    std::fs::write(&cut, &whole[..whole.len() - 100])?;
+    let target = dir.path().join("restored");
+    let out = ferry_env(
+        &target,
+        &[("FERRY_BACKUP_PASSPHRASE", pass)],
+        &["backup", "import", cut.to_str().context("utf-8")?],
+    )?;
+    ensure!(
+        !out.ok && out.stderr.contains("damaged or incomplete"),
+        "{}",
+        out.stderr
+    );
+    ensure!(!target.exists());
+    let out = ferry_env(
+        &ann,
+        &[("FERRY_BACKUP_PASSPHRASE", pass)],
+        &["backup", "import", file_arg],
+    )?;
+    ensure!(
+        !out.ok && out.stderr.contains("not empty"),
+        "{}",
+        out.stderr
+    );
+    let wrong = ferry_env(
+        &target,
+        &[("FERRY_BACKUP_PASSPHRASE", Path::new("not this one"))],
+        &["backup", "import", file_arg],
+    )?;
+    ensure!(
+        !wrong.ok && wrong.stderr.contains("wrong passphrase"),
+        "{}",
+        wrong.stderr
+    );
+
+    // Whole, into a new home: the same identity.
+    let out = ferry_env(
+        &target,
+        &[("FERRY_BACKUP_PASSPHRASE", pass)],
+        &["backup", "import", file_arg],
+    )?;
+    ensure!(out.ok, "{}", out.stderr);
+    let before = ferry(&ann, &["whoami", "--json"])?;
+    let after = ferry(&target, &["whoami", "--json"])?;
+    let (b, a): (serde_json::Value, serde_json::Value) = (
+        serde_json::from_str(&before.stdout)?,
+        serde_json::from_str(&after.stdout)?,
+    );
+    ensure!(a["id"] == b["id"] && a["name"] == "Ann", "{a} {b}");
+    Ok(())
+}
