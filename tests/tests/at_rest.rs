@@ -113,7 +113,7 @@ async fn no_message_and_no_session_key_is_on_disk_in_clear_with_or_without_a_pas
             ("Alice", &alice_home, alice_pass.as_ref()),
             ("Bob", &bob_home, None),
         ] {
-            let id = vault::load_identity(home, p)?;
+            let id = ferry_core::identity::load_identity(home, p)?;
             needles.push((
                 format!("{who}'s identity key"),
                 id.secret_key().to_bytes().to_vec(),

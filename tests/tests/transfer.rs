@@ -315,7 +315,7 @@ async fn strangers_and_other_contacts_cannot_fetch_an_offered_hash() -> Result<(
     let hash: iroh_blobs::Hash = offer.hash.parse()?;
     let alice_addr = p.alice.endpoint().addr();
 
-    let carol_key = ferry_core::vault::load_identity(&carol_home, None)?
+    let carol_key = ferry_core::identity::load_identity(&carol_home, None)?
         .secret_key()
         .clone();
     for (who, key) in [

@@ -362,7 +362,7 @@ pub(crate) fn export(
             std::fs::rename(&tmp, path)
                 .map_err(Error::io(format!("writing {}", path.display())))?;
             if let Some(dir) = path.parent() {
-                vault::sync_dir(dir);
+                crate::home::sync_dir(dir);
             }
             Ok(summary)
         }
@@ -490,7 +490,7 @@ pub fn import(
     }
     std::fs::rename(&staging, home).map_err(Error::io(format!("writing {}", home.display())))?;
     if let Some(parent) = home.parent() {
-        vault::sync_dir(parent);
+        crate::home::sync_dir(parent);
     }
     Ok((id, BackupSummary { entries, bytes }))
 }

@@ -49,6 +49,41 @@ pub(crate) fn restrict(path: &Path, mode: u32) -> Result<(), Error> {
     Ok(())
 }
 
+/// Writes `bytes` to `path` owner-only and atomically: a temporary file, synced, renamed over
+/// it, and the folder synced, so a crash leaves the old file or the new one, never half.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let written = options
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()));
+    written.map_err(Error::io(format!("writing {}", tmp.display())))?;
+    restrict(&tmp, 0o600)?;
+    std::fs::rename(&tmp, path).map_err(Error::io(format!("replacing {}", path.display())))?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Makes a rename or removal in `dir` durable (Unix; elsewhere renames are already so).
+pub(crate) fn sync_dir(dir: &Path) {
+    #[cfg(unix)]
+    if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+        tracing::warn!("syncing {}: {e}", dir.display());
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
+/// Whether `home` has an identity, sealed or (from a release before sealing) in clear.
+pub fn has_identity(home: &Path) -> bool {
+    home.join(SEALED_IDENTITY_FILE).exists() || home.join(IDENTITY_FILE).exists()
+}
+
 /// Overwrites a file with zeros, syncs it and removes it: what was in clear leaves the file
 /// system's live blocks (best effort: copy-on-write file systems and SSDs may keep old blocks).
 pub(crate) fn shred_file(path: &Path) -> Result<(), Error> {

@@ -9,8 +9,8 @@ use std::path::Path;
 
 use zeroize::Zeroizing;
 
-use crate::home::{restrict, shred_file, IDENTITY_FILE, SEALED_IDENTITY_FILE};
-use crate::vault::{write_atomic, DataKey};
+use crate::home::{restrict, shred_file, write_atomic, IDENTITY_FILE, SEALED_IDENTITY_FILE};
+use crate::vault::{self, DataKey, Passphrase};
 use crate::Error;
 
 /// What the sealed identity is bound to.
@@ -18,7 +18,7 @@ const IDENTITY_AAD: &[u8] = b"ferry/identity/1";
 
 /// Whether `home` has an identity, sealed or (from a release before sealing) in clear.
 pub fn exists(home: &Path) -> bool {
-    home.join(SEALED_IDENTITY_FILE).exists() || home.join(IDENTITY_FILE).exists()
+    crate::home::has_identity(home)
 }
 
 /// Loads the identity a release before sealing kept in clear, if the home has it.
@@ -77,6 +77,37 @@ pub(crate) fn seal_plain(home: &Path, key: &DataKey) -> Result<Option<Identity>,
     save_sealed(&identity, home, key)?;
     shred_file(&home.join(IDENTITY_FILE))?;
     Ok(Some(identity))
+}
+
+/// Unlocks a home: gets its data key back (or, for a home a release before sealing wrote,
+/// makes one now, under `passphrase` if given) and loads its identity (sealing it now if it
+/// was in clear). The store is sealed when it is opened with the key.
+pub(crate) fn open_home(
+    home: &Path,
+    passphrase: Option<&Passphrase>,
+) -> Result<(std::sync::Arc<DataKey>, Identity), Error> {
+    if !exists(home) {
+        return Err(Error::NotInitialized(home.to_path_buf()));
+    }
+    let key = if vault::protection(home)?.is_none() {
+        tracing::info!(
+            "sealing a home written by an earlier release: {}",
+            home.display()
+        );
+        vault::create(home, passphrase, false)?
+    } else {
+        vault::unlock(home, passphrase)?
+    };
+    let identity =
+        seal_plain(home, &key)?.ok_or_else(|| Error::NotInitialized(home.to_path_buf()))?;
+    Ok((std::sync::Arc::new(key), identity))
+}
+
+/// The identity of `home`, unlocked with `passphrase` if its data key is kept under one (tools
+/// and tests; the home must not be open elsewhere if it is of a release before sealing, which
+/// this seals).
+pub fn load_identity(home: &Path, passphrase: Option<&Passphrase>) -> Result<Identity, Error> {
+    Ok(open_home(home, passphrase)?.1)
 }
 
 /// Writes the identity in clear, as releases before sealing did (fixtures and tests of the

@@ -172,7 +172,13 @@ impl Node {
             return Err(Error::AlreadyInitialized(home.to_path_buf()));
         }
         let identity = Identity::generate();
-        // A key file without an identity is what an `init` cut short left: replaced.
+        // A key file without an identity is what an `init` cut short left (the identity is
+        // written last): its key and store are replaced. Such a store holds no conversation:
+        // pairing needs the identity.
+        let store_dir = home.join(STORE_DIR);
+        if vault::protection(home)?.is_some() && store_dir.exists() {
+            crate::home::shred_dir(&store_dir)?;
+        }
         let key = Arc::new(vault::create(home, passphrase, true)?);
         let store = Store::open(&home.join(STORE_DIR), &identity.id(), key.clone())?;
         store.set_setting(SETTING_NAME, &name)?;
@@ -195,7 +201,7 @@ impl Node {
     /// [`crate::control::serve`].
     pub async fn open(home: &Path, config: Config) -> Result<Arc<Node>, Error> {
         let lock = HomeLock::acquire(home)?;
-        let (key, identity) = vault::open_home(home, config.passphrase.as_ref())?;
+        let (key, identity) = identity::open_home(home, config.passphrase.as_ref())?;
         let store = Store::open(&home.join(STORE_DIR), &identity.id(), key)?;
         let stored: NetSettings = store.setting(SETTING_NET)?.unwrap_or_default();
         let net = NetSettings {

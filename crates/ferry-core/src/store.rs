@@ -500,7 +500,7 @@ impl Store {
         home: &Path,
         passphrase: Option<&crate::vault::Passphrase>,
     ) -> Result<Self, Error> {
-        let (key, identity) = crate::vault::open_home(home, passphrase)?;
+        let (key, identity) = crate::identity::open_home(home, passphrase)?;
         Self::open(&home.join(crate::home::STORE_DIR), &identity.id(), key)
     }
 

@@ -26,7 +26,7 @@ use zeroize::Zeroizing;
 
 pub use ferry_proto::model::Protection;
 
-use crate::home::restrict;
+use crate::home::write_atomic;
 use crate::Error;
 
 /// The key file's name inside a home.
@@ -264,36 +264,6 @@ fn read_key_file(home: &Path) -> Result<Option<KeyFile>, Error> {
     Ok(Some(file))
 }
 
-/// Writes `bytes` to `path` owner-only and atomically: a temporary file, synced, renamed over
-/// it, and the folder synced, so a crash leaves the old file or the new one, never half.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let written = options
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()));
-    written.map_err(Error::io(format!("writing {}", tmp.display())))?;
-    restrict(&tmp, 0o600)?;
-    std::fs::rename(&tmp, path).map_err(Error::io(format!("replacing {}", path.display())))?;
-    sync_dir(dir);
-    Ok(())
-}
-
-/// Makes a rename or removal in `dir` durable (Unix; elsewhere renames are already so).
-pub(crate) fn sync_dir(dir: &Path) {
-    #[cfg(unix)]
-    if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
-        tracing::warn!("syncing {}: {e}", dir.display());
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-}
-
 fn write_key_file(home: &Path, kept: Kept) -> Result<(), Error> {
     let file = KeyFile {
         version: KEY_FILE_VERSION,
@@ -479,40 +449,6 @@ pub(crate) fn unlock(home: &Path, passphrase: Option<&Passphrase>) -> Result<Dat
     }
 }
 
-/// Unlocks a home: gets its data key back (or, for a home a release before sealing wrote,
-/// makes one now, under `passphrase` if given) and loads its identity (sealing it now if it
-/// was in clear). The store is sealed when it is opened with the key.
-pub(crate) fn open_home(
-    home: &Path,
-    passphrase: Option<&Passphrase>,
-) -> Result<(std::sync::Arc<DataKey>, crate::identity::Identity), Error> {
-    if !crate::identity::exists(home) {
-        return Err(Error::NotInitialized(home.to_path_buf()));
-    }
-    let key = if read_key_file(home)?.is_none() {
-        tracing::info!(
-            "sealing a home written by an earlier release: {}",
-            home.display()
-        );
-        create(home, passphrase, false)?
-    } else {
-        unlock(home, passphrase)?
-    };
-    let identity = crate::identity::seal_plain(home, &key)?
-        .ok_or_else(|| Error::NotInitialized(home.to_path_buf()))?;
-    Ok((std::sync::Arc::new(key), identity))
-}
-
-/// The identity of `home`, unlocked with `passphrase` if its data key is kept under one (tools
-/// and tests; the home must not be open elsewhere if it is of a release before sealing, which
-/// this seals).
-pub fn load_identity(
-    home: &Path,
-    passphrase: Option<&Passphrase>,
-) -> Result<crate::identity::Identity, Error> {
-    Ok(open_home(home, passphrase)?.1)
-}
-
 /// Changes how the data key of `home` is kept, without touching the store: under `new` if
 /// given, else in the keychain or the file. `current` is needed if a passphrase protects it
 /// now. Returns the new protection.
@@ -527,7 +463,7 @@ pub fn change_passphrase(
     let Some(old) = read_key_file(home)? else {
         // A home of a release before sealing, not opened since: its key is made now, and it
         // is sealed under that key at its next open.
-        if !crate::identity::exists(home) {
+        if !crate::home::has_identity(home) {
             return Err(Error::NotInitialized(home.to_path_buf()));
         }
         let key = create(home, new, false)?;

@@ -60,6 +60,7 @@ const CORE: &[(&str, Layer)] = &[
     ("home", Layer::Base),
     ("files", Layer::Base),
     ("identity", Layer::Base),
+    ("vault", Layer::Base),
     ("qr", Layer::Base),
     ("wire", Layer::Base),
     ("store", Layer::Store),

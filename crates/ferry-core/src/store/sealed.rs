@@ -479,7 +479,7 @@ pub(crate) fn copy_sealed(
         .and_then(|f| f.sync_all())
         .map_err(Error::io(format!("writing {}", ready.display())))?;
     if let Some(parent) = ready.parent() {
-        crate::vault::sync_dir(parent);
+        crate::home::sync_dir(parent);
     }
     tracing::info!("sealed {copied} entries");
     Ok(())
@@ -509,13 +509,13 @@ pub(crate) fn finish_swap(
             rename(dir, old)?;
         }
         rename(sealing, dir)?;
-        crate::vault::sync_dir(parent);
+        crate::home::sync_dir(parent);
     }
     if old.exists() {
         crate::home::shred_dir(old)?;
     }
     std::fs::remove_file(ready).map_err(Error::io(format!("removing {}", ready.display())))?;
-    crate::vault::sync_dir(parent);
+    crate::home::sync_dir(parent);
     Ok(())
 }
 
