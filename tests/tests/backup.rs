@@ -162,3 +162,61 @@ fn the_cli_exports_through_the_daemon_and_imports_only_whole_backups_into_empty_
     ensure!(a["id"] == b["id"] && a["name"] == "Ann", "{a} {b}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_backups_keep_the_newest_and_each_one_restores() -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let home = new_home(dir.path(), "Ann")?;
+    // One second of the schedule lasts 1 ms here: "every hour" is every 3.6 s.
+    let ann = open(
+        &home,
+        ferry_core::Config {
+            timer_ms: 1,
+            ..test_config()
+        },
+    )
+    .await?;
+    let folder = dir.path().join("backups");
+    let pass = Passphrase::from("scheduled backup passphrase");
+    let short = ann
+        .set_backup_schedule(Some((folder.clone(), 60, 2, pass.clone())))
+        .await;
+    ensure!(short.is_err(), "at most one an hour");
+    let view = ann
+        .set_backup_schedule(Some((folder.clone(), 3600, 2, pass.clone())))
+        .await?
+        .context("the schedule")?;
+    ensure!(view.keep == 2 && view.every_secs == 3600);
+    let backups = || -> Result<Vec<std::path::PathBuf>> {
+        let mut v: Vec<_> = std::fs::read_dir(&folder)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()?;
+        v.sort();
+        Ok(v)
+    };
+    // Three written (the first at once, then one every 3.6 s): the newest two are kept.
+    let mut seen = std::collections::BTreeSet::new();
+    ferry_tests::eventually(|| {
+        seen.extend(backups()?);
+        Ok(seen.len() >= 3)
+    })
+    .await?;
+    ferry_tests::eventually(|| Ok(backups()?.len() == 2)).await?;
+    let kept = backups()?;
+    ensure!(
+        kept.iter().all(|p| p.extension().is_some_and(|e| e == "ferrybak")),
+        "only whole backups, no temporary files: {kept:?}"
+    );
+    let view = ann.backup_schedule()?.context("the schedule")?;
+    ensure!(view.last_error.is_none() && view.last_file.is_some(), "{view:?}");
+    ann.set_backup_schedule(None).await?;
+    ensure!(ann.backup_schedule()?.is_none());
+    ann.shutdown().await;
+    for (i, file) in kept.iter().enumerate() {
+        let target = dir.path().join(format!("restored-{i}"));
+        let (id, _) = ferry_core::backup::import(file, &target, &pass, None)?;
+        ensure!(id == ann.id());
+    }
+    Ok(())
+}

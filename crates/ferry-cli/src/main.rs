@@ -231,6 +231,21 @@ enum BackupAction {
         /// The backup file.
         file: PathBuf,
     },
+    /// Back up by itself into DIR every so often, keeping the newest few (written while this
+    /// home is online: `ferry daemon` or the app). Without DIR, shows the schedule.
+    Schedule {
+        /// The folder for the backups.
+        dir: Option<PathBuf>,
+        /// How often, e.g. 12h, 1d, 7d (at least 1h).
+        #[arg(long, value_parser = parse_duration, default_value = "1d")]
+        every: Duration,
+        /// How many of the newest to keep.
+        #[arg(long, default_value_t = 7)]
+        keep: u32,
+        /// Stop the automatic backups.
+        #[arg(long, conflicts_with = "dir")]
+        off: bool,
+    },
 }
 
 /// The backup's passphrase: FERRY_BACKUP_PASSPHRASE, or asked on the terminal (twice when it
@@ -274,6 +289,50 @@ async fn backup(cli: &Cli, action: &BackupAction) -> Result<()> {
                 done.entries,
                 render::bytes(done.bytes)
             );
+        }
+        BackupAction::Schedule {
+            dir,
+            every,
+            keep,
+            off,
+        } => {
+            let dir = dir
+                .as_ref()
+                .map(std::path::absolute)
+                .transpose()
+                .context("the backup folder's path")?;
+            let passphrase = match dir {
+                Some(_) => Some(backup_passphrase(true)?),
+                None => None,
+            };
+            let mut b = cli.backend().await?;
+            let v = b
+                .call(Call::BackupSchedule {
+                    dir,
+                    every_secs: Some(every.as_secs()),
+                    keep: Some(*keep),
+                    passphrase,
+                    off: *off,
+                })
+                .await;
+            b.close().await;
+            let view: Option<ferry_core::backup::ScheduleView> = v?.try_into()?;
+            match view {
+                None => println!("no automatic backups"),
+                Some(v) => {
+                    println!(
+                        "every {} into {}, keeping the newest {}",
+                        render::duration(v.every_secs),
+                        v.dir.display(),
+                        v.keep
+                    );
+                    match (v.last_file, v.last_error) {
+                        (_, Some(e)) => println!("the last one failed: {e}"),
+                        (Some(f), None) => println!("the last one: {}", f.display()),
+                        (None, None) => println!("the first one is written when this home is online"),
+                    }
+                }
+            }
         }
         BackupAction::Import { file } => {
             let home = cli.home()?;

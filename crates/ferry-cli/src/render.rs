@@ -217,3 +217,12 @@ pub(crate) fn transfers(list: &[Transfer]) {
         );
     }
 }
+
+/// A whole number of days, hours or seconds: `1d`, `12h`, `90s`.
+pub(crate) fn duration(secs: u64) -> String {
+    match secs {
+        s if s > 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s => format!("{s}s"),
+    }
+}

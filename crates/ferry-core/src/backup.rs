@@ -505,6 +505,271 @@ fn staging_path(home: &Path) -> Result<PathBuf, Error> {
     Ok(home.with_file_name(staging))
 }
 
+// ---- scheduled backups ----
+
+/// The setting that holds the backup schedule ([`Schedule`], sealed like every value).
+pub(crate) const SETTING_SCHEDULE: &str = "backup_schedule";
+/// The setting that holds how the last scheduled backup went ([`LastBackup`]).
+pub(crate) const SETTING_LAST: &str = "backup_last";
+/// The shortest interval between scheduled backups.
+pub const MIN_EVERY_SECS: u64 = 60 * 60;
+/// The most scheduled backups kept in their folder.
+pub const MAX_KEEP: u32 = 100;
+/// What scheduled backups are named: this, a UTC time `YYYYMMDD-HHMMSS`, then `.ferrybak`.
+pub const SCHEDULED_PREFIX: &str = "ferry-backup-";
+
+/// Backups written by themselves into a folder, every so often, keeping the newest few.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct Schedule {
+    dir: PathBuf,
+    every_secs: u64,
+    keep: u32,
+    passphrase: Passphrase,
+}
+
+/// How the last scheduled backup went.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct LastBackup {
+    at_ms: u64,
+    file: Option<PathBuf>,
+    error: Option<String>,
+}
+
+/// The backup schedule as front ends show it (never its passphrase).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct ScheduleView {
+    /// The folder the backups go to.
+    pub dir: PathBuf,
+    /// Seconds between two backups.
+    pub every_secs: u64,
+    /// How many of the newest are kept.
+    pub keep: u32,
+    /// When the last one was written or tried (Unix ms), if ever.
+    pub last_at: Option<u64>,
+    /// The last one written.
+    pub last_file: Option<PathBuf>,
+    /// Why the last try failed, if it did.
+    pub last_error: Option<String>,
+}
+
+/// `YYYYMMDD-HHMMSS` (UTC) of a Unix time in ms.
+fn stamp(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970 (H. Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// The scheduled backups in `dir`, oldest first (their names sort by time).
+fn scheduled_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(SCHEDULED_PREFIX) && n.ends_with(".ferrybak"))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Writes scheduled backups while the node runs.
+pub(crate) struct Scheduler {
+    identity: Identity,
+    store: Store,
+    /// Woken when the schedule changes.
+    changed: tokio::sync::Notify,
+    cancel: tokio_util::sync::CancellationToken,
+    /// Milliseconds in one second of the schedule (1,000; tests shorten it).
+    second_ms: u64,
+}
+
+impl Scheduler {
+    pub(crate) fn new(
+        identity: Identity,
+        store: Store,
+        cancel: tokio_util::sync::CancellationToken,
+        second_ms: u64,
+    ) -> Arc<Self> {
+        Arc::new(Scheduler {
+            identity,
+            store,
+            changed: tokio::sync::Notify::new(),
+            cancel,
+            second_ms: second_ms.max(1),
+        })
+    }
+
+    /// The schedule in force, as front ends show it.
+    pub(crate) fn view(&self) -> Result<Option<ScheduleView>, Error> {
+        let Some(s) = self.store.setting::<Schedule>(SETTING_SCHEDULE)? else {
+            return Ok(None);
+        };
+        let last: Option<LastBackup> = self.store.setting(SETTING_LAST)?;
+        Ok(Some(ScheduleView {
+            dir: s.dir,
+            every_secs: s.every_secs,
+            keep: s.keep,
+            last_at: last.as_ref().map(|l| l.at_ms),
+            last_file: last.as_ref().and_then(|l| l.file.clone()),
+            last_error: last.and_then(|l| l.error),
+        }))
+    }
+
+    /// Sets the schedule (checked), or turns it off; the next backup is due at once.
+    pub(crate) async fn set(
+        &self,
+        schedule: Option<(PathBuf, u64, u32, Passphrase)>,
+    ) -> Result<Option<ScheduleView>, Error> {
+        match schedule {
+            None => {
+                self.store.remove_setting(SETTING_SCHEDULE)?;
+            }
+            Some((dir, every_secs, keep, passphrase)) => {
+                passphrase.check_new()?;
+                if every_secs < MIN_EVERY_SECS {
+                    return Err(Error::InvalidInput(format!(
+                        "scheduled backups are at most one an hour (every {MIN_EVERY_SECS} s)"
+                    )));
+                }
+                if keep == 0 || keep > MAX_KEEP {
+                    return Err(Error::InvalidInput(format!(
+                        "keep between 1 and {MAX_KEEP} backups"
+                    )));
+                }
+                if !dir.is_absolute() {
+                    return Err(Error::InvalidInput(format!(
+                        "{} is not an absolute path",
+                        dir.display()
+                    )));
+                }
+                std::fs::create_dir_all(&dir)
+                    .map_err(Error::io(format!("creating {}", dir.display())))?;
+                self.store.set_setting(
+                    SETTING_SCHEDULE,
+                    &Schedule {
+                        dir,
+                        every_secs,
+                        keep,
+                        passphrase,
+                    },
+                )?;
+                self.store.remove_setting(SETTING_LAST)?;
+            }
+        }
+        self.store.flush().await?;
+        self.changed.notify_one();
+        self.view()
+    }
+
+    /// Writes one scheduled backup and keeps the newest `keep`.
+    fn run_once(&self, s: &Schedule) -> Result<PathBuf, Error> {
+        let mut path = s.dir.join(format!(
+            "{SCHEDULED_PREFIX}{}.ferrybak",
+            stamp(crate::model::now_ms())
+        ));
+        // Two in the same second (a schedule changed twice): never overwrite.
+        let mut n = 1;
+        while path.exists() {
+            n += 1;
+            path = s.dir.join(format!(
+                "{SCHEDULED_PREFIX}{}-{n}.ferrybak",
+                stamp(crate::model::now_ms())
+            ));
+        }
+        export(&self.identity, &self.store, &path, &s.passphrase, &|_, _| {})?;
+        let all = scheduled_in(&s.dir);
+        let extra = all.len().saturating_sub(s.keep as usize);
+        for old in &all[..extra] {
+            if let Err(e) = std::fs::remove_file(old) {
+                tracing::warn!("removing the old backup {}: {e}", old.display());
+            }
+        }
+        Ok(path)
+    }
+
+    /// Runs until the node shuts down.
+    pub(crate) async fn run(self: Arc<Self>) {
+        loop {
+            let wait = match self.due() {
+                Ok(Some(wait)) if wait.is_zero() => {
+                    let me = self.clone();
+                    let outcome = tokio::task::spawn_blocking(move || {
+                        let schedule = me.store.setting::<Schedule>(SETTING_SCHEDULE)?;
+                        schedule.map(|s| me.run_once(&s)).transpose()
+                    })
+                    .await;
+                    let (file, error) = match outcome {
+                        Ok(Ok(file)) => (file, None),
+                        Ok(Err(e)) => (None, Some(e.to_string())),
+                        Err(e) => (None, Some(e.to_string())),
+                    };
+                    match &error {
+                        Some(e) => tracing::warn!("scheduled backup failed: {e}"),
+                        None => tracing::info!(file = ?file, "scheduled backup written"),
+                    }
+                    let last = LastBackup {
+                        at_ms: crate::model::now_ms(),
+                        file,
+                        error,
+                    };
+                    if let Err(e) = self.store.set_setting(SETTING_LAST, &last) {
+                        tracing::warn!("recording the scheduled backup: {e}");
+                    }
+                    continue;
+                }
+                Ok(Some(wait)) => wait,
+                Ok(None) => std::time::Duration::from_secs(24 * 60 * 60),
+                Err(e) => {
+                    tracing::warn!("reading the backup schedule: {e}");
+                    std::time::Duration::from_secs(60)
+                }
+            };
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = self.changed.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// How long until the next backup is due; `None` without a schedule.
+    fn due(&self) -> Result<Option<std::time::Duration>, Error> {
+        let Some(s) = self.store.setting::<Schedule>(SETTING_SCHEDULE)? else {
+            return Ok(None);
+        };
+        let last: Option<LastBackup> = self.store.setting(SETTING_LAST)?;
+        let Some(last) = last else {
+            return Ok(Some(std::time::Duration::ZERO));
+        };
+        let next = last
+            .at_ms
+            .saturating_add(s.every_secs.saturating_mul(self.second_ms));
+        Ok(Some(std::time::Duration::from_millis(
+            next.saturating_sub(crate::model::now_ms()),
+        )))
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -570,6 +835,13 @@ mod tests {
             Some(&(done.entries, done.entries))
         );
         (identity, bob, file)
+    }
+
+    #[test]
+    fn scheduled_backups_are_named_by_utc_time() {
+        assert_eq!(stamp(0), "19700101-000000");
+        assert_eq!(stamp(1_767_225_599_000), "20251231-235959");
+        assert_eq!(stamp(1_709_164_800_000), "20240229-000000");
     }
 
     #[test]

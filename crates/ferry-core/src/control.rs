@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
-use crate::backup::BackupSummary;
+use crate::backup::{BackupSummary, ScheduleView};
 use crate::home::CONTROL_SOCKET;
 use crate::model::{ContactId, ContactView, Event, Message, Profile, Transfer};
 use crate::vault::Passphrase;
@@ -116,6 +116,20 @@ pub enum Call {
     },
     /// Stream events on this connection.
     Subscribe,
+    /// Read, set or turn off automatic backups.
+    BackupSchedule {
+        /// The folder to write them to (sets the schedule).
+        dir: Option<PathBuf>,
+        /// Seconds between two (default one day).
+        every_secs: Option<u64>,
+        /// How many of the newest to keep (default 7).
+        keep: Option<u32>,
+        /// Their passphrase (needed to set the schedule).
+        passphrase: Option<Passphrase>,
+        /// Turn them off.
+        #[serde(default)]
+        off: bool,
+    },
     /// Write a backup of the home to a file, sealed under a passphrase of its own.
     BackupExport {
         /// Where (replaced atomically if it exists).
@@ -260,6 +274,8 @@ pub enum Answer {
     SafetyNumber(SafetyNumber),
     /// [`Call::BackupExport`].
     Backup(BackupSummary),
+    /// [`Call::BackupSchedule`]: the schedule now, if any.
+    Schedule(Option<ScheduleView>),
 }
 
 impl Answer {
@@ -294,6 +310,7 @@ impl Answer {
             Call::Downloads { .. } => Answer::Downloads(de(value)?),
             Call::Subscribe => Answer::Subscribed,
             Call::BackupExport { .. } => Answer::Backup(de(value)?),
+            Call::BackupSchedule { .. } => Answer::Schedule(de(value)?),
         })
     }
 }
@@ -332,6 +349,7 @@ answer_into!(
     Removed => Removed,
     SafetyNumber => SafetyNumber,
     Backup => BackupSummary,
+    Schedule => Option<ScheduleView>,
 );
 
 /// Runs a call against a node. Every front end goes through here.
@@ -423,6 +441,24 @@ pub async fn dispatch(node: &Node, call: Call) -> Result<Answer, Error> {
         Call::BackupExport { path, passphrase } => {
             Answer::Backup(node.export_backup(&path, &passphrase, |_, _| {}).await?)
         }
+        Call::BackupSchedule {
+            dir,
+            every_secs,
+            keep,
+            passphrase,
+            off,
+        } => Answer::Schedule(match (off, dir) {
+            (true, _) => node.set_backup_schedule(None).await?,
+            (false, Some(dir)) => {
+                let passphrase = passphrase.ok_or_else(|| {
+                    Error::InvalidInput("scheduled backups need their passphrase".into())
+                })?;
+                let every = every_secs.unwrap_or(24 * 60 * 60);
+                let schedule = (dir, every, keep.unwrap_or(7), passphrase);
+                node.set_backup_schedule(Some(schedule)).await?
+            }
+            (false, None) => node.backup_schedule()?,
+        }),
         Call::Subscribe => {
             return Err(Error::InvalidInput(
                 "subscribe works only over the control socket".into(),

@@ -131,6 +131,7 @@ pub struct Node {
     trust: Trust,
     resets: Arc<Resets>,
     timers: Timers,
+    backups: Arc<crate::backup::Scheduler>,
     net: NetSettings,
     cancel: CancellationToken,
     router: Router,
@@ -333,10 +334,17 @@ impl Node {
             tracing::warn!("dropping unused blob tags: {e}");
         }
         transfer::resume(&transfers, None).await;
+        let backups = crate::backup::Scheduler::new(
+            identity.clone(),
+            store.clone(),
+            cancel.clone(),
+            config.timer_ms,
+        );
         let tasks = vec![
             tokio::spawn(outbox.clone().run()),
             tokio::spawn(links.clone().run_presence()),
             tokio::spawn(timers.clone().run()),
+            tokio::spawn(backups.clone().run()),
         ];
         Ok(Arc::new(Node {
             home: home.to_path_buf(),
@@ -352,6 +360,7 @@ impl Node {
             trust,
             resets,
             timers,
+            backups,
             net,
             cancel,
             router,
@@ -392,6 +401,20 @@ impl Node {
     /// The iroh endpoint (for diagnostics and tests).
     pub fn endpoint(&self) -> &Endpoint {
         self.links.endpoint()
+    }
+
+    /// The schedule of automatic backups, if one is set, with how the last one went.
+    pub fn backup_schedule(&self) -> Result<Option<crate::backup::ScheduleView>, Error> {
+        self.backups.view()
+    }
+
+    /// Writes a backup into `dir` every `every_secs` (at least an hour), keeping the newest
+    /// `keep`, sealed under `passphrase`; `None` turns them off. The first is written at once.
+    pub async fn set_backup_schedule(
+        &self,
+        schedule: Option<(PathBuf, u64, u32, Passphrase)>,
+    ) -> Result<Option<crate::backup::ScheduleView>, Error> {
+        self.backups.set(schedule).await
     }
 
     /// Writes a backup of this home to `path` (identity, contacts, sessions, conversations
