@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use ferry_core::backup::{BackupSummary, ScheduleView};
 use ferry_core::vault::Passphrase;
 use ferry_core::{
     ContactView, Message, NetSettings, Node, Profile, Protection, RelayChoice, StorageUsage,
@@ -54,6 +55,100 @@ pub async fn create_profile(
             Ok(state.status().await)
         }
     }
+}
+
+/// How far a backup being written is.
+#[derive(Debug, Clone, Serialize, Deserialize, Type, tauri_specta::Event)]
+pub struct BackupProgress {
+    /// Entries written.
+    pub done: u64,
+    /// Entries in all (about: the store may change meanwhile).
+    pub total: u64,
+}
+
+/// Writes a backup of this home to `path`, sealed under `passphrase` (the backup's own),
+/// emitting [`BackupProgress`] as it goes.
+#[tauri::command]
+#[specta::specta]
+pub async fn export_backup(
+    app: AppHandle,
+    state: State<'_, AppState>,
+    path: PathBuf,
+    passphrase: String,
+) -> Result<BackupSummary> {
+    let node = node(&state).await?;
+    let progress = move |done, total| {
+        use tauri_specta::Event as _;
+        let _ = BackupProgress { done, total }.emit(&app);
+    };
+    Ok(node
+        .export_backup(&path, &Passphrase::from(passphrase), progress)
+        .await?)
+}
+
+/// First start: restores a backup into this (empty) home, its data key kept under
+/// `store_passphrase` if one is given, then opens it. Every session is reset when its contact
+/// is next online.
+#[tauri::command]
+#[specta::specta]
+pub async fn import_backup(
+    app: AppHandle,
+    state: State<'_, AppState>,
+    path: PathBuf,
+    passphrase: String,
+    store_passphrase: Option<String>,
+) -> Result<Status> {
+    let home = state.home()?;
+    let store_passphrase = store_passphrase
+        .filter(|p| !p.is_empty())
+        .map(Passphrase::from);
+    let stored = store_passphrase.clone();
+    tokio::task::spawn_blocking(move || {
+        ferry_core::backup::import(&path, &home, &Passphrase::from(passphrase), stored.as_ref())
+    })
+    .await
+    .map_err(|e| CommandError {
+        code: "internal".into(),
+        message: e.to_string(),
+    })??;
+    match store_passphrase {
+        Some(p) => crate::engine::unlock(&app, p).await,
+        None => {
+            crate::engine::open(app).await;
+            Ok(state.status().await)
+        }
+    }
+}
+
+/// The automatic backups, if set.
+#[tauri::command]
+#[specta::specta]
+pub async fn backup_schedule(state: State<'_, AppState>) -> Result<Option<ScheduleView>> {
+    Ok(node(&state).await?.backup_schedule()?)
+}
+
+/// Sets automatic backups into `dir` every `every_secs`, keeping `keep`, under `passphrase`;
+/// without `dir`, turns them off.
+#[tauri::command]
+#[specta::specta]
+pub async fn set_backup_schedule(
+    state: State<'_, AppState>,
+    dir: Option<PathBuf>,
+    every_secs: u64,
+    keep: u32,
+    passphrase: Option<String>,
+) -> Result<Option<ScheduleView>> {
+    let node = node(&state).await?;
+    let schedule = match dir {
+        None => None,
+        Some(dir) => Some((
+            dir,
+            every_secs,
+            keep,
+            Passphrase::from(passphrase.unwrap_or_default()),
+        )),
+    };
+    Ok(node.set_backup_schedule(schedule).await?)
 }
 
 /// Opens a home whose data key is kept under a passphrase. A wrong passphrase is an error

@@ -61,6 +61,10 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             commands::create_profile,
             commands::unlock,
             commands::change_passphrase,
+            commands::export_backup,
+            commands::import_backup,
+            commands::backup_schedule,
+            commands::set_backup_schedule,
             commands::profile,
             commands::set_name,
             commands::create_invite,
@@ -97,7 +101,10 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             commands::clean_storage,
             desktop::desktop_state,
         ])
-        .events(collect_events![engine::EngineEvent])
+        .events(collect_events![
+            engine::EngineEvent,
+            commands::BackupProgress
+        ])
         .error_handling(tauri_specta::ErrorHandlingMode::Throw)
         .dangerously_cast_bigints_to_number()
 }

@@ -205,11 +205,15 @@ async fn scheduled_backups_keep_the_newest_and_each_one_restores() -> Result<()>
     ferry_tests::eventually(|| Ok(backups()?.len() == 2)).await?;
     let kept = backups()?;
     ensure!(
-        kept.iter().all(|p| p.extension().is_some_and(|e| e == "ferrybak")),
+        kept.iter()
+            .all(|p| p.extension().is_some_and(|e| e == "ferrybak")),
         "only whole backups, no temporary files: {kept:?}"
     );
     let view = ann.backup_schedule()?.context("the schedule")?;
-    ensure!(view.last_error.is_none() && view.last_file.is_some(), "{view:?}");
+    ensure!(
+        view.last_error.is_none() && view.last_file.is_some(),
+        "{view:?}"
+    );
     ann.set_backup_schedule(None).await?;
     ensure!(ann.backup_schedule()?.is_none());
     ann.shutdown().await;

@@ -711,3 +711,134 @@ fn a_locked_home_opens_with_its_passphrase_and_settings_change_and_remove_it() -
     drop(driver);
     Ok(())
 }
+
+/// The environment of an app on `home` under display `display`, loopback only, with fresh web
+/// view folders under `root`.
+fn app_env(root: &Path, home: &Path, display: &str) -> Vec<(&'static str, String)> {
+    let xdg = |d: &str| root.join("xdg").join(d).to_string_lossy().into_owned();
+    vec![
+        ("XDG_DATA_HOME", xdg("data")),
+        ("XDG_CONFIG_HOME", xdg("config")),
+        ("XDG_CACHE_HOME", xdg("cache")),
+        ("DISPLAY", display.to_owned()),
+        ("FERRY_HOME", home.to_string_lossy().into_owned()),
+        ("FERRY_RELAY", "disabled".to_owned()),
+        ("FERRY_BIND", "127.0.0.1:0".to_owned()),
+        ("FERRY_LOCAL_DISCOVERY", "0".to_owned()),
+        ("FERRY_KEYCHAIN", "off".to_owned()),
+    ]
+}
+
+#[test]
+fn a_backup_written_in_settings_restores_at_the_first_start_of_another_computer() -> Result<()> {
+    let _one = ONE_APP.lock().unwrap_or_else(|p| p.into_inner());
+    if tauri_driver_path().is_none() {
+        println!("skipped: tauri-driver is not installed (cargo install tauri-driver --locked)");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let root = dir.path();
+    let shots = Shots(
+        std::env::var_os("FERRY_SCREENSHOT_DIR").map(PathBuf::from),
+        tempfile::tempdir()?,
+    );
+    let bob = init_home(root, "Bob", &[])?;
+    let bob_daemon = Daemon::start(&bob, &[])?;
+    let app = app_bin()?;
+    let x = Xvfb::start()?;
+    let file = root.join("ann.ferrybak");
+    let file_text = file.to_str().context("utf-8")?;
+
+    // The old computer: Ann starts, pairs with Bob, writes to him, and backs up in Settings.
+    let old_home = root.join("old").join("ann");
+    let env = app_env(&root.join("old"), &old_home, &x.display());
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let driver = Driver::start(&env_refs)?;
+    let s = driver.session(&app, &[])?;
+    let old_id = (|| -> Result<String> {
+        s.send_keys(&s.wait_for("[data-testid=name-input]", WAIT)?, "Ann")?;
+        s.click(&s.find("[data-testid=name-submit]")?)?;
+        s.wait_for("[data-testid=no-contacts]", WAIT)?;
+        let invite = ferry(&bob, &["invite"])?;
+        ensure!(invite.ok, "{}", invite.stderr);
+        invoke(&s, "pair", json!({ "invite": invite.stdout.trim() }))?;
+        invoke(
+            &s,
+            "send_text",
+            json!({ "contact": "Bob", "text": "written before the move" }),
+        )?;
+        see(&s, "[data-testid=contacts]", "Bob")?;
+        s.click(&s.find("[data-testid=nav-settings]")?)?;
+        s.click(&s.wait_for("[data-testid=backup-now]", WAIT)?)?;
+        s.send_keys(&s.find("[data-testid=backup-path]")?, file_text)?;
+        s.send_keys(
+            &s.find("[data-testid=backup-passphrase]")?,
+            "a backup passphrase",
+        )?;
+        s.send_keys(
+            &s.find("[data-testid=backup-passphrase-again]")?,
+            "a different one",
+        )?;
+        s.click(&s.find("[data-testid=backup-save]")?)?;
+        see(&s, "[data-testid=backup-error]", "differ")?;
+        s.clear(&s.find("[data-testid=backup-passphrase-again]")?)?;
+        s.send_keys(
+            &s.find("[data-testid=backup-passphrase-again]")?,
+            "a backup passphrase",
+        )?;
+        shots.take(&s, "30-backup")?;
+        s.click(&s.find("[data-testid=backup-save]")?)?;
+        see(&s, "[data-testid=notice]", "Backup saved")?;
+        ensure!(file.exists(), "the backup file");
+        let id = s.text(&s.find("[data-testid=my-id]")?)?;
+        Ok(id)
+    })();
+    let old_id = match old_id {
+        Ok(id) => id,
+        Err(e) => {
+            let _ = shots.take(&s, "failure-backup");
+            return Err(e);
+        }
+    };
+    s.close()?;
+    drop(driver);
+
+    // The new computer: an empty home, restored at the first start.
+    let new_home = root.join("new").join("ann");
+    let env = app_env(&root.join("new"), &new_home, &x.display());
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let driver = Driver::start(&env_refs)?;
+    let s = driver.session(&app, &[])?;
+    let restored = (|| -> Result<()> {
+        s.wait_for("[data-testid=name-input]", WAIT)?;
+        s.click(&s.find("[data-testid=restore-backup]")?)?;
+        s.send_keys(&s.wait_for("[data-testid=restore-path]", WAIT)?, file_text)?;
+        s.send_keys(
+            &s.find("[data-testid=restore-passphrase]")?,
+            "a backup passphrase",
+        )?;
+        shots.take(&s, "31-restore")?;
+        s.click(&s.find("[data-testid=name-submit]")?)?;
+        see(&s, "[data-testid=contacts]", "Bob")?;
+        see(&s, "[data-testid=conversation]", "written before the move")?;
+        // The session is reset with Bob (online), and the conversation goes on.
+        see(&s, "[data-testid=conversation]", "secured again")?;
+        shots.take(&s, "32-restored")?;
+        s.click(&s.find("[data-testid=nav-settings]")?)?;
+        see(&s, "[data-testid=my-id]", &old_id)?;
+        Ok(())
+    })();
+    if let Err(e) = restored {
+        let _ = shots.take(&s, "failure-restore");
+        let text = js(&s, "return document.body.innerText").unwrap_or_default();
+        eprintln!(
+            "the page when it failed:\n{}",
+            text.as_str().unwrap_or_default()
+        );
+        return Err(e);
+    }
+    s.close()?;
+    drop(driver);
+    drop(bob_daemon);
+    Ok(())
+}

@@ -27,6 +27,24 @@ export const commands = {
 	 *  changes. Returns how the key is kept now.
 	 */
 	changePassphrase: (current: string | null, next: string | null) => __TAURI_INVOKE<Protection>("change_passphrase", { current, next }),
+	/**
+	 *  Writes a backup of this home to `path`, sealed under `passphrase` (the backup's own),
+	 *  emitting [`BackupProgress`] as it goes.
+	 */
+	exportBackup: (path: string, passphrase: string) => __TAURI_INVOKE<BackupSummary>("export_backup", { path, passphrase }),
+	/**
+	 *  First start: restores a backup into this (empty) home, its data key kept under
+	 *  `store_passphrase` if one is given, then opens it. Every session is reset when its contact
+	 *  is next online.
+	 */
+	importBackup: (path: string, passphrase: string, storePassphrase: string | null) => __TAURI_INVOKE<Status>("import_backup", { path, passphrase, storePassphrase }),
+	/**  The automatic backups, if set. */
+	backupSchedule: () => __TAURI_INVOKE<ScheduleView_Serialize | null>("backup_schedule"),
+	/**
+	 *  Sets automatic backups into `dir` every `every_secs`, keeping `keep`, under `passphrase`;
+	 *  without `dir`, turns them off.
+	 */
+	setBackupSchedule: (dir: string | null, everySecs: number, keep: number, passphrase: string | null) => __TAURI_INVOKE<ScheduleView_Serialize | null>("set_backup_schedule", { dir, everySecs, keep, passphrase }),
 	/**  Name, id and current addresses of this device. */
 	profile: () => __TAURI_INVOKE<Profile_Serialize>("profile"),
 	/**  Changes the display name. */
@@ -122,6 +140,7 @@ export const commands = {
 
 /** Events */
 export const events = {
+	backupProgress: makeEvent<BackupProgress, BackupProgress>("backup-progress"),
 	engineEvent: makeEvent<EngineEvent_Serialize, EngineEvent_Deserialize>("engine-event"),
 };
 
@@ -132,6 +151,22 @@ export type AppInfo = {
 	name: string,
 	/**  Version of this crate (the workspace version). */
 	version: string,
+};
+
+/**  How far a backup being written is. */
+export type BackupProgress = {
+	/**  Entries written. */
+	done: number,
+	/**  Entries in all (about: the store may change meanwhile). */
+	total: number,
+};
+
+/**  What an export or an import did. */
+export type BackupSummary = {
+	/**  Store entries written or restored. */
+	entries: number,
+	/**  Bytes of the backup file. */
+	bytes: number,
 };
 
 /**  An error as the UI sees it: a stable code to branch on and a message to show. */
@@ -643,6 +678,41 @@ export type SafetyQr = {
 	text: string,
 	/**  The same as an SVG QR code. */
 	svg: string,
+};
+
+/**  The backup schedule as front ends show it (never its passphrase). */
+export type ScheduleView = ScheduleView_Serialize | ScheduleView_Deserialize;
+
+/**  The backup schedule as front ends show it (never its passphrase). */
+export type ScheduleView_Deserialize = {
+	/**  The folder the backups go to. */
+	dir: string,
+	/**  Seconds between two backups. */
+	every_secs: number,
+	/**  How many of the newest are kept. */
+	keep: number,
+	/**  When the last one was written or tried (Unix ms), if ever. */
+	last_at?: number | null,
+	/**  The last one written. */
+	last_file?: string | null,
+	/**  Why the last try failed, if it did. */
+	last_error?: string | null,
+};
+
+/**  The backup schedule as front ends show it (never its passphrase). */
+export type ScheduleView_Serialize = {
+	/**  The folder the backups go to. */
+	dir: string,
+	/**  Seconds between two backups. */
+	every_secs: number,
+	/**  How many of the newest are kept. */
+	keep: number,
+	/**  When the last one was written or tried (Unix ms), if ever. */
+	last_at: number | null,
+	/**  The last one written. */
+	last_file: string | null,
+	/**  Why the last try failed, if it did. */
+	last_error: string | null,
 };
 
 /**  What happened to one path of a drop or a file-dialog pick. */

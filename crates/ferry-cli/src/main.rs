@@ -329,7 +329,9 @@ async fn backup(cli: &Cli, action: &BackupAction) -> Result<()> {
                     match (v.last_file, v.last_error) {
                         (_, Some(e)) => println!("the last one failed: {e}"),
                         (Some(f), None) => println!("the last one: {}", f.display()),
-                        (None, None) => println!("the first one is written when this home is online"),
+                        (None, None) => {
+                            println!("the first one is written when this home is online")
+                        }
                     }
                 }
             }

@@ -696,7 +696,13 @@ impl Scheduler {
                 stamp(crate::model::now_ms())
             ));
         }
-        export(&self.identity, &self.store, &path, &s.passphrase, &|_, _| {})?;
+        export(
+            &self.identity,
+            &self.store,
+            &path,
+            &s.passphrase,
+            &|_, _| {},
+        )?;
         let all = scheduled_in(&s.dir);
         let extra = all.len().saturating_sub(s.keep as usize);
         for old in &all[..extra] {

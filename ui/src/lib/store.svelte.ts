@@ -99,6 +99,12 @@ export class Store {
     if (this.status.state === "ready") await this.loadAll();
   }
 
+  /** First start: restores a backup into the new home, then opens it. */
+  async restoreBackup(path: string, passphrase: string, storePassphrase: string | null): Promise<void> {
+    this.status = await this.api.importBackup(path, passphrase, storePassphrase);
+    if (this.status.state === "ready") await this.loadAll();
+  }
+
   /** Opens a home protected by a passphrase; throws (and stays locked) on a wrong one. */
   async unlock(passphrase: string): Promise<void> {
     this.status = await this.api.unlock(passphrase);
