@@ -139,15 +139,10 @@ pub async fn set_backup_schedule(
     passphrase: Option<String>,
 ) -> Result<Option<ScheduleView>> {
     let node = node(&state).await?;
-    let schedule = match dir {
-        None => None,
-        Some(dir) => Some((
-            dir,
-            every_secs,
-            keep,
-            Passphrase::from(passphrase.unwrap_or_default()),
-        )),
-    };
+    let schedule = dir.map(|dir| {
+        let passphrase = Passphrase::from(passphrase.unwrap_or_default());
+        (dir, every_secs, keep, passphrase)
+    });
     Ok(node.set_backup_schedule(schedule).await?)
 }
 
