@@ -193,6 +193,20 @@ pub fn init_home(root: &Path, name: &str, net: &[&str]) -> Result<PathBuf> {
     Ok(home)
 }
 
+/// Every file under `dir`, read whole (to look for what must not be on disk in clear).
+pub fn files_under(dir: &Path) -> Result<Vec<(PathBuf, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            out.extend(files_under(&path)?);
+        } else {
+            out.push((path.clone(), std::fs::read(&path)?));
+        }
+    }
+    Ok(out)
+}
+
 /// The body of the next message received.
 pub async fn next_message(rx: &mut broadcast::Receiver<Event>) -> Result<String> {
     wait_for(rx, |e| match e {
@@ -275,7 +289,9 @@ fn ferry_full(
         }
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
-            bail!("ferry {args:?} did not finish in time");
+            let _ = child.wait();
+            let said = String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned();
+            bail!("ferry {args:?} did not finish in time; it said: {said}");
         }
         std::thread::sleep(Duration::from_millis(20));
     };

@@ -10,23 +10,9 @@ use ferry_core::store::{MessageV1, Store};
 use ferry_core::vault::{self, Passphrase};
 use ferry_core::{Config, ConversationId, Direction, MessageId, MessageState, Node, Protection};
 use ferry_tests::{
-    ferry, ferry_bin, ferry_env, init_tracing, loopback, new_home, next_message, open, pair,
-    test_config, WAIT,
+    ferry, ferry_bin, ferry_env, files_under, init_tracing, loopback, new_home, next_message, open,
+    pair, test_config, WAIT,
 };
-
-/// Every file under `dir`, read whole.
-fn files_under(dir: &Path) -> Result<Vec<(PathBuf, Vec<u8>)>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            out.extend(files_under(&path)?);
-        } else {
-            out.push((path.clone(), std::fs::read(&path)?));
-        }
-    }
-    Ok(out)
-}
 
 /// Fails if any file under `dir` holds any of `needles`.
 fn nowhere_in(dir: &Path, needles: &[(String, Vec<u8>)]) -> Result<()> {

@@ -24,6 +24,28 @@ async fn message_with(
     .with_context(|| format!("the message {body:?}"))
 }
 
+/// Waits until the conversation with Bob holds a message containing each of `needles`, and
+/// returns its bodies.
+async fn history_with(node: &ferry_core::Node, needles: &[&str]) -> Result<Vec<String>> {
+    let deadline = tokio::time::Instant::now() + ferry_tests::WAIT;
+    loop {
+        let bodies: Vec<String> = node
+            .history("Bob", None, 100, false)
+            .await?
+            .into_iter()
+            .map(|m| m.body)
+            .collect();
+        if needles.iter().all(|n| bodies.iter().any(|b| b.contains(n))) {
+            return Ok(bodies);
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{needles:?} not all in {bodies:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restored_home_carries_on_both_ways_and_gets_what_was_sent_while_it_was_gone(
 ) -> Result<()> {
@@ -64,14 +86,17 @@ async fn a_restored_home_carries_on_both_ways_and_gets_what_was_sent_while_it_wa
     let alice2 = open(&new_home, test_config()).await?;
     ensure!(alice2.id() == id);
     let mut events2 = alice2.subscribe();
-    message_with(&mut events2, "while you were away").await?;
-    let history = alice2.history("Bob", None, 50, false).await?;
-    let bodies: Vec<&str> = history.iter().map(|m| m.body.as_str()).collect();
-    ensure!(bodies.contains(&"before the backup"), "{bodies:?}");
-    ensure!(bodies.contains(&"a reply before the backup"), "{bodies:?}");
+    // What Bob wrote meanwhile arrives, and the reset says so, in either order (Bob's message
+    // may open on the restored session, or wait for the reset): read from the history, which
+    // also holds what came before this test subscribed.
+    let bodies = history_with(&alice2, &["while you were away", "secured again"]).await?;
     ensure!(
-        bodies.iter().any(|b| b.contains("secured again")),
-        "the reset says so: {bodies:?}"
+        bodies.iter().any(|b| b == "before the backup"),
+        "{bodies:?}"
+    );
+    ensure!(
+        bodies.iter().any(|b| b == "a reply before the backup"),
+        "{bodies:?}"
     );
 
     // Both ways, with the same contact on each side: same id, still verified, no key change.
@@ -188,12 +213,19 @@ async fn scheduled_backups_keep_the_newest_and_each_one_restores() -> Result<()>
         .await?
         .context("the schedule")?;
     ensure!(view.keep == 2 && view.every_secs == 3600);
-    let backups = || -> Result<Vec<std::path::PathBuf>> {
+    // Whole backups only: one being written is under a temporary name until it is renamed.
+    let files = || -> Result<Vec<std::path::PathBuf>> {
         let mut v: Vec<_> = std::fs::read_dir(&folder)?
             .map(|e| e.map(|e| e.path()))
             .collect::<std::io::Result<_>>()?;
         v.sort();
         Ok(v)
+    };
+    let backups = || -> Result<Vec<std::path::PathBuf>> {
+        Ok(files()?
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "ferrybak"))
+            .collect())
     };
     // Three written (the first at once, then one every 3.6 s): the newest two are kept.
     let mut seen = std::collections::BTreeSet::new();
@@ -202,13 +234,6 @@ async fn scheduled_backups_keep_the_newest_and_each_one_restores() -> Result<()>
         Ok(seen.len() >= 3)
     })
     .await?;
-    ferry_tests::eventually(|| Ok(backups()?.len() == 2)).await?;
-    let kept = backups()?;
-    ensure!(
-        kept.iter()
-            .all(|p| p.extension().is_some_and(|e| e == "ferrybak")),
-        "only whole backups, no temporary files: {kept:?}"
-    );
     let view = ann.backup_schedule()?.context("the schedule")?;
     ensure!(
         view.last_error.is_none() && view.last_file.is_some(),
@@ -216,6 +241,9 @@ async fn scheduled_backups_keep_the_newest_and_each_one_restores() -> Result<()>
     );
     ann.set_backup_schedule(None).await?;
     ensure!(ann.backup_schedule()?.is_none());
+    // Once the last one under way is renamed into place, the newest two are all there is.
+    ferry_tests::eventually(|| Ok(files()? == backups()? && backups()?.len() == 2)).await?;
+    let kept = backups()?;
     ann.shutdown().await;
     for (i, file) in kept.iter().enumerate() {
         let target = dir.path().join(format!("restored-{i}"));

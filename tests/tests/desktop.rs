@@ -180,19 +180,7 @@ fn a_person_pairs_chats_and_swaps_files_in_the_desktop_app() -> Result<()> {
     std::fs::create_dir_all(&ann_dl)?;
     let app = app_bin()?;
     let x = Xvfb::start()?;
-    let home = ann.to_str().context("utf-8")?.to_owned();
-    // The web view keeps its storage (the theme, for one) under the XDG folders: a fresh set.
-    let xdg = |d: &str| root.join("xdg").join(d).to_string_lossy().into_owned();
-    let env = [
-        ("XDG_DATA_HOME", xdg("data")),
-        ("XDG_CONFIG_HOME", xdg("config")),
-        ("XDG_CACHE_HOME", xdg("cache")),
-        ("DISPLAY", x.display()),
-        ("FERRY_HOME", home.clone()),
-        ("FERRY_RELAY", "disabled".to_owned()),
-        ("FERRY_BIND", "127.0.0.1:0".to_owned()),
-        ("FERRY_LOCAL_DISCOVERY", "0".to_owned()),
-    ];
+    let env = app_env(root, &ann, &x.display());
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let driver = Driver::start(&env_refs)?;
     let s = driver.session(&app, &[])?;
@@ -614,18 +602,7 @@ fn a_locked_home_opens_with_its_passphrase_and_settings_change_and_remove_it() -
 
     let app = app_bin()?;
     let x = Xvfb::start()?;
-    let xdg = |d: &str| root.join("xdg").join(d).to_string_lossy().into_owned();
-    let env = [
-        ("XDG_DATA_HOME", xdg("data")),
-        ("XDG_CONFIG_HOME", xdg("config")),
-        ("XDG_CACHE_HOME", xdg("cache")),
-        ("DISPLAY", x.display()),
-        ("FERRY_HOME", ann.to_string_lossy().into_owned()),
-        ("FERRY_RELAY", "disabled".to_owned()),
-        ("FERRY_BIND", "127.0.0.1:0".to_owned()),
-        ("FERRY_LOCAL_DISCOVERY", "0".to_owned()),
-        ("FERRY_KEYCHAIN", "off".to_owned()),
-    ];
+    let env = app_env(root, &ann, &x.display());
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let driver = Driver::start(&env_refs)?;
     let s = driver.session(&app, &[])?;
@@ -712,8 +689,9 @@ fn a_locked_home_opens_with_its_passphrase_and_settings_change_and_remove_it() -
     Ok(())
 }
 
-/// The environment of an app on `home` under display `display`, loopback only, with fresh web
-/// view folders under `root`.
+/// The environment of an app on `home` under display `display`: loopback only, the data key in
+/// a file, and fresh web view folders under `root` (the web view keeps its storage, the theme
+/// for one, under the XDG folders).
 fn app_env(root: &Path, home: &Path, display: &str) -> Vec<(&'static str, String)> {
     let xdg = |d: &str| root.join("xdg").join(d).to_string_lossy().into_owned();
     vec![

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
 use ferry_core::{ContactId, Direction, Event, MessageState, TransferState};
-use ferry_tests::{init_tracing, open, test_config, wait_for, WAIT};
+use ferry_tests::{files_under, init_tracing, open, test_config, wait_for, WAIT};
 
 fn fixtures(schema: &str) -> PathBuf {
     ferry_tests::manifest_dir().join("fixtures").join(schema)
@@ -106,20 +106,6 @@ async fn homes_of_the_schema_1_release_open_whole_sealed_and_keep_talking() -> R
 async fn homes_of_the_last_release_before_sealing_open_whole_sealed_and_keep_talking() -> Result<()>
 {
     earlier_homes_open_whole_sealed_and_keep_talking("schema2").await
-}
-
-/// Every file under `dir`, read whole.
-fn files_under(dir: &Path) -> Result<Vec<(PathBuf, Vec<u8>)>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            out.extend(files_under(&path)?);
-        } else {
-            out.push((path.clone(), std::fs::read(&path)?));
-        }
-    }
-    Ok(out)
 }
 
 async fn earlier_homes_open_whole_sealed_and_keep_talking(schema: &str) -> Result<()> {

@@ -298,12 +298,7 @@ pub(crate) fn export(
     let aad = header(m, t, p, &salt, &prefix);
     let cipher = stream_key(passphrase, &salt, m, t, p)?;
     let tmp = path.with_extension("ferrybak-tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let file = options
-        .open(&tmp)
+    let file = crate::home::create_private(&tmp)
         .map_err(Error::io(format!("creating {}", tmp.display())))?;
     let result = (|| {
         let mut out = std::io::BufWriter::new(file);
@@ -695,6 +690,21 @@ impl Scheduler {
                 "{SCHEDULED_PREFIX}{}-{n}.ferrybak",
                 stamp(crate::model::now_ms())
             ));
+        }
+        // What a run killed while writing left (its temporary file) goes.
+        let stale = std::time::Duration::from_secs(10 * 60);
+        for entry in std::fs::read_dir(&s.dir).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > stale);
+            if old && name.starts_with(SCHEDULED_PREFIX) && name.ends_with(".ferrybak-tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            }
         }
         export(
             &self.identity,

@@ -49,19 +49,23 @@ pub(crate) fn restrict(path: &Path, mode: u32) -> Result<(), Error> {
     Ok(())
 }
 
+/// Creates (or truncates) a file readable by its owner only.
+pub(crate) fn create_private(path: &Path) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
 /// Writes `bytes` to `path` owner-only and atomically: a temporary file, synced, renamed over
 /// it, and the folder synced, so a crash leaves the old file or the new one, never half.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let written = options
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()));
+    let written =
+        create_private(&tmp).and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()));
     written.map_err(Error::io(format!("writing {}", tmp.display())))?;
     restrict(&tmp, 0o600)?;
     std::fs::rename(&tmp, path).map_err(Error::io(format!("replacing {}", path.display())))?;
