@@ -205,6 +205,16 @@ impl Resets {
         };
         match self.reset(&contact, Why::Restored).await {
             Ok(()) => tracing::info!(contact = %id.fmt_short(), "restored session reset"),
+            // A contact on a release before resets can never renew it: only a pairing can.
+            Err(_) if !self.sessions.resettable(&id) => self.tell_once(
+                &contact,
+                format!(
+                    "This home was restored from a backup, and {}'s Ferry (an earlier release) \
+                     cannot renew the secure session. Pair with {} again with a fresh invite; \
+                     nothing is sent to them until then.",
+                    contact.name, contact.name
+                ),
+            ),
             Err(e) => {
                 tracing::info!(contact = %id.fmt_short(), "restored session not reset yet: {e}")
             }

@@ -899,15 +899,18 @@ impl Store {
                 &self.outbox,
                 &self.counters,
                 &self.outbox_plain,
+                &self.meta,
             )
                 .transaction(
-                    |(con, ses, inv, convs, blk, keys, msgs, ids, out, cnt, pla)| {
+                    |(con, ses, inv, convs, blk, keys, msgs, ids, out, cnt, pla, meta)| {
                         if blk.get(contact.id.as_bytes())?.is_some() {
                             return abort(Error::PairingRefused(format!(
                                 "{} is blocked here; unblock them first",
                                 contact.name
                             )));
                         }
+                        // A new pairing replaces a session restored from a backup.
+                        meta.remove(restored_key(&contact.id))?;
                         let before = con
                             .get(contact.id.as_bytes())?
                             .map(|v| tx_dec::<Contact>(&v))
@@ -2546,6 +2549,14 @@ mod tests {
         store
             .store_pairing(&first, &session(), None, None, 10, "")
             .unwrap();
+        // A session restored from a backup waits for a reset, or a new pairing.
+        store.after_restore().unwrap();
+        assert!(store.restored(&bob).unwrap() && !store.sendable(&bob).unwrap());
+        let again = store.contact(&bob).unwrap().unwrap();
+        store
+            .store_pairing(&again, &session(), None, Some(10), 10, "")
+            .unwrap();
+        assert!(!store.restored(&bob).unwrap() && store.sendable(&bob).unwrap());
         // A pairing that began before the first one was stored is refused, changing nothing.
         let late = store.store_pairing(&contact(bob, "Bob", 4, 11), &session(), None, None, 11, "");
         assert!(matches!(late, Err(Error::PairingRefused(_))), "{late:?}");
