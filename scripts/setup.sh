@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian/Ubuntu machine lacks to build and test Ferry: the WebKitGTK/GTK
 # libraries for the desktop shell, Xvfb, WebKitWebDriver + tauri-driver and a D-Bus session
-# for the desktop end-to-end test, and the UI's npm packages.
+# for the desktop end-to-end test, gnome-keyring to stand for an OS keychain in the at-rest
+# tests, and the UI's npm packages.
 # Needs root (or sudo) for apt; skips apt when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkgs=(pkg-config libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev xvfb
-      webkit2gtk-driver dbus-daemon)
+      webkit2gtk-driver dbus-daemon gnome-keyring)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

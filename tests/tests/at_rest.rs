@@ -453,3 +453,73 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn the_data_key_goes_to_the_os_keychain_when_one_answers() -> Result<()> {
+    use ferry_tests::webdriver::find_on_path;
+    if find_on_path("gnome-keyring-daemon").is_none() || find_on_path("dbus-run-session").is_none()
+    {
+        println!("skipped: no gnome-keyring-daemon or dbus-run-session to stand for a keychain");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let home = dir.path().join("kay");
+    // A private session bus and an unlocked keyring of its own (its files in the temp folder),
+    // as a desktop login gives; the test run turns the keychain off, so it is turned on here.
+    let script = r#"
+set -e
+echo -n "login password" | gnome-keyring-daemon --unlock --components=secrets >/dev/null
+unset FERRY_KEYCHAIN
+net="--relay disabled --bind 127.0.0.1:0 --local-discovery off"
+"$FERRY" --home "$H" $net init --name Kay 2>/dev/null
+echo "after init: $(tr -d ' \n' < "$H/datakey.json")"
+"$FERRY" --home "$H" whoami | tail -1
+FERRY_NEW_PASSPHRASE="Kay's passphrase" "$FERRY" --home "$H" passphrase set 2>/dev/null
+echo "after set: $(tr -d ' \n' < "$H/datakey.json")"
+FERRY_PASSPHRASE="Kay's passphrase" "$FERRY" --home "$H" passphrase remove 2>/dev/null
+echo "after remove: $(tr -d ' \n' < "$H/datakey.json")"
+"$FERRY" --home "$H" whoami | tail -1
+"#;
+    let mut child = std::process::Command::new("dbus-run-session")
+        .args(["--", "bash", "-c", script])
+        .env("FERRY", ferry_bin()?)
+        .env("H", &home)
+        .env("HOME", dir.path())
+        .env("XDG_DATA_HOME", dir.path().join("xdg"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let deadline = std::time::Instant::now() + WAIT * 3;
+    while child.try_wait()?.is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            anyhow::bail!("the keychain script did not finish in time");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_default()
+            .to_string()
+    };
+    ensure!(line("after init").contains(r#""kept_in":"keychain""#), "{text}");
+    ensure!(!line("after init").contains(r#""key":"#), "no key in the file: {text}");
+    ensure!(line("after set").contains(r#""kept_in":"passphrase""#), "{text}");
+    ensure!(line("after remove").contains(r#""kept_in":"keychain""#), "{text}");
+    ensure!(line("after remove") != line("after init"), "a new keychain entry: {text}");
+    let kept = text
+        .lines()
+        .filter(|l| l.contains("data key: kept in the OS keychain"))
+        .count();
+    ensure!(kept == 2, "whoami opened the home from the keychain twice: {text}");
+    Ok(())
+}
