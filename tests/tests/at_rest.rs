@@ -511,15 +511,33 @@ echo "after remove: $(tr -d ' \n' < "$H/datakey.json")"
             .unwrap_or_default()
             .to_string()
     };
-    ensure!(line("after init").contains(r#""kept_in":"keychain""#), "{text}");
-    ensure!(!line("after init").contains(r#""key":"#), "no key in the file: {text}");
-    ensure!(line("after set").contains(r#""kept_in":"passphrase""#), "{text}");
-    ensure!(line("after remove").contains(r#""kept_in":"keychain""#), "{text}");
-    ensure!(line("after remove") != line("after init"), "a new keychain entry: {text}");
+    ensure!(
+        line("after init").contains(r#""kept_in":"keychain""#),
+        "{text}"
+    );
+    ensure!(
+        !line("after init").contains(r#""key":"#),
+        "no key in the file: {text}"
+    );
+    ensure!(
+        line("after set").contains(r#""kept_in":"passphrase""#),
+        "{text}"
+    );
+    ensure!(
+        line("after remove").contains(r#""kept_in":"keychain""#),
+        "{text}"
+    );
+    ensure!(
+        line("after remove") != line("after init"),
+        "a new keychain entry: {text}"
+    );
     let kept = text
         .lines()
         .filter(|l| l.contains("data key: kept in the OS keychain"))
         .count();
-    ensure!(kept == 2, "whoami opened the home from the keychain twice: {text}");
+    ensure!(
+        kept == 2,
+        "whoami opened the home from the keychain twice: {text}"
+    );
     Ok(())
 }
