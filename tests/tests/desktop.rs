@@ -88,6 +88,34 @@ fn js(s: &Session<'_>, script: &str) -> Result<Value> {
 
 struct Shots(Option<PathBuf>, tempfile::TempDir);
 
+/// What every desktop test starts with: the turn to run the one app, a temporary folder and
+/// the screenshots; `None` (the test is skipped) without tauri-driver.
+struct Desk {
+    _one: std::sync::MutexGuard<'static, ()>,
+    dir: tempfile::TempDir,
+    shots: Shots,
+}
+
+impl Desk {
+    fn begin() -> Result<Option<Desk>> {
+        let one = ONE_APP.lock().unwrap_or_else(|p| p.into_inner());
+        if tauri_driver_path().is_none() {
+            println!(
+                "skipped: tauri-driver is not installed (cargo install tauri-driver --locked)"
+            );
+            return Ok(None);
+        }
+        Ok(Some(Desk {
+            _one: one,
+            dir: tempfile::tempdir()?,
+            shots: Shots(
+                std::env::var_os("FERRY_SCREENSHOT_DIR").map(PathBuf::from),
+                tempfile::tempdir()?,
+            ),
+        }))
+    }
+}
+
 impl Shots {
     fn take(&self, s: &Session<'_>, name: &str) -> Result<()> {
         let path = self.1.path().join(format!("{name}.png"));
@@ -156,17 +184,10 @@ fn write_file(path: &Path, len: usize, seed: u8) -> Result<Vec<u8>> {
 
 #[test]
 fn a_person_pairs_chats_and_swaps_files_in_the_desktop_app() -> Result<()> {
-    let _one = ONE_APP.lock().unwrap_or_else(|p| p.into_inner());
-    if tauri_driver_path().is_none() {
-        println!("skipped: tauri-driver is not installed (cargo install tauri-driver --locked)");
+    let Some(Desk { _one, dir, shots }) = Desk::begin()? else {
         return Ok(());
-    }
-    let dir = tempfile::tempdir()?;
+    };
     let root = dir.path();
-    let shots = Shots(
-        std::env::var_os("FERRY_SCREENSHOT_DIR").map(PathBuf::from),
-        tempfile::tempdir()?,
-    );
 
     // Bob: a headless peer on loopback.
     let bob = init_home(root, "Bob", &[])?;
@@ -582,17 +603,10 @@ fn home_id(home: &Path) -> Result<String> {
 
 #[test]
 fn a_locked_home_opens_with_its_passphrase_and_settings_change_and_remove_it() -> Result<()> {
-    let _one = ONE_APP.lock().unwrap_or_else(|p| p.into_inner());
-    if tauri_driver_path().is_none() {
-        println!("skipped: tauri-driver is not installed (cargo install tauri-driver --locked)");
+    let Some(Desk { _one, dir, shots }) = Desk::begin()? else {
         return Ok(());
-    }
-    let dir = tempfile::tempdir()?;
+    };
     let root = dir.path();
-    let shots = Shots(
-        std::env::var_os("FERRY_SCREENSHOT_DIR").map(PathBuf::from),
-        tempfile::tempdir()?,
-    );
     let ann = root.join("ann");
     let mut init = ferry_tests::LOOPBACK_ARGS.to_vec();
     init.extend(["init", "--name", "Ann"]);
@@ -709,17 +723,10 @@ fn app_env(root: &Path, home: &Path, display: &str) -> Vec<(&'static str, String
 
 #[test]
 fn a_backup_written_in_settings_restores_at_the_first_start_of_another_computer() -> Result<()> {
-    let _one = ONE_APP.lock().unwrap_or_else(|p| p.into_inner());
-    if tauri_driver_path().is_none() {
-        println!("skipped: tauri-driver is not installed (cargo install tauri-driver --locked)");
+    let Some(Desk { _one, dir, shots }) = Desk::begin()? else {
         return Ok(());
-    }
-    let dir = tempfile::tempdir()?;
+    };
     let root = dir.path();
-    let shots = Shots(
-        std::env::var_os("FERRY_SCREENSHOT_DIR").map(PathBuf::from),
-        tempfile::tempdir()?,
-    );
     let bob = init_home(root, "Bob", &[])?;
     let bob_daemon = Daemon::start(&bob, &[])?;
     let app = app_bin()?;

@@ -251,21 +251,12 @@ enum BackupAction {
 /// The backup's passphrase: FERRY_BACKUP_PASSPHRASE, or asked on the terminal (twice when it
 /// is new).
 fn backup_passphrase(new: bool) -> Result<Passphrase> {
-    if let Some(p) = Passphrase::from_env("FERRY_BACKUP_PASSPHRASE") {
-        return Ok(p);
-    }
-    if !std::io::stdin().is_terminal() {
-        bail!("no terminal to ask for the backup's passphrase: set FERRY_BACKUP_PASSPHRASE");
-    }
-    let first = Passphrase::from(rpassword::prompt_password("Backup passphrase: ")?);
+    const ENV: &str = "FERRY_BACKUP_PASSPHRASE";
     if new {
-        first.check_new()?;
-        let again = Passphrase::from(rpassword::prompt_password("The same again: ")?);
-        if !first.same_as(&again) {
-            bail!("the two passphrases differ; nothing was written");
-        }
+        return ask_new_passphrase(&[ENV], "Backup passphrase: ");
     }
-    Ok(first)
+    ask_passphrase("Backup passphrase: ", ENV)?
+        .with_context(|| format!("no terminal to ask for the backup's passphrase: set {ENV}"))
 }
 
 async fn backup(cli: &Cli, action: &BackupAction) -> Result<()> {
@@ -384,23 +375,24 @@ fn ask_passphrase(prompt: &str, env: &str) -> Result<Option<Passphrase>> {
     Ok((!p.is_empty()).then(|| Passphrase::from(p)))
 }
 
-/// A new passphrase: from FERRY_NEW_PASSPHRASE (or `fallback_env`), or asked twice on the
-/// terminal.
-fn ask_new_passphrase(fallback_env: Option<&str>) -> Result<Passphrase> {
-    let from_env = Passphrase::from_env("FERRY_NEW_PASSPHRASE")
-        .or_else(|| fallback_env.and_then(Passphrase::from_env));
-    if let Some(p) = from_env {
+/// A new passphrase: from the first of `envs` that is set, or asked twice on the terminal;
+/// long enough either way.
+fn ask_new_passphrase(envs: &[&str], prompt: &str) -> Result<Passphrase> {
+    if let Some(p) = envs.iter().find_map(|env| Passphrase::from_env(env)) {
         p.check_new()?;
         return Ok(p);
     }
     if !std::io::stdin().is_terminal() {
-        bail!("no terminal to ask for the new passphrase: set FERRY_NEW_PASSPHRASE");
+        bail!(
+            "no terminal to ask for the new passphrase: set {}",
+            envs.first().copied().unwrap_or("it")
+        );
     }
-    let first = Passphrase::from(rpassword::prompt_password("New passphrase: ")?);
+    let first = Passphrase::from(rpassword::prompt_password(prompt)?);
     first.check_new()?;
     let again = Passphrase::from(rpassword::prompt_password("The same again: ")?);
     if !first.same_as(&again) {
-        bail!("the two passphrases differ; nothing was changed");
+        bail!("the two passphrases differ; nothing was done");
     }
     Ok(first)
 }
@@ -421,7 +413,10 @@ async fn passphrase(cli: &Cli, action: &PassphraseAction) -> Result<()> {
             bail!("this home already has a passphrase: use `ferry passphrase change`")
         }
         PassphraseAction::Set => {
-            let new = ask_new_passphrase(Some("FERRY_PASSPHRASE"))?;
+            let new = ask_new_passphrase(
+                &["FERRY_NEW_PASSPHRASE", "FERRY_PASSPHRASE"],
+                "New passphrase: ",
+            )?;
             vault::change_passphrase(&home, None, Some(&new))?
         }
         PassphraseAction::Change | PassphraseAction::Remove if !has => {
@@ -429,7 +424,7 @@ async fn passphrase(cli: &Cli, action: &PassphraseAction) -> Result<()> {
         }
         PassphraseAction::Change => {
             let old = current()?;
-            let new = ask_new_passphrase(None)?;
+            let new = ask_new_passphrase(&["FERRY_NEW_PASSPHRASE"], "New passphrase: ")?;
             vault::change_passphrase(&home, Some(&old), Some(&new))?
         }
         PassphraseAction::Remove => {

@@ -16,11 +16,6 @@ use crate::Error;
 /// What the sealed identity is bound to.
 const IDENTITY_AAD: &[u8] = b"ferry/identity/1";
 
-/// Whether `home` has an identity, sealed or (from a release before sealing) in clear.
-pub fn exists(home: &Path) -> bool {
-    crate::home::has_identity(home)
-}
-
 /// Loads the identity a release before sealing kept in clear, if the home has it.
 pub fn load_plain(home: &Path) -> Result<Option<Identity>, Error> {
     let path = home.join(IDENTITY_FILE);
@@ -86,7 +81,7 @@ pub(crate) fn open_home(
     home: &Path,
     passphrase: Option<&Passphrase>,
 ) -> Result<(std::sync::Arc<DataKey>, Identity), Error> {
-    if !exists(home) {
+    if !crate::home::has_identity(home) {
         return Err(Error::NotInitialized(home.to_path_buf()));
     }
     let key = if vault::protection(home)?.is_none() {
@@ -142,12 +137,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let id = Identity::generate();
         save_plain(&id, dir.path()).unwrap();
-        assert!(exists(dir.path()));
+        assert!(crate::home::has_identity(dir.path()));
         let key = DataKey::generate();
         let sealed = seal_plain(dir.path(), &key).unwrap().unwrap();
         assert_eq!(sealed.id(), id.id());
         assert!(!dir.path().join(IDENTITY_FILE).exists());
-        assert!(exists(dir.path()));
+        assert!(crate::home::has_identity(dir.path()));
         let again = load_sealed(dir.path(), &key).unwrap().unwrap();
         assert_eq!(again.x25519_public(), id.x25519_public());
         assert!(matches!(

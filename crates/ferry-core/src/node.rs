@@ -169,7 +169,7 @@ impl Node {
     ) -> Result<ContactId, Error> {
         let name = clean_display_name(name)?;
         let lock = HomeLock::acquire(home)?;
-        if identity::exists(home) {
+        if crate::home::has_identity(home) {
             return Err(Error::AlreadyInitialized(home.to_path_buf()));
         }
         let identity = Identity::generate();
@@ -194,7 +194,7 @@ impl Node {
 
     /// Whether `home` has an identity.
     pub fn is_initialized(home: &Path) -> bool {
-        identity::exists(home)
+        crate::home::has_identity(home)
     }
 
     /// Opens a home: takes its lock, opens the store, starts the endpoint, the protocol
