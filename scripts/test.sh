@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test: the UI's type check, unit tests and build; rustfmt; clippy with
-# warnings as errors; and every Rust test in the workspace (unit, end-to-end across real peers
-# on loopback, the CLI as a user runs it, the relay path, the desktop shell's tests).
+# warnings as errors; every Rust test in the workspace (unit, end-to-end across real peers
+# on loopback, the CLI as a user runs it, the relay path, the desktop shell's tests); and the
+# Windows build with the engine's unit tests under Wine (scripts/windows.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Absolute, so the test binaries (which run in their crate's folder) and the cargo they start
@@ -30,6 +31,9 @@ trap 'rm -f "$log"' EXIT
 # --no-fail-fast: every test binary runs, so one failure never hides the others.
 status=0
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log" || status=$?
+# The Windows build and the engine's unit tests on Windows APIs (under Wine); its test
+# results count in the closing line.
+./scripts/windows.sh 2>&1 | tee -a "$log" || status=$?
 # One closing line for the whole run (cargo prints one per test binary). A test binary that
 # died before printing its result (a crash, an abort) counts as one failure: cargo names it in
 # "error: test failed, to rerun pass ..." without a "test result: FAILED" line of its own.

@@ -17,10 +17,14 @@ use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use crate::backup::{BackupSummary, ScheduleView};
+#[cfg(not(windows))]
 use crate::home::CONTROL_SOCKET;
 use crate::model::{ContactId, ContactView, Event, Message, Profile, Transfer};
 use crate::vault::Passphrase;
 use crate::{Error, Node};
+
+#[cfg(windows)]
+mod pipe_access;
 
 /// The control protocol version.
 pub const CONTROL_VERSION: u32 = 1;
@@ -573,6 +577,13 @@ pub struct Server {
     listener: tokio::net::UnixListener,
     #[cfg(windows)]
     path: PathBuf,
+    /// The pipe instance the next client connects to.
+    #[cfg(windows)]
+    next: tokio::net::windows::named_pipe::NamedPipeServer,
+    #[cfg(windows)]
+    access: Box<pipe_access::OwnerOnly>,
+    #[cfg(windows)]
+    me: pipe_access::UserSid,
 }
 
 impl Server {
@@ -594,7 +605,18 @@ impl Server {
         }
         #[cfg(windows)]
         {
-            Ok(Server { path })
+            // Made here, not when serving starts, so that a pipe that cannot be made (or whose
+            // name another process took first) fails the open.
+            let fail = |e| Error::io(format!("creating the control pipe {}", path.display()))(e);
+            let me = pipe_access::UserSid::of_this_process().map_err(fail)?;
+            let access = pipe_access::OwnerOnly::new(&me).map_err(fail)?;
+            let next = access.create(&path, true).map_err(fail)?;
+            Ok(Server {
+                path,
+                next,
+                access,
+                me,
+            })
         }
     }
 
@@ -644,28 +666,46 @@ impl Server {
         }
         #[cfg(windows)]
         {
-            use tokio::net::windows::named_pipe::ServerOptions;
-            let mut first = true;
+            let Server {
+                path,
+                mut next,
+                access,
+                me,
+            } = self;
             loop {
-                let server = match ServerOptions::new()
-                    .first_pipe_instance(first)
-                    .create(&self.path)
-                {
-                    Ok(s) => s,
+                let connected = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    r = next.connect() => r,
+                };
+                // The next instance is made before this one is handed over, so a client always
+                // finds one.
+                let instance = match access.create(&path, false) {
+                    Ok(fresh) => std::mem::replace(&mut next, fresh),
                     Err(e) => {
-                        tracing::warn!("control pipe: {e}");
+                        tracing::error!("control pipe: cannot make another instance: {e}");
                         return;
                     }
                 };
-                first = false;
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    r = server.connect() => if r.is_err() { continue },
+                if let Err(e) = connected {
+                    tracing::warn!("control pipe: {e}");
+                    continue;
+                }
+                let connected = instance;
+                match pipe_access::peer_user(&connected, true) {
+                    Ok(user) if user == me => {}
+                    Ok(user) => {
+                        tracing::warn!(?user, "refused a control connection from another user");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!("refused a control connection of unknown user: {e}");
+                        continue;
+                    }
                 }
                 let node = node.clone();
                 let cancel = cancel.clone();
                 tokio::spawn(async move {
-                    let (r, w) = tokio::io::split(server);
+                    let (r, w) = tokio::io::split(connected);
                     serve_connection(node, r, w, cancel).await;
                 });
             }
@@ -868,6 +908,14 @@ impl Client {
         #[cfg(windows)]
         {
             let s = tokio::net::windows::named_pipe::ClientOptions::new().open(path)?;
+            // Only a holder running as this user is told anything.
+            let server = pipe_access::peer_user(&s, false)?;
+            if server != pipe_access::UserSid::of_this_process()? {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!("it is served by another user ({server:?})"),
+                ));
+            }
             let (r, w) = tokio::io::split(s);
             Ok(Client {
                 reader: BufReader::new(Box::new(r)),
@@ -968,6 +1016,46 @@ impl Client {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// The pipe lets this user alone in, its name cannot be taken twice, and a client of this
+    /// user gets answers through it.
+    #[cfg(windows)]
+    #[tokio::test]
+    async fn the_control_pipe_is_this_users_alone() {
+        let home = tempfile::tempdir().unwrap();
+        let server = Server::bind(home.path()).await.unwrap();
+        let me = pipe_access::my_sddl().unwrap();
+        let sddl = pipe_access::descriptor_of(&server.next).unwrap();
+        assert!(sddl.starts_with(&format!("O:{me}D:P")), "{sddl}");
+        let aces: Vec<&str> = sddl.split('(').skip(1).collect();
+        assert_eq!(aces.len(), 1, "one entry only: {sddl}");
+        assert!(
+            aces[0].starts_with("A;") && aces[0].ends_with(&format!(";{me})")),
+            "{sddl}"
+        );
+
+        // Wine (where scripts/windows.sh runs this) does not enforce FIRST_PIPE_INSTANCE.
+        if std::env::var_os("FERRY_UNDER_WINE").is_none() {
+            let taken = Server::bind(home.path()).await.unwrap_err();
+            assert!(
+                taken.to_string().contains("creating the control pipe"),
+                "{taken}"
+            );
+        }
+
+        let cancel = CancellationToken::new();
+        let serving = tokio::spawn(server.run(Weak::new(), cancel.clone()));
+        for _ in 0..3 {
+            let mut client = Client::try_connect(&socket_path(home.path()), home.path())
+                .await
+                .unwrap();
+            // The holder is gone (no node), and says so: the call crossed both checks.
+            let err = client.call(Call::Profile).await.unwrap_err();
+            assert!(matches!(err, Error::Remote { .. }), "{err:?}");
+        }
+        cancel.cancel();
+        serving.await.unwrap();
+    }
 
     /// A holder of the release before schema 2 sends messages without `author`; the client
     /// fills it in, so a newer CLI still reads an older daemon's history and events.

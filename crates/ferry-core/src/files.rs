@@ -42,6 +42,7 @@ pub fn create_unique_file(dir: &Path, name: &str) -> io::Result<(File, PathBuf)>
 /// is created with mode `0o755` (minus the umask). Never reuses an existing entry.
 pub fn create_unique_dir(dir: &Path, name: &str) -> io::Result<PathBuf> {
     create_unique(dir, name, |path| {
+        #[cfg_attr(not(unix), allow(unused_mut))]
         let mut builder = std::fs::DirBuilder::new();
         #[cfg(unix)]
         {

@@ -402,8 +402,14 @@ pub(crate) fn seal_plain_store(dir: &Path, key: &Arc<DataKey>) -> Result<(), Err
         return Ok(());
     }
     let db = super::open_db(dir)?;
-    let meta = db.open_tree("meta")?;
-    if meta.contains_key(SEAL_MARK_KEY)? || !meta.contains_key("schema")? {
+    // Every tree handle keeps the database open; `copy_sealed` must hold the last one, so the
+    // old store's files are closed before they are removed (on Windows an open file cannot
+    // leave its folder).
+    let done = {
+        let meta = db.open_tree("meta")?;
+        meta.contains_key(SEAL_MARK_KEY)? || !meta.contains_key("schema")?
+    };
+    if done {
         return Ok(());
     }
     tracing::info!(
