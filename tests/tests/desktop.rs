@@ -740,10 +740,37 @@ fn a_backup_written_in_settings_restores_at_the_first_start_of_another_computer(
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let driver = Driver::start(&env_refs)?;
     let s = driver.session(&app, &[])?;
+    let auto_dir = root.join("usb").join("ferry");
     let old_id = (|| -> Result<String> {
+        // The first start, with a passphrase: it must be given twice alike.
         s.send_keys(&s.wait_for("[data-testid=name-input]", WAIT)?, "Ann")?;
+        s.click(&s.find("[data-testid=protect-check]")?)?;
+        s.send_keys(
+            &s.wait_for("[data-testid=new-passphrase]", WAIT)?,
+            "Ann's passphrase",
+        )?;
+        s.send_keys(
+            &s.find("[data-testid=new-passphrase-again]")?,
+            "Ann's passphrase!",
+        )?;
+        s.click(&s.find("[data-testid=name-submit]")?)?;
+        see(&s, "[data-testid=first-start]", "differ")?;
+        ensure!(
+            !ferry_core::home::has_identity(&old_home),
+            "nothing is made before the passphrases agree"
+        );
+        s.clear(&s.find("[data-testid=new-passphrase-again]")?)?;
+        s.send_keys(
+            &s.find("[data-testid=new-passphrase-again]")?,
+            "Ann's passphrase",
+        )?;
+        shots.take(&s, "29-first-start-passphrase")?;
         s.click(&s.find("[data-testid=name-submit]")?)?;
         s.wait_for("[data-testid=no-contacts]", WAIT)?;
+        ensure!(
+            ferry_core::vault::protection(&old_home)? == Some(ferry_core::Protection::Passphrase),
+            "the first start kept the key under the passphrase"
+        );
         let invite = ferry(&bob, &["invite"])?;
         ensure!(invite.ok, "{}", invite.stderr);
         invoke(&s, "pair", json!({ "invite": invite.stdout.trim() }))?;
@@ -775,6 +802,28 @@ fn a_backup_written_in_settings_restores_at_the_first_start_of_another_computer(
         s.click(&s.find("[data-testid=backup-save]")?)?;
         see(&s, "[data-testid=notice]", "Backup saved")?;
         ensure!(file.exists(), "the backup file");
+
+        // Automatic backups: the first one is written at once.
+        s.click(&s.find("[data-testid=auto-on]")?)?;
+        s.send_keys(
+            &s.wait_for("[data-testid=auto-dir]", WAIT)?,
+            auto_dir.to_str().context("utf-8")?,
+        )?;
+        s.clear(&s.find("[data-testid=auto-keep]")?)?;
+        s.send_keys(&s.find("[data-testid=auto-keep]")?, "3")?;
+        s.send_keys(
+            &s.find("[data-testid=auto-passphrase]")?,
+            "an automatic passphrase",
+        )?;
+        s.send_keys(
+            &s.find("[data-testid=auto-passphrase-again]")?,
+            "an automatic passphrase",
+        )?;
+        shots.take(&s, "30a-automatic-backups")?;
+        s.click(&s.find("[data-testid=auto-save]")?)?;
+        see(&s, "[data-testid=auto-state]", "keeping the newest 3")?;
+        see(&s, "[data-testid=backups]", "Last written")?;
+        shots.take(&s, "30b-automatic-backups-on")?;
         let id = s.text(&s.find("[data-testid=my-id]")?)?;
         Ok(id)
     })();
@@ -782,6 +831,11 @@ fn a_backup_written_in_settings_restores_at_the_first_start_of_another_computer(
         Ok(id) => id,
         Err(e) => {
             let _ = shots.take(&s, "failure-backup");
+            let text = js(&s, "return document.body.innerText").unwrap_or_default();
+            eprintln!(
+                "the page when it failed:\n{}",
+                text.as_str().unwrap_or_default()
+            );
             return Err(e);
         }
     };
@@ -825,5 +879,22 @@ fn a_backup_written_in_settings_restores_at_the_first_start_of_another_computer(
     s.close()?;
     drop(driver);
     drop(bob_daemon);
+
+    // The automatic backup opens with its own passphrase, into a third home.
+    let written = ferry_tests::files_under(&auto_dir)?;
+    ensure!(
+        written.len() == 1,
+        "one automatic backup: {:?}",
+        written.iter().map(|w| &w.0).collect::<Vec<_>>()
+    );
+    let third = root.join("third").join("ann");
+    let auto_pass = Path::new("an automatic passphrase");
+    let out = ferry_tests::ferry_env(
+        &third,
+        &[("FERRY_BACKUP_PASSPHRASE", auto_pass)],
+        &["backup", "import", written[0].0.to_str().context("utf-8")?],
+    )?;
+    ensure!(out.ok, "{}", out.stderr);
+    ensure!(home_id(&third)? == old_id, "the same identity");
     Ok(())
 }

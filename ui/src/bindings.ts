@@ -372,7 +372,18 @@ contact: string;
 /**  Their display name. */
 name: string; 
 /**  What happened, in a sentence. */
-text: string };
+text: string } | 
+/**
+ *  A scheduled backup was written, or failed (appended: a front end of an earlier release
+ *  skips it).
+ */
+{ type: "backup_written"; 
+/**  When (Unix ms). */
+at_ms: number; 
+/**  The file written. */
+file?: string | null; 
+/**  Why it failed, if it did. */
+error?: string | null };
 
 /**  Something that happened, for front ends to show. */
 export type Event_Serialize = 
@@ -464,7 +475,18 @@ contact: string;
 /**  Their display name. */
 name: string; 
 /**  What happened, in a sentence. */
-text: string };
+text: string } | 
+/**
+ *  A scheduled backup was written, or failed (appended: a front end of an earlier release
+ *  skips it).
+ */
+{ type: "backup_written"; 
+/**  When (Unix ms). */
+at_ms: number; 
+/**  The file written. */
+file: string | null; 
+/**  Why it failed, if it did. */
+error: string | null };
 
 /**  A fresh single-use invite, as text and as a QR code. */
 export type Invite = {

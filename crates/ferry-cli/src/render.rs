@@ -168,6 +168,15 @@ pub(crate) fn event(ev: &Event) -> String {
             ids.len(),
             if ids.len() == 1 { "" } else { "s" }
         ),
+        Event::BackupWritten {
+            file: Some(file),
+            error: None,
+            ..
+        } => format!("scheduled backup written: {file}"),
+        Event::BackupWritten { error, .. } => format!(
+            "scheduled backup failed: {}",
+            error.as_deref().unwrap_or("unknown error")
+        ),
         other => format!("{other:?}"),
     }
 }

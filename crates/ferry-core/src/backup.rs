@@ -591,6 +591,7 @@ fn scheduled_in(dir: &Path) -> Vec<PathBuf> {
 pub(crate) struct Scheduler {
     identity: Identity,
     store: Store,
+    events: crate::bus::Events,
     /// Woken when the schedule changes.
     changed: tokio::sync::Notify,
     cancel: tokio_util::sync::CancellationToken,
@@ -602,12 +603,14 @@ impl Scheduler {
     pub(crate) fn new(
         identity: Identity,
         store: Store,
+        events: crate::bus::Events,
         cancel: tokio_util::sync::CancellationToken,
         second_ms: u64,
     ) -> Arc<Self> {
         Arc::new(Scheduler {
             identity,
             store,
+            events,
             changed: tokio::sync::Notify::new(),
             cancel,
             second_ms: second_ms.max(1),
@@ -751,6 +754,11 @@ impl Scheduler {
                     if let Err(e) = self.store.set_setting(SETTING_LAST, &last) {
                         tracing::warn!("recording the scheduled backup: {e}");
                     }
+                    self.events.emit(crate::model::Event::BackupWritten {
+                        at_ms: last.at_ms,
+                        file: last.file.map(|f| f.to_string_lossy().into_owned()),
+                        error: last.error,
+                    });
                     continue;
                 }
                 Ok(Some(wait)) => wait,

@@ -337,6 +337,7 @@ impl Node {
         let backups = crate::backup::Scheduler::new(
             identity.clone(),
             store.clone(),
+            events.clone(),
             cancel.clone(),
             config.timer_ms,
         );

@@ -644,6 +644,16 @@ pub enum Event {
         /// What happened, in a sentence.
         text: String,
     },
+    /// A scheduled backup was written, or failed (appended: a front end of an earlier release
+    /// skips it).
+    BackupWritten {
+        /// When (Unix ms).
+        at_ms: u64,
+        /// The file written.
+        file: Option<String>,
+        /// Why it failed, if it did.
+        error: Option<String>,
+    },
 }
 
 #[cfg(test)]

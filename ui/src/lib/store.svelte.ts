@@ -49,6 +49,8 @@ export class Store {
   progress: Record<string, Progress> = $state({});
   /** A passing message for the status line (errors included). */
   notice: { text: string; error: boolean } | null = $state(null);
+  /** Counts scheduled backups written or failed, so Settings reads the schedule again. */
+  backupsChanged = $state(0);
   /** Whether the window has focus (messages in the open conversation count as read). */
   focused = $state(true);
 
@@ -375,6 +377,11 @@ export class Store {
         // Something from a contact was refused (a quota): the engine sends it at most once a
         // minute per contact and quota.
         this.say(ev.text, true);
+        break;
+      case "backup_written":
+        // A scheduled backup: Settings shows when; a failure is said wherever the user is.
+        this.backupsChanged++;
+        if (ev.error) this.say(`The scheduled backup failed: ${ev.error}`, true);
         break;
     }
   }
