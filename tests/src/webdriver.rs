@@ -49,6 +49,8 @@ const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// Special keys for [`Session::send_keys`] (W3C WebDriver key codes).
 pub mod keys {
+    /// The Backspace key.
+    pub const BACKSPACE: &str = "\u{E003}";
     /// The Enter key.
     pub const ENTER: &str = "\u{E007}";
     /// The Shift key (held until the end of the `send_keys` call or pressed again).
