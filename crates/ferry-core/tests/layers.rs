@@ -45,6 +45,7 @@ const PROTO: &[(&str, u8)] = &[
     ("wire", 2),
     ("records", 2),
     ("invite", 3),
+    ("group", 3),
     ("qr", 4),
     ("fuzzing", 5),
 ];

@@ -35,6 +35,7 @@ pub mod e2e;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod group;
 pub mod invite;
 pub mod keys;
 pub mod limits;
