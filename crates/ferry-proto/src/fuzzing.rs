@@ -14,6 +14,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::e2e::{respond, AssociatedData, Envelope, InitiatorHandshake, Session};
+use crate::group::{
+    check_in_log, fold, Body, Content, EntryHash, KeyShare, LogView, SenderChain, SignedEntry,
+};
 use crate::invite::Invite;
 use crate::keys::Identity;
 use crate::model::{Contact, Conversation, Message, Transfer};
@@ -35,6 +38,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("invite_qr", invite_qr),
     ("record", record),
     ("name", name),
+    ("group_entry", group_entry),
 ];
 
 /// A value decoded from `bytes` must encode and decode back to itself.
@@ -155,6 +159,89 @@ pub fn record(data: &[u8]) {
         let again = identity.to_file_bytes().expect("keys encode");
         let back = Identity::from_file_bytes(&again).expect("their encoding decodes");
         assert_eq!(back.id(), identity.id());
+    }
+}
+
+/// A group's sender chain a few messages in, with keys skipped (one for the whole run).
+fn fixed_chain() -> &'static SenderChain {
+    static CHAIN: OnceLock<SenderChain> = OnceLock::new();
+    CHAIN.get_or_init(|| {
+        let share = SenderChain::new(0).share([1; 16], &iroh_base::SecretKey::from_bytes(&[1; 32]));
+        let mut chain = SenderChain::from_share(&share);
+        let mut theirs = SenderChain::from_share(&share);
+        let author = *iroh_base::SecretKey::from_bytes(&[1; 32])
+            .public()
+            .as_bytes();
+        let bodies: Vec<Body> = (0..4)
+            .map(|i| {
+                theirs.seal(
+                    &[1; 16],
+                    &author,
+                    &Content::Text {
+                        body: format!("{i}"),
+                    },
+                )
+            })
+            .collect();
+        if let Body::Sealed {
+            index,
+            nonce,
+            ciphertext,
+            ..
+        } = &bodies[3]
+        {
+            chain
+                .open(&[1; 16], &author, *index, nonce, ciphertext)
+                .expect("a fresh message opens");
+        }
+        chain
+    })
+}
+
+/// A log that holds nothing.
+struct NoLog;
+
+impl LogView for NoLog {
+    fn lamport_of(&self, _: &EntryHash) -> Option<u64> {
+        None
+    }
+    fn by_author(&self, _: &[u8; 32], _: u64) -> Option<EntryHash> {
+        None
+    }
+}
+
+/// A group entry or key share from a peer (or passed on by one): checking it never panics,
+/// what decodes re-encodes, and a sealed entry that fails to open against a live chain leaves
+/// the chain as it was.
+pub fn group_entry(data: &[u8]) {
+    roundtrips::<SignedEntry>(data);
+    roundtrips::<Content>(data);
+    if let Ok(e) = postcard::from_bytes::<SignedEntry>(data) {
+        let _ = e.verify();
+        let _ = check_in_log(&e.entry, &e.entry.hash(), &NoLog);
+        let _ = fold([&e.entry]);
+        if let Body::Sealed {
+            index,
+            nonce,
+            ciphertext,
+            ..
+        } = &e.entry.body
+        {
+            let mut chain = fixed_chain().clone();
+            let before = postcard::to_allocvec(&chain).expect("a chain encodes");
+            if chain
+                .open(&e.entry.group, &e.entry.author, *index, nonce, ciphertext)
+                .is_err()
+            {
+                let after = postcard::to_allocvec(&chain).expect("a chain encodes");
+                assert!(before == after, "a failed open changed the chain");
+            }
+        }
+    }
+    if let Ok(share) = postcard::from_bytes::<KeyShare>(data) {
+        let _ = share.verify();
+        let again = postcard::to_allocvec(&share).expect("a share encodes");
+        assert!(postcard::from_bytes::<KeyShare>(&again).ok() == Some(share));
     }
 }
 

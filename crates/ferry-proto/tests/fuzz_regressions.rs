@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use ferry_proto::e2e::{respond, AssociatedData, InitiatorHandshake};
 use ferry_proto::fuzzing::TARGETS;
+use ferry_proto::group;
 use ferry_proto::invite::Invite;
 use ferry_proto::keys::Identity;
 use ferry_proto::model::{
@@ -67,6 +68,43 @@ type Seed = (&'static str, &'static str, Vec<u8>);
 
 /// Real values of each kind, encoded as their decoder meets them.
 fn seeds() -> Result<Vec<Seed>, Box<dyn std::error::Error>> {
+    // A group: its first entry, a sealed message after it, and the author's key share.
+    let creator = iroh_base::SecretKey::from_bytes(&[3; 32]);
+    let me = *creator.public().as_bytes();
+    let nonce = [4; 16];
+    let create = group::Entry {
+        group: group::group_id(&me, &nonce, 1_000),
+        author: me,
+        seq: 1,
+        lamport: 1,
+        parents: vec![],
+        at: 1_000,
+        body: group::Body::Create {
+            name: "Climbing".into(),
+            nonce,
+            members: vec![group::MemberCard {
+                id: [5; 32],
+                name: "Bea".into(),
+            }],
+        },
+    };
+    let mut chain = group::SenderChain::new(0);
+    let group_share = chain.share(create.group, &creator);
+    let group_text = group::Entry {
+        group: create.group,
+        author: me,
+        seq: 2,
+        lamport: 2,
+        parents: vec![create.hash()],
+        at: 1_001,
+        body: chain.seal(
+            &create.group,
+            &me,
+            &group::Content::Text { body: "hi".into() },
+        ),
+    }
+    .sign(&creator);
+    let group_create = create.sign(&creator);
     let alice = Identity::generate();
     let addr = WireAddr {
         relay: Some("https://relay.example./".into()),
@@ -184,6 +222,17 @@ fn seeds() -> Result<Vec<Seed>, Box<dyn std::error::Error>> {
         ("name", "traversal", b"../../etc/passwd".to_vec()),
         ("name", "bidi", "report\u{202E}fdp.exe".as_bytes().to_vec()),
         ("name", "device", b"a/CON.txt/./b".to_vec()),
+        (
+            "group_entry",
+            "create",
+            postcard::to_allocvec(&group_create)?,
+        ),
+        ("group_entry", "sealed", postcard::to_allocvec(&group_text)?),
+        (
+            "group_entry",
+            "key_share",
+            postcard::to_allocvec(&group_share)?,
+        ),
     ])
 }
 
