@@ -104,7 +104,7 @@ pub enum Body {
         name: String,
         /// Random, so that the group's id is new.
         nonce: [u8; 16],
-        /// The other first members.
+        /// The first members, the creator among them (with the name the creator goes by).
         members: Vec<MemberCard>,
     },
     /// An admin adds a member.
@@ -282,15 +282,18 @@ impl Entry {
                     return Err(invalid("the group id is not the creator's"));
                 }
                 check_name(name, MAX_GROUP_NAME, "group name")?;
-                if members.len() + 1 > MAX_MEMBERS {
+                if members.len() > MAX_MEMBERS {
                     return Err(invalid(format!("more than {MAX_MEMBERS} members")));
                 }
-                let mut ids = BTreeSet::from([e.author]);
+                let mut ids = BTreeSet::new();
                 for m in members {
                     check_name(&m.name, MAX_NAME, "member name")?;
                     if !ids.insert(m.id) {
                         return Err(invalid("a member is listed twice"));
                     }
+                }
+                if !ids.contains(&e.author) {
+                    return Err(invalid("the creator is not among the first members"));
                 }
             }
             _ if e.parents.is_empty() => {
@@ -472,9 +475,8 @@ impl GroupState {
             Body::Create { name, members, .. } => {
                 self.creator = e.author;
                 self.name = name.clone();
-                self.join(e.author, String::new(), true, key);
                 for m in members {
-                    self.join(m.id, m.name.clone(), false, key);
+                    self.join(m.id, m.name.clone(), m.id == e.author, key);
                 }
                 Ok(())
             }

@@ -82,10 +82,16 @@ fn seeds() -> Result<Vec<Seed>, Box<dyn std::error::Error>> {
         body: group::Body::Create {
             name: "Climbing".into(),
             nonce,
-            members: vec![group::MemberCard {
-                id: [5; 32],
-                name: "Bea".into(),
-            }],
+            members: vec![
+                group::MemberCard {
+                    id: me,
+                    name: "Ann".into(),
+                },
+                group::MemberCard {
+                    id: [5; 32],
+                    name: "Bea".into(),
+                },
+            ],
         },
     };
     let mut chain = group::SenderChain::new(0);

@@ -156,7 +156,10 @@ fn create(members: &[u8]) -> (Log, SignedEntry) {
         body: Body::Create {
             name: "Climbing".into(),
             nonce,
-            members: members.iter().map(|n| card(*n)).collect(),
+            members: std::iter::once(&1)
+                .chain(members)
+                .map(|n| card(*n))
+                .collect(),
         },
     }
     .sign(&key(1));
@@ -213,9 +216,17 @@ fn the_first_entry_proves_the_group_id_and_only_it_has_no_parents() {
         orphan.sign(&key(2)).verify(),
         Err(GroupError::Invalid(_))
     ));
+    let mut alone = create.entry.clone();
+    if let Body::Create { members, .. } = &mut alone.body {
+        members.retain(|m| m.id != id(1));
+    }
+    assert!(matches!(
+        alone.sign(&key(1)).verify(),
+        Err(GroupError::Invalid(_))
+    ));
     let mut crowded = create.entry.clone();
     if let Body::Create { members, .. } = &mut crowded.body {
-        members.clear();
+        members.truncate(1);
         for n in 0..MAX_MEMBERS as u16 {
             let mut m = [0u8; 32];
             m[..2].copy_from_slice(&n.to_be_bytes());
@@ -289,6 +300,13 @@ fn an_entry_joins_the_log_only_after_its_parents_and_in_step_with_them() {
 #[test]
 fn only_admins_add_remove_and_promote_and_the_creator_stays() {
     let (mut log, _) = create(&[2, 3]);
+    let state = log.state();
+    assert_eq!(
+        state.members[&id(1)].name,
+        "member 1",
+        "the creator's own card"
+    );
+    assert!(state.is_admin(&id(1)) && !state.is_admin(&id(2)));
     let refused = log.write(&key(2), Body::Remove { member: id(3) });
     let state = log.state();
     assert!(state.members.contains_key(&id(3)));
