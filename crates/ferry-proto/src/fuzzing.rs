@@ -202,6 +202,9 @@ fn fixed_chain() -> &'static SenderChain {
 struct NoLog;
 
 impl LogView for NoLog {
+    fn group(&self) -> [u8; 16] {
+        [1; 16]
+    }
     fn lamport_of(&self, _: &EntryHash) -> Option<u64> {
         None
     }

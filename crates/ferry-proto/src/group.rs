@@ -346,16 +346,21 @@ impl SignedEntry {
 
 /// What a log must answer for [`check_in_log`].
 pub trait LogView {
+    /// The group whose log this is.
+    fn group(&self) -> [u8; 16];
     /// The Lamport clock of a stored entry.
     fn lamport_of(&self, hash: &EntryHash) -> Option<u64>;
     /// The hash of `author`'s entry number `seq`, if stored.
     fn by_author(&self, author: &[u8; 32], seq: u64) -> Option<EntryHash>;
 }
 
-/// The checks against the log an entry joins: its parents are all there (or it waits:
-/// [`GroupError::Missing`]), its clock is one more than theirs, it follows its author's
-/// previous entry, and its author signed no other entry with its number.
+/// The checks against the log an entry joins: it is of this group, its parents are all there
+/// (or it waits: [`GroupError::Missing`]), its clock is one more than theirs, it follows its
+/// author's previous entry, and its author signed no other entry with its number.
 pub fn check_in_log(entry: &Entry, hash: &EntryHash, log: &impl LogView) -> Result<(), GroupError> {
+    if entry.group != log.group() {
+        return Err(invalid("an entry of another group"));
+    }
     if let Some(other) = log.by_author(&entry.author, entry.seq) {
         return if &other == hash {
             Ok(())

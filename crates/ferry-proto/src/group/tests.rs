@@ -22,6 +22,7 @@ fn card(n: u8) -> MemberCard {
 /// A member's copy of a group's log, in memory: what the engine keeps in its store.
 #[derive(Clone, Default)]
 struct Log {
+    group: [u8; 16],
     entries: BTreeMap<EntryHash, SignedEntry>,
     /// In the order they joined this log (which differs between members).
     arrived: Vec<EntryHash>,
@@ -31,6 +32,9 @@ struct Log {
 }
 
 impl LogView for Log {
+    fn group(&self) -> [u8; 16] {
+        self.group
+    }
     fn lamport_of(&self, hash: &EntryHash) -> Option<u64> {
         self.entries.get(hash).map(|e| e.entry.lamport)
     }
@@ -110,14 +114,8 @@ impl Log {
             .map(|h| self.entries[h].entry.lamport)
             .max()
             .unwrap_or(0);
-        let group = self
-            .entries
-            .values()
-            .next()
-            .map(|e| e.entry.group)
-            .unwrap_or_default();
         let e = Entry {
-            group,
+            group: self.group(),
             author: me,
             seq,
             lamport,
@@ -163,7 +161,10 @@ fn create(members: &[u8]) -> (Log, SignedEntry) {
         },
     }
     .sign(&key(1));
-    let mut log = Log::default();
+    let mut log = Log {
+        group: e.entry.group,
+        ..Log::default()
+    };
     log.insert(e.clone()).unwrap();
     (log, e)
 }
@@ -281,6 +282,15 @@ fn an_entry_joins_the_log_only_after_its_parents_and_in_step_with_them() {
     let d = d.sign(&key(2));
     assert!(matches!(
         check_in_log(&d.entry, &d.entry.hash(), &log),
+        Err(GroupError::Invalid(_))
+    ));
+
+    // An entry of another group.
+    let mut stray = b.entry.clone();
+    stray.group = [9; 16];
+    let stray = stray.sign(&key(2));
+    assert!(matches!(
+        check_in_log(&stray.entry, &stray.entry.hash(), &log),
         Err(GroupError::Invalid(_))
     ));
 
