@@ -118,6 +118,24 @@ struct Desk {
     shots: Shots,
 }
 
+impl Shots {
+    /// What a failed test leaves: a screenshot named `name`, and the page's text with how
+    /// many characters each field holds (a field's value is not in its text).
+    fn failed(&self, s: &Session<'_>, name: &str) {
+        let _ = self.take(s, name);
+        let text = js(
+            s,
+            "return document.body.innerText + '\\nfields: ' + \
+             JSON.stringify([...document.querySelectorAll('input')].map(i => i.value.length))",
+        )
+        .unwrap_or_default();
+        eprintln!(
+            "the page when it failed:\n{}",
+            text.as_str().unwrap_or_default()
+        );
+    }
+}
+
 impl Desk {
     fn begin() -> Result<Option<Desk>> {
         let one = ONE_APP.lock().unwrap_or_else(|p| p.into_inner());
@@ -236,12 +254,7 @@ fn a_person_pairs_chats_and_swaps_files_in_the_desktop_app() -> Result<()> {
         app: &app,
     };
     if let Err(e) = journey(&s, &shots, &places) {
-        let _ = shots.take(&s, "failure");
-        let text = js(&s, "return document.body.innerText").unwrap_or_default();
-        eprintln!(
-            "the page when it failed:\n{}",
-            text.as_str().unwrap_or_default()
-        );
+        shots.failed(&s, "failure");
         return Err(e);
     }
     let notifications = invoke(&s, "desktop_state", json!({}))?;
@@ -712,12 +725,7 @@ fn a_locked_home_opens_with_its_passphrase_and_settings_change_and_remove_it() -
         Ok(())
     };
     if let Err(e) = run() {
-        let _ = shots.take(&s, "failure-locked");
-        let text = js(&s, "return document.body.innerText").unwrap_or_default();
-        eprintln!(
-            "the page when it failed:\n{}",
-            text.as_str().unwrap_or_default()
-        );
+        shots.failed(&s, "failure-locked");
         return Err(e);
     }
     s.close()?;
@@ -860,17 +868,7 @@ fn a_backup_written_in_settings_restores_at_the_first_start_of_another_computer(
     let old_id = match old_id {
         Ok(id) => id,
         Err(e) => {
-            let _ = shots.take(&s, "failure-backup");
-            let text = js(
-                &s,
-                "return document.body.innerText + '\\nfields: ' + \
-                 JSON.stringify([...document.querySelectorAll('input')].map(i => i.value.length))",
-            )
-            .unwrap_or_default();
-            eprintln!(
-                "the page when it failed:\n{}",
-                text.as_str().unwrap_or_default()
-            );
+            shots.failed(&s, "failure-backup");
             return Err(e);
         }
     };
@@ -903,12 +901,7 @@ fn a_backup_written_in_settings_restores_at_the_first_start_of_another_computer(
         Ok(())
     })();
     if let Err(e) = restored {
-        let _ = shots.take(&s, "failure-restore");
-        let text = js(&s, "return document.body.innerText").unwrap_or_default();
-        eprintln!(
-            "the page when it failed:\n{}",
-            text.as_str().unwrap_or_default()
-        );
+        shots.failed(&s, "failure-restore");
         return Err(e);
     }
     s.close()?;

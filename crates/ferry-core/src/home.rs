@@ -122,21 +122,7 @@ pub(crate) fn shred_dir(dir: &Path) -> Result<(), Error> {
                 .map_err(Error::io(format!("removing {}", path.display())))?,
         }
     }
-    // On Windows a file removed while another handle still has it open (a sled database's
-    // flusher thread closes its files up to half a second after the database is dropped) stays
-    // in its folder until that handle closes: wait for it, for a while.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match std::fs::remove_dir(dir) {
-            Err(e)
-                if e.kind() == std::io::ErrorKind::DirectoryNotEmpty
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(50))
-            }
-            r => return r.map_err(Error::io(format!("removing {}", dir.display()))),
-        }
-    }
+    std::fs::remove_dir(dir).map_err(Error::io(format!("removing {}", dir.display())))
 }
 
 /// The exclusive hold on a home, released when dropped (the OS releases it if the process dies).

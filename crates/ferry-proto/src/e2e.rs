@@ -51,8 +51,10 @@ const HEADER_LEN: usize = 32 + 4 + 4;
 const X3DH_INFO: &[u8] = b"ferry/x3dh/1";
 const RK_INFO: &[u8] = b"ferry/rk/1";
 const MSG_INFO: &[u8] = b"ferry/msg/1";
-const CK_MESSAGE: u8 = 0x01;
-const CK_CHAIN: u8 = 0x02;
+/// The chain KDF's constants: HMAC(chain key, 1) is a message key, HMAC(chain key, 2) the
+/// next chain key (the Double Ratchet here, and the group sender chains).
+pub(crate) const CK_MESSAGE: u8 = 0x01;
+pub(crate) const CK_CHAIN: u8 = 0x02;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -132,7 +134,7 @@ pub struct Envelope {
 
 /// A 32-byte secret that is wiped on drop.
 #[derive(Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
-struct Key32([u8; 32]);
+pub(crate) struct Key32(pub(crate) [u8; 32]);
 
 impl Key32 {
     fn zeroed() -> Self {
@@ -497,17 +499,21 @@ fn kdf_rk(rk: &Key32, dh_out: &SharedSecret) -> Result<(Key32, Key32), E2eError>
 
 /// KDF_CK: (next chain key, message key).
 fn kdf_ck(ck: &Key32) -> Result<(Key32, Key32), E2eError> {
-    Ok((hmac32(ck, CK_CHAIN)?, hmac32(ck, CK_MESSAGE)?))
+    Ok((hmac32(ck, CK_CHAIN), hmac32(ck, CK_MESSAGE)))
 }
 
-fn hmac32(key: &Key32, constant: u8) -> Result<Key32, E2eError> {
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(&key.0).map_err(|_| E2eError::Crypto)?;
+/// HMAC-SHA256 of one constant byte under `key`.
+pub(crate) fn hmac32(key: &Key32, constant: u8) -> Key32 {
+    // HMAC takes a key of any length: this cannot fail.
+    let Ok(mut mac) = <HmacSha256 as Mac>::new_from_slice(&key.0) else {
+        unreachable!("HMAC accepts any key length")
+    };
     mac.update(&[constant]);
     let mut tag = mac.finalize().into_bytes();
     let mut out = Key32::zeroed();
     out.0.copy_from_slice(&tag);
     tag.as_mut_slice().zeroize();
-    Ok(out)
+    out
 }
 
 /// Advances `ck` from `*n` up to `until` (exclusive), recording each skipped message key.

@@ -16,8 +16,8 @@
 //!   whose author was not allowed to make it at its place in the order (a non-admin adding or
 //!   removing, a removed member writing) is kept in the log, since later entries may name it as
 //!   a parent, but has no effect and is not shown.
-//! - **Sender chains.** A member seals its group messages with its own chain: a KDF chain of
-//!   HMAC-SHA256 feeding XChaCha20-Poly1305 ([`SenderChain`]). It gives the chain's current
+//! - **Sender chains.** A member seals its group messages with its own chain: the Double
+//!   Ratchet's chain KDF (HMAC-SHA256) feeding XChaCha20-Poly1305 ([`SenderChain`]). It gives the chain's current
 //!   position to each member as a [`KeyShare`] it signs, so a member who passes a share on can
 //!   withhold it but not forge it. After a member is removed or leaves, every remaining member
 //!   starts a new chain (a new epoch) before its next message and shares it only with the
@@ -27,13 +27,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use hkdf::hmac::{Hmac, Mac};
 use iroh_base::{PublicKey, SecretKey, Signature};
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+use zeroize::{Zeroize, Zeroizing};
 
+use crate::e2e::{hmac32, Key32, CK_CHAIN, CK_MESSAGE};
 use crate::limits::{MAX_CHAIN_GAP, MAX_NAME, MAX_SKIP, MAX_TEXT};
 
 /// The most members a group may have, its creator included.
@@ -50,10 +50,6 @@ const LABEL_HASH: &[u8] = b"ferry/group-entry/1";
 const LABEL_SIG: &[u8] = b"ferry/group-sig/1";
 const LABEL_KEY: &[u8] = b"ferry/group-key/1";
 const LABEL_SEALED: &[u8] = b"ferry/group-sealed/1";
-const CK_MESSAGE: u8 = 1;
-const CK_CHAIN: u8 = 2;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// The hash that names an entry.
 pub type EntryHash = [u8; 32];
@@ -546,21 +542,6 @@ pub fn fold<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> GroupState {
         state.apply(key, e);
     }
     state
-}
-
-/// A 32-byte key, wiped on drop.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
-struct Key32([u8; 32]);
-
-fn hmac32(key: &Key32, constant: u8) -> Key32 {
-    // HMAC takes a key of any length: this cannot fail.
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(&key.0).unwrap_or_else(|_| unreachable!());
-    mac.update(&[constant]);
-    let mut tag = mac.finalize().into_bytes();
-    let mut out = Key32([0; 32]);
-    out.0.copy_from_slice(&tag);
-    tag.as_mut_slice().zeroize();
-    out
 }
 
 fn sealed_ad(group: &[u8; 16], author: &[u8; 32], epoch: u32, index: u32) -> Vec<u8> {

@@ -114,15 +114,23 @@ impl UserSid {
             if ConvertSidToStringSidW(self.0.as_ptr() as *mut c_void, &mut text) == 0 {
                 return Err(io::Error::last_os_error());
             }
-            let mut n = 0;
-            while *text.add(n) != 0 {
-                n += 1;
-            }
-            let s = String::from_utf16_lossy(std::slice::from_raw_parts(text, n));
-            LocalFree(text.cast());
-            Ok(s)
+            Ok(take_local_string(text))
         }
     }
+}
+
+/// Reads a NUL-terminated UTF-16 string that a Win32 call allocated, then frees it.
+///
+/// # Safety
+/// `text` must be such a string, from `LocalAlloc`, not used after this.
+unsafe fn take_local_string(text: *mut u16) -> String {
+    let mut n = 0;
+    while *text.add(n) != 0 {
+        n += 1;
+    }
+    let s = String::from_utf16_lossy(std::slice::from_raw_parts(text, n));
+    LocalFree(text.cast());
+    s
 }
 
 /// Security attributes that let only this user open the pipe.
@@ -256,13 +264,7 @@ pub(super) fn descriptor_of(pipe: &impl AsRawHandle) -> io::Result<String> {
         if ok == 0 {
             return Err(io::Error::last_os_error());
         }
-        let mut n = 0;
-        while *text.add(n) != 0 {
-            n += 1;
-        }
-        let s = String::from_utf16_lossy(std::slice::from_raw_parts(text, n));
-        LocalFree(text.cast());
-        Ok(s)
+        Ok(take_local_string(text))
     }
 }
 
