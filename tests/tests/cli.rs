@@ -274,3 +274,96 @@ fn verify_block_unblock_and_remove_by_their_names() -> Result<()> {
     daemon.stop()?;
     Ok(())
 }
+
+/// Pairs `joiner` with `inviter` (which runs `daemon`) through the CLI.
+fn pair_cli(
+    inviter: &std::path::Path,
+    daemon: &mut Daemon,
+    joiner: &std::path::Path,
+) -> Result<()> {
+    let invite = ferry(inviter, &["invite"])?;
+    anyhow::ensure!(invite.ok, "{}", invite.stderr);
+    let paired = ferry(joiner, &["pair", invite.stdout.trim()])?;
+    anyhow::ensure!(paired.ok, "{}", paired.stderr);
+    daemon.wait_line(|v| v["type"] == "pairing_completed")?;
+    Ok(())
+}
+
+#[test]
+fn groups_by_name_from_the_command_line() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ann = init(dir.path(), "Ann")?;
+    let ben = init(dir.path(), "Ben")?;
+    let cat = init(dir.path(), "Cat")?;
+    let mut ann_d = Daemon::start(&ann, &[])?;
+    let ben_d = Daemon::start(&ben, &[])?;
+    let cat_d = Daemon::start(&cat, &[])?;
+    // Ben and Cat are both Ann's contacts, not each other's.
+    pair_cli(&ann, &mut ann_d, &ben)?;
+    pair_cli(&ann, &mut ann_d, &cat)?;
+
+    let created = ferry(&ann, &["group", "create", "Team", "--members", "Ben,Cat"])?;
+    assert!(created.ok, "{}", created.stderr);
+    let id = created.stdout.trim().to_string();
+    assert_eq!(id.len(), 32, "{id}");
+    let groups = eventually_json(&cat, &["groups", "--json"], |v| {
+        v[0]["members"].as_array().is_some_and(|m| m.len() == 3)
+    })?;
+    assert_eq!(groups[0]["id"], id.as_str());
+    assert_eq!(groups[0]["name"], "Team");
+    let ben_at_cat = groups[0]["members"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["name"] == "Ben").cloned())
+        .unwrap_or_default();
+    assert_eq!(ben_at_cat["kind"], "not_your_contact");
+
+    // Ben writes by the group's name; Cat, who is not his contact, reads it by an id prefix.
+    let sent = ferry(&ben, &["send", "team", "hello team"])?;
+    assert!(sent.ok, "{}", sent.stderr);
+    let history = eventually_json(&cat, &["history", &id[..6], "--json"], |v| {
+        v.as_array()
+            .is_some_and(|a| a.iter().any(|m| m["body"] == "hello team"))
+    })?;
+    let last = history
+        .as_array()
+        .and_then(|a| a.last())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(last["direction"], "incoming");
+    let text = ferry(&cat, &["history", "Team"])?;
+    assert!(text.stdout.contains("Ben: hello team"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("-- Ann created the group"),
+        "{}",
+        text.stdout
+    );
+
+    // Rename, remove, and what only admins may do.
+    let refused = ferry(&ben, &["group", "remove", "Team", "Cat"])?;
+    assert!(
+        !refused.ok && refused.stderr.contains("only an admin"),
+        "{}",
+        refused.stderr
+    );
+    assert!(ferry(&ann, &["group", "rename", "Team", "Crew"])?.ok);
+    assert!(ferry(&ann, &["group", "remove", "Crew", "Cat"])?.ok);
+    eventually_json(&cat, &["groups", "--json"], |v| v[0]["member"] == false)?;
+    let listed = ferry(&ann, &["groups"])?;
+    assert!(listed.stdout.contains("Crew"), "{}", listed.stdout);
+
+    // A name that is a contact's and a group's: the command asks for the id.
+    let created = ferry(&ann, &["group", "create", "Ben", "--members", "Ben"])?;
+    assert!(created.ok, "{}", created.stderr);
+    let which = ferry(&ann, &["send", "Ben", "which one?"])?;
+    assert!(
+        !which.ok && which.stderr.contains("give the id"),
+        "{}",
+        which.stderr
+    );
+    let leave = ferry(&ben, &["group", "leave", "Crew"])?;
+    assert!(leave.ok, "{}", leave.stderr);
+    cat_d.stop()?;
+    ben_d.stop()?;
+    ann_d.stop()?;
+    Ok(())
+}

@@ -383,7 +383,14 @@ at_ms: number;
 /**  The file written. */
 file?: string | null; 
 /**  Why it failed, if it did. */
-error?: string | null };
+error?: string | null } | 
+/**
+ *  A group was created, joined, or changed (members, name, admins), or this home left it
+ *  (appended with groups).
+ */
+{ type: "group_changed"; 
+/**  The group as it is now. */
+group: GroupView };
 
 /**  Something that happened, for front ends to show. */
 export type Event_Serialize = 
@@ -486,7 +493,50 @@ at_ms: number;
 /**  The file written. */
 file: string | null; 
 /**  Why it failed, if it did. */
-error: string | null };
+error: string | null } | 
+/**
+ *  A group was created, joined, or changed (members, name, admins), or this home left it
+ *  (appended with groups).
+ */
+{ type: "group_changed"; 
+/**  The group as it is now. */
+group: GroupView };
+
+/**  A member of a group, as front ends show them. */
+export type GroupMember = {
+	/**  Their endpoint id. */
+	id: string,
+	/**  Your name for them if they are your contact, else the name the group gives them. */
+	name: string,
+	/**  May add and remove members. */
+	admin: boolean,
+	/**  How they stand for you. */
+	kind: MemberKind,
+	/**  Online now (only known for your contacts, and you). */
+	online: boolean,
+};
+
+/**  A group conversation, as front ends show it. */
+export type GroupView = {
+	/**  The group's id (also its conversation's id). */
+	id: ConversationId,
+	/**  Its name. */
+	name: string,
+	/**  Its members now, you included while you are one; admins first, then by name. */
+	members: GroupMember[],
+	/**  You are still a member (false once you left or were removed). */
+	member: boolean,
+	/**  You are an admin. */
+	admin: boolean,
+	/**  Messages received and not yet read. */
+	unread: number,
+	/**  Members online now, you included. */
+	online: number,
+	/**  Entries held back until earlier ones arrive (a gap, shown, never skipped). */
+	waiting: number,
+	/**  When this home first knew it (Unix ms). */
+	created_at: number,
+};
 
 /**  A fresh single-use invite, as text and as a QR code. */
 export type Invite = {
@@ -495,6 +545,22 @@ export type Invite = {
 	/**  The same invite as an SVG QR code. */
 	svg: string,
 };
+
+/**  How a group member stands for this home. */
+export type MemberKind = 
+/**  This home. */
+"you" | 
+/**  A contact you verified. */
+"verified" | 
+/**  A contact you paired with and did not verify. */
+"contact" | 
+/**
+ *  Someone you have not paired with: shown by the name the group gives them, "not
+ *  verified by you".
+ */
+"not_your_contact" | 
+/**  A contact you blocked: their group messages are hidden here (for you only). */
+"blocked";
 
 /**  A message as stored and shown. */
 export type Message = Message_Serialize | Message_Deserialize;

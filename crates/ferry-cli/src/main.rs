@@ -209,6 +209,17 @@ enum Command {
         #[command(subcommand)]
         action: PassphraseAction,
     },
+    /// Group conversations: create one, add and remove members, leave, rename.
+    Group {
+        #[command(subcommand)]
+        action: GroupAction,
+    },
+    /// List your groups with their members and how each stands.
+    Groups {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Back up this home to one file (identity, contacts, sessions, history, settings), or
     /// restore one into a new home. The backup's passphrase is asked on a terminal, or read
     /// from FERRY_BACKUP_PASSPHRASE; it is separate from the home's passphrase.
@@ -216,6 +227,96 @@ enum Command {
         #[command(subcommand)]
         action: BackupAction,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupAction {
+    /// Create a group with contacts (prints its id); you are its first admin.
+    Create {
+        /// The group's name.
+        name: String,
+        /// Contacts to add, by name or id prefix, separated by commas.
+        #[arg(long, value_delimiter = ',', required = true)]
+        members: Vec<String>,
+    },
+    /// Add a contact to a group (admins only).
+    Add {
+        /// The group's name or id prefix.
+        group: String,
+        /// The contact's name or id prefix.
+        contact: String,
+    },
+    /// Remove a member from a group (admins only): they get nothing written after it.
+    Remove {
+        /// The group's name or id prefix.
+        group: String,
+        /// The member: your name for them, the group's, or an id prefix.
+        contact: String,
+    },
+    /// Make a member of a group an admin (admins only).
+    Admin {
+        /// The group's name or id prefix.
+        group: String,
+        /// The member: your name for them, the group's, or an id prefix.
+        member: String,
+    },
+    /// Leave a group.
+    Leave {
+        /// The group's name or id prefix.
+        group: String,
+    },
+    /// Rename a group.
+    Rename {
+        /// The group's name or id prefix.
+        group: String,
+        /// The new name.
+        name: String,
+    },
+}
+
+async fn group(cli: &Cli, action: &GroupAction) -> Result<()> {
+    let call = match action {
+        GroupAction::Create { name, members } => Call::GroupCreate {
+            name: name.clone(),
+            members: members.clone(),
+        },
+        GroupAction::Add { group, contact } => Call::GroupAdd {
+            group: group.clone(),
+            contact: contact.clone(),
+        },
+        GroupAction::Remove { group, contact } => Call::GroupRemove {
+            group: group.clone(),
+            member: contact.clone(),
+        },
+        GroupAction::Admin { group, member } => Call::GroupAdmin {
+            group: group.clone(),
+            member: member.clone(),
+        },
+        GroupAction::Leave { group } => Call::GroupLeave {
+            group: group.clone(),
+        },
+        GroupAction::Rename { group, name } => Call::GroupRename {
+            group: group.clone(),
+            name: name.clone(),
+        },
+    };
+    let mut b = cli.backend().await?;
+    let v = b.call(call).await;
+    if let Backend::Local(node) = &b {
+        // Give the change a moment to reach the members online.
+        let _ = node.wait_outbox_drained(None, Duration::from_secs(5)).await;
+    }
+    b.close().await;
+    let g: ferry_core::GroupView = v?.try_into()?;
+    match action {
+        GroupAction::Create { .. } => {
+            println!("{}", g.id);
+            eprintln!("Created {} with {} members.", g.name, g.members.len());
+        }
+        GroupAction::Leave { .. } => eprintln!("You left {}.", g.name),
+        _ => render::groups(std::slice::from_ref(&g)),
+    }
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]
@@ -759,7 +860,9 @@ async fn run(cli: Cli) -> Result<()> {
             let delivered = match &b {
                 Backend::Remote(_) => None,
                 Backend::Local(node) => {
-                    Some(node.wait_outbox_drained(Some(&m.contact), *wait).await?)
+                    // A group message (its "contact" is its author) goes to every member.
+                    let to = (m.contact != m.author).then_some(&m.contact);
+                    Some(node.wait_outbox_drained(to, *wait).await?)
                 }
             };
             let state = match &b {
@@ -796,12 +899,30 @@ async fn run(cli: Cli) -> Result<()> {
                 // Give the read receipt a moment to go out.
                 let _ = node.wait_outbox_drained(None, Duration::from_secs(3)).await;
             }
+            // In a group, each author's name.
+            let members = match b
+                .call(Call::Group {
+                    group: contact.clone(),
+                })
+                .await
+            {
+                Ok(Answer::Group(g)) => Some(g.members),
+                _ => None,
+            };
             b.close().await;
             let page: Vec<Message> = v?.try_into()?;
             if *json {
                 println!("{}", serde_json::to_string(&page)?);
             } else {
-                render::history(contact, &page);
+                let name = |m: &Message| match &members {
+                    Some(list) => list
+                        .iter()
+                        .find(|x| x.id == m.author)
+                        .map(|x| x.name.clone())
+                        .unwrap_or_else(|| m.author.fmt_short().to_string()),
+                    None => contact.clone(),
+                };
+                render::history(contact, &page, name);
             }
         }
         Command::Verify {
@@ -1044,6 +1165,18 @@ async fn run(cli: Cli) -> Result<()> {
         } => daemon(&cli, *json, *accept_files, downloads.as_deref()).await?,
         Command::Demo => demo::run().await?,
         Command::Passphrase { action } => passphrase(&cli, action).await?,
+        Command::Group { action } => group(&cli, action).await?,
+        Command::Groups { json } => {
+            let mut b = cli.backend().await?;
+            let v = b.call(Call::Groups).await;
+            b.close().await;
+            let list: Vec<ferry_core::GroupView> = v?.try_into()?;
+            if *json {
+                println!("{}", serde_json::to_string(&list)?);
+            } else {
+                render::groups(&list);
+            }
+        }
         Command::Backup { action } => backup(&cli, action).await?,
     }
     Ok(())

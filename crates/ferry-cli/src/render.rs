@@ -1,7 +1,8 @@
 //! Human-readable output.
 
 use ferry_core::{
-    ContactView, Direction, Event, Message, MessageState, PathKind, Presence, Transfer, TrustState,
+    ContactView, Direction, Event, GroupView, MemberKind, Message, MessageState, PathKind,
+    Presence, Transfer, TrustState,
 };
 
 pub(crate) fn presence(p: &Presence) -> String {
@@ -77,7 +78,7 @@ pub(crate) fn contacts(list: &[ContactView]) {
     }
 }
 
-pub(crate) fn history(contact: &str, page: &[Message]) {
+pub(crate) fn history(contact: &str, page: &[Message], name: impl Fn(&Message) -> String) {
     if page.is_empty() {
         println!("No messages with {contact} yet.");
         return;
@@ -85,13 +86,64 @@ pub(crate) fn history(contact: &str, page: &[Message]) {
     for m in page {
         let who = match m.direction {
             ferry_core::Direction::Outgoing => "me".to_string(),
-            ferry_core::Direction::Incoming => contact.to_string(),
+            ferry_core::Direction::Incoming => name(m),
             ferry_core::Direction::System => {
                 println!("-- {} --", m.body);
                 continue;
             }
         };
         println!("[{}] {who}: {}", state_word(m.state), m.body);
+    }
+}
+
+pub(crate) fn groups(list: &[GroupView]) {
+    if list.is_empty() {
+        println!("No groups yet. `ferry group create NAME --members A,B` makes one.");
+        return;
+    }
+    for g in list {
+        let mut extra = vec![format!("{} of {} online", g.online, g.members.len())];
+        if g.unread > 0 {
+            extra.push(format!("{} unread", g.unread));
+        }
+        if g.waiting > 0 {
+            extra.push(format!(
+                "{} waiting for earlier messages or keys",
+                g.waiting
+            ));
+        }
+        if !g.member {
+            extra.push("you are no longer in it".into());
+        } else if g.admin {
+            extra.push("you are an admin".into());
+        }
+        println!(
+            "{:<20} {}  ({})",
+            g.name,
+            &g.id.to_string()[..10],
+            extra.join(", ")
+        );
+        for m in &g.members {
+            let kind = match m.kind {
+                MemberKind::You => "you",
+                MemberKind::Verified => "verified",
+                MemberKind::Contact => "contact, not verified",
+                MemberKind::NotYourContact => "not verified by you",
+                MemberKind::Blocked => "blocked: hidden for you",
+            };
+            println!(
+                "    {:<18} {}  {}{}{}",
+                m.name,
+                m.id.fmt_short(),
+                kind,
+                if m.admin { ", admin" } else { "" },
+                if m.online && m.kind != MemberKind::You {
+                    ", online"
+                } else {
+                    ""
+                }
+            );
+        }
     }
 }
 
@@ -173,6 +225,16 @@ pub(crate) fn event(ev: &Event) -> String {
             error: None,
             ..
         } => format!("scheduled backup written: {file}"),
+        Event::GroupChanged { group } => format!(
+            "group {}: {} members{}",
+            group.name,
+            group.members.len(),
+            if group.member {
+                ""
+            } else {
+                " (you are no longer in it)"
+            }
+        ),
         Event::BackupWritten { error, .. } => format!(
             "scheduled backup failed: {}",
             error.as_deref().unwrap_or("unknown error")

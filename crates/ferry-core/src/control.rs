@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backup::{BackupSummary, ScheduleView};
 #[cfg(not(windows))]
 use crate::home::CONTROL_SOCKET;
-use crate::model::{ContactId, ContactView, Event, Message, Profile, Transfer};
+use crate::model::{ContactId, ContactView, Event, GroupView, Message, Profile, Transfer};
 use crate::vault::Passphrase;
 use crate::{Error, Node};
 
@@ -186,6 +186,53 @@ pub enum Call {
         /// Seconds (0 turns it off); `None` only reads it.
         secs: Option<u64>,
     },
+    /// Create a group with contacts; you are its first admin.
+    GroupCreate {
+        /// The group's name.
+        name: String,
+        /// Contacts, by name or id prefix.
+        members: Vec<String>,
+    },
+    /// Every group you are or were in.
+    Groups,
+    /// One group.
+    Group {
+        /// Name or id prefix.
+        group: String,
+    },
+    /// Add a contact to a group (admins).
+    GroupAdd {
+        /// Name or id prefix.
+        group: String,
+        /// Name or id prefix.
+        contact: String,
+    },
+    /// Remove a member from a group (admins).
+    GroupRemove {
+        /// Name or id prefix.
+        group: String,
+        /// Your name for them, the group's, or an id prefix.
+        member: String,
+    },
+    /// Make a member of a group an admin (admins).
+    GroupAdmin {
+        /// Name or id prefix.
+        group: String,
+        /// Your name for them, the group's, or an id prefix.
+        member: String,
+    },
+    /// Leave a group.
+    GroupLeave {
+        /// Name or id prefix.
+        group: String,
+    },
+    /// Rename a group.
+    GroupRename {
+        /// Name or id prefix.
+        group: String,
+        /// The new name.
+        name: String,
+    },
 }
 
 /// A contact's safety number, as digits and as the QR code the contact scans.
@@ -280,6 +327,11 @@ pub enum Answer {
     Backup(BackupSummary),
     /// [`Call::BackupSchedule`]: the schedule now, if any.
     Schedule(Option<ScheduleView>),
+    /// [`Call::GroupCreate`], [`Call::Group`], [`Call::GroupAdd`], [`Call::GroupRemove`],
+    /// [`Call::GroupAdmin`], [`Call::GroupLeave`], [`Call::GroupRename`].
+    Group(GroupView),
+    /// [`Call::Groups`].
+    Groups(Vec<GroupView>),
 }
 
 impl Answer {
@@ -315,6 +367,14 @@ impl Answer {
             Call::Subscribe => Answer::Subscribed,
             Call::BackupExport { .. } => Answer::Backup(de(value)?),
             Call::BackupSchedule { .. } => Answer::Schedule(de(value)?),
+            Call::GroupCreate { .. }
+            | Call::Group { .. }
+            | Call::GroupAdd { .. }
+            | Call::GroupRemove { .. }
+            | Call::GroupAdmin { .. }
+            | Call::GroupLeave { .. }
+            | Call::GroupRename { .. } => Answer::Group(de(value)?),
+            Call::Groups => Answer::Groups(de(value)?),
         })
     }
 }
@@ -354,6 +414,8 @@ answer_into!(
     SafetyNumber => SafetyNumber,
     Backup => BackupSummary,
     Schedule => Option<ScheduleView>,
+    Group => GroupView,
+    Groups => Vec<GroupView>,
 );
 
 /// Runs a call against a node. Every front end goes through here.
@@ -438,6 +500,20 @@ pub async fn dispatch(node: &Node, call: Call) -> Result<Answer, Error> {
         }
         Call::VerifyScanned { text } => Answer::Contact(node.verify_scanned(&text).await?),
         Call::Reset { contact } => Answer::Contact(node.reset_session(&contact).await?),
+        Call::GroupCreate { name, members } => {
+            Answer::Group(node.create_group(&name, &members).await?)
+        }
+        Call::Groups => Answer::Groups(node.groups()?),
+        Call::Group { group } => Answer::Group(node.group(&group)?),
+        Call::GroupAdd { group, contact } => Answer::Group(node.group_add(&group, &contact).await?),
+        Call::GroupRemove { group, member } => {
+            Answer::Group(node.group_remove(&group, &member).await?)
+        }
+        Call::GroupAdmin { group, member } => {
+            Answer::Group(node.group_make_admin(&group, &member).await?)
+        }
+        Call::GroupLeave { group } => Answer::Group(node.group_leave(&group).await?),
+        Call::GroupRename { group, name } => Answer::Group(node.group_rename(&group, &name).await?),
         Call::Timer { contact, secs } => Answer::Contact(match secs {
             Some(secs) => node.set_timer(&contact, secs).await?,
             None => node.contact(&contact)?,

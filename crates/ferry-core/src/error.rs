@@ -60,6 +60,17 @@ pub enum Error {
         /// The names and ids that match.
         candidates: String,
     },
+    /// No group matches.
+    #[error("no group matches {0:?}")]
+    UnknownGroup(String),
+    /// More than one group, or a contact and a group, match: the id tells them apart.
+    #[error("{query:?} matches {candidates}: give the id (or its first characters) instead")]
+    Ambiguous {
+        /// What was asked for.
+        query: String,
+        /// What matches, with ids.
+        candidates: String,
+    },
     /// A message or name over its limit.
     #[error("{what} is too long: {len} bytes, at most {max}")]
     TooLong {
@@ -214,6 +225,8 @@ impl Error {
             Error::Pairing(_) => "pairing_failed",
             Error::UnknownContact(_) => "unknown_contact",
             Error::AmbiguousContact { .. } => "ambiguous_contact",
+            Error::UnknownGroup(_) => "unknown_group",
+            Error::Ambiguous { .. } => "ambiguous",
             Error::TooLong { .. } => "too_long",
             Error::InvalidInput(_) => "invalid_input",
             Error::Network(_) => "network",

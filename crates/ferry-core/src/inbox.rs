@@ -55,6 +55,8 @@ pub(crate) enum PayloadKind {
     FileOffer,
     TransferUpdate,
     Timer,
+    /// Entries, key shares and catch-up requests of groups.
+    Group,
 }
 
 impl PayloadKind {
@@ -66,6 +68,9 @@ impl PayloadKind {
             Payload::FileOffer { .. } => PayloadKind::FileOffer,
             Payload::TransferUpdate { .. } => PayloadKind::TransferUpdate,
             Payload::Timer { .. } => PayloadKind::Timer,
+            Payload::GroupEntries { .. } | Payload::GroupKey { .. } | Payload::GroupHave { .. } => {
+                PayloadKind::Group
+            }
         }
     }
 }

@@ -15,7 +15,7 @@
 //! # Ok(()) }
 //! ```
 
-pub use ferry_proto::{e2e, invite, limits, model, naming};
+pub use ferry_proto::{e2e, group, invite, limits, model, naming};
 
 pub mod backup;
 mod bus;
@@ -24,6 +24,7 @@ mod contacts;
 pub mod control;
 mod error;
 pub mod files;
+mod groups;
 pub mod home;
 pub mod identity;
 pub mod inbox;

@@ -15,12 +15,13 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::{Bus, Events};
 use crate::chat::Messaging;
 use crate::contacts::Roster;
+use crate::groups::Groups;
 use crate::home::{HomeLock, STORE_DIR};
 use crate::identity::{self, Identity};
 use crate::inbox::{Allowances, Inbox};
 use crate::model::{
-    Contact, ContactId, ContactView, Conversation, Event, Message, MessageId, Profile,
-    StorageUsage, Transfer, TransferId,
+    Contact, ContactId, ContactView, Conversation, ConversationId, Event, GroupView, Message,
+    MessageId, Profile, StorageUsage, Transfer, TransferId,
 };
 use crate::naming::clean_display_name;
 use crate::net::{self, ChatProtocol, Links, SETTING_PORT};
@@ -28,6 +29,7 @@ use crate::outbox::Outbox;
 use crate::pairing::{self, PairProtocol, Pairing};
 use crate::reset::{ResetProtocol, Resets, Why};
 use crate::sessions::SessionLocks;
+use crate::store::GroupRecord;
 use crate::store::{Store, SETTING_NAME, SETTING_NET};
 use crate::timers::Timers;
 use crate::transfer::{self, Blobs, Transfers};
@@ -115,6 +117,17 @@ fn chat_alpns(batches: bool) -> Vec<Vec<u8>> {
     newest.into_iter().chain([ALPN_CHAT.to_vec()]).collect()
 }
 
+/// What a name or id prefix names.
+enum Target {
+    Contact(Contact),
+    Group(GroupRecord),
+}
+
+/// The first characters of a group's id, as lists show it.
+fn short(id: &[u8; 16]) -> String {
+    ConversationId(*id).to_string()[..10].to_string()
+}
+
 /// A running peer on one home: builds the services and features, and offers everything a
 /// front end does as one method each.
 pub struct Node {
@@ -126,6 +139,7 @@ pub struct Node {
     outbox: Outbox,
     roster: Roster,
     messaging: Messaging,
+    groups: Groups,
     transfers: Arc<Transfers>,
     pairing: Arc<Pairing>,
     trust: Trust,
@@ -257,6 +271,14 @@ impl Node {
         // Features, which never call each other: payloads reach them through the inbox's
         // table, link changes and ticks through the bus.
         let messaging = Messaging::new(store.clone(), outbox.clone(), events.clone());
+        let groups = Groups::new(
+            identity.clone(),
+            store.clone(),
+            outbox.clone(),
+            links.clone(),
+            events.clone(),
+            &bus,
+        );
         let transfers = Transfers::new(
             home.to_path_buf(),
             store.clone(),
@@ -307,6 +329,7 @@ impl Node {
                 .into_iter()
                 .chain(transfer::handlers(&transfers))
                 .chain(timers.handlers())
+                .chain(groups.handlers())
                 .collect(),
         );
         let blobs_protocol = iroh_blobs::BlobsProtocol::new(
@@ -356,6 +379,7 @@ impl Node {
             outbox,
             roster,
             messaging,
+            groups,
             transfers,
             pairing,
             trust,
@@ -595,8 +619,184 @@ impl Node {
     /// Sends a text message: sealed, stored in the outbox and flushed before this returns;
     /// delivered in the background.
     pub async fn send_text(&self, query: &str, text: &str) -> Result<Message, Error> {
-        let contact = self.recipient(query)?;
-        self.messaging.send_text(&contact, text).await
+        match self.target(query)? {
+            Target::Group(g) => self.groups.send_text(&g, text).await,
+            Target::Contact(_) => {
+                let contact = self.recipient(query)?;
+                self.messaging.send_text(&contact, text).await
+            }
+        }
+    }
+
+    /// What a name or id prefix names where a contact or a group is taken. A name that is
+    /// both a contact's and a group's is an error that asks for the id.
+    fn target(&self, query: &str) -> Result<Target, Error> {
+        let contact = self.roster.resolve(query);
+        let mut groups = self.groups.find(query)?;
+        let listed = |groups: &[GroupRecord]| {
+            groups
+                .iter()
+                .map(|g| format!("the group {} ({})", g.state.name, short(&g.id)))
+                .collect::<Vec<_>>()
+        };
+        match (contact, groups.len()) {
+            (Ok(c), 0) => Ok(Target::Contact(c)),
+            (Err(Error::UnknownContact(_)), 1) => Ok(Target::Group(groups.remove(0))),
+            (Err(Error::UnknownContact(_)), 0) => Err(Error::UnknownContact(query.into())),
+            (Ok(c), _) => Err(Error::Ambiguous {
+                query: query.into(),
+                candidates: std::iter::once(format!(
+                    "the contact {} ({})",
+                    c.name,
+                    c.id.fmt_short()
+                ))
+                .chain(listed(&groups))
+                .collect::<Vec<_>>()
+                .join(" and "),
+            }),
+            (Err(Error::UnknownContact(_)), _) => Err(Error::Ambiguous {
+                query: query.into(),
+                candidates: listed(&groups).join(" and "),
+            }),
+            (Err(e), _) => Err(e),
+        }
+    }
+
+    /// A group by name or id prefix.
+    fn group_record(&self, query: &str) -> Result<GroupRecord, Error> {
+        let mut found = self.groups.find(query)?;
+        match found.len() {
+            0 => Err(Error::UnknownGroup(query.into())),
+            1 => Ok(found.remove(0)),
+            _ => Err(Error::Ambiguous {
+                query: query.into(),
+                candidates: found
+                    .iter()
+                    .map(|g| format!("the group {} ({})", g.state.name, short(&g.id)))
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+            }),
+        }
+    }
+
+    /// A member of a group by your name for them, the group's name for them, or id prefix.
+    fn group_member(&self, g: &GroupRecord, query: &str) -> Result<[u8; 32], Error> {
+        let q = query.trim().to_lowercase();
+        let mut found = Vec::new();
+        for (id, m) in &g.state.members {
+            let contact_name = ContactId::from_bytes(id)
+                .ok()
+                .and_then(|c| self.store.contact(&c).ok().flatten())
+                .map(|c| c.name.to_lowercase());
+            if m.name.to_lowercase() == q || contact_name.as_deref() == Some(q.as_str()) {
+                found.push(*id);
+            }
+        }
+        if found.is_empty() && !q.is_empty() {
+            found = g
+                .state
+                .members
+                .keys()
+                .filter(|id| data_encoding::HEXLOWER.encode(&id[..]).starts_with(&q))
+                .copied()
+                .collect();
+        }
+        match found.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(Error::InvalidInput(format!(
+                "nobody in {} matches {query:?}",
+                g.state.name
+            ))),
+            _ => Err(Error::Ambiguous {
+                query: query.into(),
+                candidates: format!("several members of {}", g.state.name),
+            }),
+        }
+    }
+
+    /// Creates a group with these contacts (names or id prefixes); you are its first admin.
+    pub async fn create_group(&self, name: &str, members: &[String]) -> Result<GroupView, Error> {
+        let mut contacts = Vec::new();
+        for m in members {
+            contacts.push(self.recipient(m)?);
+        }
+        self.groups.create(name, &contacts).await
+    }
+
+    /// Every group you are or were in, newest first.
+    pub fn groups(&self) -> Result<Vec<GroupView>, Error> {
+        self.groups.list()
+    }
+
+    /// One group, by name or id prefix.
+    pub fn group(&self, query: &str) -> Result<GroupView, Error> {
+        let g = self.group_record(query)?;
+        self.groups.view(&g)
+    }
+
+    /// Adds a contact to a group (admins only).
+    pub async fn group_add(&self, group: &str, contact: &str) -> Result<GroupView, Error> {
+        let g = self.group_record(group)?;
+        let c = self.recipient(contact)?;
+        self.groups.add(&g, &c).await
+    }
+
+    /// Removes a member from a group (admins only): they receive nothing written after it.
+    pub async fn group_remove(&self, group: &str, member: &str) -> Result<GroupView, Error> {
+        let g = self.group_record(group)?;
+        let m = self.group_member(&g, member)?;
+        self.groups.remove(&g, &m).await
+    }
+
+    /// Makes a member of a group an admin (admins only).
+    pub async fn group_make_admin(&self, group: &str, member: &str) -> Result<GroupView, Error> {
+        let g = self.group_record(group)?;
+        let m = self.group_member(&g, member)?;
+        self.groups.make_admin(&g, &m).await
+    }
+
+    /// Leaves a group.
+    pub async fn group_leave(&self, group: &str) -> Result<GroupView, Error> {
+        let g = self.group_record(group)?;
+        self.groups.leave(&g).await
+    }
+
+    /// Renames a group.
+    pub async fn group_rename(&self, group: &str, name: &str) -> Result<GroupView, Error> {
+        let g = self.group_record(group)?;
+        self.groups.rename(&g, name).await
+    }
+
+    /// A group's log as stored (tests of what members accept).
+    #[doc(hidden)]
+    pub fn group_entries(
+        &self,
+        group: &str,
+    ) -> Result<Vec<ferry_proto::group::SignedEntry>, Error> {
+        let g = self.group_record(group)?;
+        self.groups.entries(&g)
+    }
+
+    /// Takes group entries as if `from` had sent them (tests of forged entries).
+    #[doc(hidden)]
+    pub async fn inject_group_entries(
+        &self,
+        from: &str,
+        entries: Vec<ferry_proto::group::SignedEntry>,
+    ) -> Result<(), Error> {
+        let c = self.roster.resolve(from)?;
+        self.groups.inject(&c, entries).await
+    }
+
+    /// Writes a group entry whatever the rules say here (tests of what other members reject).
+    #[doc(hidden)]
+    pub async fn group_write_unchecked(
+        &self,
+        group: &str,
+        body: ferry_proto::group::Body,
+    ) -> Result<GroupView, Error> {
+        let g = self.group_record(group)?;
+        self.groups.write_unchecked(&g, body).await
     }
 
     /// Every conversation this home has (one per contact; groups will add theirs).
@@ -613,7 +813,10 @@ impl Node {
         limit: usize,
         mark_read: bool,
     ) -> Result<Vec<Message>, Error> {
-        let contact = self.roster.resolve(query)?;
+        let contact = match self.target(query)? {
+            Target::Group(g) => return self.groups.history(&g, before_seq, limit, mark_read),
+            Target::Contact(c) => c,
+        };
         let conv = self.roster.conversation_with(&contact.id);
         let mut page = self.store.history(&conv, before_seq, limit)?;
         if mark_read {
@@ -625,6 +828,12 @@ impl Node {
     /// Offers a file or folder to a contact; returns once the offer is stored. Whichever process
     /// holds this home serves it.
     pub async fn send_file(&self, query: &str, path: &Path) -> Result<Transfer, Error> {
+        if let Target::Group(g) = self.target(query)? {
+            return Err(Error::InvalidInput(format!(
+                "files cannot be sent to a group yet ({}): send them to its members one by one",
+                g.state.name
+            )));
+        }
         let contact = self.recipient(query)?;
         transfer::send_path(&self.transfers, &contact, path, None, None).await
     }

@@ -24,6 +24,7 @@
 //! | `blocked` | endpoint id (32) | when it was blocked (Unix ms, u64 BE) (added with no schema change: none means nobody is blocked) |
 //! | `key_changes` | endpoint id (32) | the identity key accepted before (32) ‖ when it changed (Unix ms, u64 BE): a change the user has not accepted yet; sending waits (added with no schema change) |
 //! | `expiry` | expires at (Unix ms, u64) ‖ the `messages` key (24) | empty: a message of a conversation with disappearing messages, deleted at that time (added with no schema change: none means nothing expires) |
+//! | `groups`, `group_log`, `group_index`, `group_keys`, `group_held` | see [`groups`](self::groups) | a group's record, log, sender chains and held entries (added with no schema change: none means no groups) |
 //! | `outbox_plain` | seq (u64), as in `outbox` | the postcard [`Payload`](crate::wire::Payload) the outbox item seals, kept so a session reset can seal it again (added with no schema change: an item queued by an earlier release has none; entries whose item is gone are dropped at open) |
 //!
 //! `settings` also holds `timer/<contact id>` → [`TimerSetting`]: the conversation's
@@ -47,7 +48,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
+mod groups;
 mod sealed;
+pub use groups::{group_seq, GroupRecord, GroupWrite, Pending, StoredChain, MAX_PENDING};
 use sealed::{Batch, Transact, Tree, Tx};
 
 use crate::e2e::Session;
@@ -120,7 +123,7 @@ pub struct ResetApplied {
 }
 
 /// What [`Store::apply`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Applied {
     /// The message was already stored: nothing was written.
     pub duplicate: bool,
@@ -162,6 +165,11 @@ pub struct Store {
     key_changes: Tree,
     outbox_plain: Tree,
     expiry: Tree,
+    groups: Tree,
+    group_log: Tree,
+    group_index: Tree,
+    group_keys: Tree,
+    group_held: Tree,
     /// Milliseconds in one second of a disappearing-message timer (1,000; tests shorten it).
     timer_ms: Arc<std::sync::atomic::AtomicU64>,
     /// This home's own id (the author of what it sends).
@@ -486,6 +494,11 @@ impl Store {
             key_changes: tree("key_changes")?,
             outbox_plain: tree("outbox_plain")?,
             expiry: tree("expiry")?,
+            groups: tree("groups")?,
+            group_log: tree("group_log")?,
+            group_index: tree("group_index")?,
+            group_keys: tree("group_keys")?,
+            group_held: tree("group_held")?,
             timer_ms: Arc::new(1000.into()),
             me: *me,
             commits: Arc::default(),
@@ -1070,7 +1083,7 @@ impl Store {
     /// The trees in the order a backup writes them: an entry's index after the entry
     /// (`message_ids` after `messages`), so a backup of a live store never holds an index to
     /// a message it lacks. `counters` are left out (rebuilt at the next open).
-    fn backup_trees(&self) -> [(&'static str, &Tree); 16] {
+    fn backup_trees(&self) -> [(&'static str, &Tree); 21] {
         [
             ("meta", &self.meta),
             ("settings", &self.settings),
@@ -1088,6 +1101,11 @@ impl Store {
             ("invites", &self.invites),
             ("received", &self.received),
             ("quotas", &self.quotas),
+            ("groups", &self.groups),
+            ("group_log", &self.group_log),
+            ("group_index", &self.group_index),
+            ("group_keys", &self.group_keys),
+            ("group_held", &self.group_held),
         ]
     }
 

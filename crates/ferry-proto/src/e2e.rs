@@ -569,5 +569,21 @@ fn associated_data(ad: &AssociatedData, header: &Header) -> [u8; AD_LEN] {
     out
 }
 
+/// Ed25519 signatures as postcard bytes (signed frames, group entries, key shares).
+pub(crate) mod serde_sig {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(sig: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(sig)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
+        let bytes: &[u8] = <&[u8]>::deserialize(d)?;
+        bytes
+            .try_into()
+            .map_err(|_| serde::de::Error::invalid_length(bytes.len(), &"64 bytes"))
+    }
+}
+
 #[cfg(test)]
 mod tests;

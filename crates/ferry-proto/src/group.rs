@@ -197,7 +197,7 @@ pub struct SignedEntry {
     /// The entry.
     pub entry: Entry,
     /// Ed25519 by `entry.author` over `"ferry/group-sig/1" ‖ postcard(entry)`.
-    #[serde(with = "crate::wire::serde_sig")]
+    #[serde(with = "crate::e2e::serde_sig")]
     pub sig: [u8; 64],
 }
 
@@ -725,7 +725,7 @@ pub struct KeyShare {
     pub chain: [u8; 32],
     /// Ed25519 by `author` over `"ferry/group-key/1" ‖ group ‖ author ‖ epoch ‖ index ‖
     /// SHA-256(chain)`.
-    #[serde(with = "crate::wire::serde_sig")]
+    #[serde(with = "crate::e2e::serde_sig")]
     pub sig: [u8; 64],
 }
 

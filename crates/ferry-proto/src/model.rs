@@ -342,6 +342,9 @@ pub struct Message {
 pub enum ConversationKind {
     /// Two endpoints; the id is [`ConversationId::direct`] of both.
     Direct,
+    /// A group; the id is the group's id (appended: a release before groups cannot read it,
+    /// and never wrote one).
+    Group,
 }
 
 /// A conversation: its own record, so that one with more than two members (a group) is a new
@@ -373,6 +376,65 @@ impl Conversation {
             created_at,
         }
     }
+}
+
+/// How a group member stands for this home.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "snake_case")]
+pub enum MemberKind {
+    /// This home.
+    You,
+    /// A contact you verified.
+    Verified,
+    /// A contact you paired with and did not verify.
+    Contact,
+    /// Someone you have not paired with: shown by the name the group gives them, "not
+    /// verified by you".
+    NotYourContact,
+    /// A contact you blocked: their group messages are hidden here (for you only).
+    Blocked,
+}
+
+/// A member of a group, as front ends show them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct GroupMember {
+    /// Their endpoint id.
+    #[cfg_attr(feature = "specta", specta(type = String))]
+    pub id: ContactId,
+    /// Your name for them if they are your contact, else the name the group gives them.
+    pub name: String,
+    /// May add and remove members.
+    pub admin: bool,
+    /// How they stand for you.
+    pub kind: MemberKind,
+    /// Online now (only known for your contacts, and you).
+    pub online: bool,
+}
+
+/// A group conversation, as front ends show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct GroupView {
+    /// The group's id (also its conversation's id).
+    pub id: ConversationId,
+    /// Its name.
+    pub name: String,
+    /// Its members now, you included while you are one; admins first, then by name.
+    pub members: Vec<GroupMember>,
+    /// You are still a member (false once you left or were removed).
+    pub member: bool,
+    /// You are an admin.
+    pub admin: bool,
+    /// Messages received and not yet read.
+    pub unread: u64,
+    /// Members online now, you included.
+    pub online: u32,
+    /// Entries held back until earlier ones arrive (a gap, shown, never skipped).
+    pub waiting: u32,
+    /// When this home first knew it (Unix ms).
+    pub created_at: u64,
 }
 
 /// Where a file transfer is in its life.
@@ -653,6 +715,12 @@ pub enum Event {
         file: Option<String>,
         /// Why it failed, if it did.
         error: Option<String>,
+    },
+    /// A group was created, joined, or changed (members, name, admins), or this home left it
+    /// (appended with groups).
+    GroupChanged {
+        /// The group as it is now.
+        group: GroupView,
     },
 }
 

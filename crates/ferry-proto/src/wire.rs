@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::e2e::Envelope;
+use crate::group::{EntryHash, KeyShare, SignedEntry};
 use crate::model::TransferState;
 pub use crate::model::WireAddr;
 
@@ -94,7 +95,7 @@ pub struct PairIdentity {
     /// X25519 identity public key.
     pub x25519: [u8; 32],
     /// Signature of the endpoint key over the X25519 key.
-    #[serde(with = "serde_sig")]
+    #[serde(with = "crate::e2e::serde_sig")]
     pub signature: [u8; 64],
     /// Where the sender can be reached.
     pub addr: WireAddr,
@@ -294,22 +295,44 @@ pub enum Payload {
         /// When it was set (sender's clock, Unix ms): of two changes, the later one holds.
         set_at: u64,
     },
+    /// Entries of one group's log, in log order (parents first), signed by their authors
+    /// (appended with groups; at most [`MAX_GROUP_ENTRIES`]). Sent by the author, and passed on
+    /// by members to members the author does not reach.
+    GroupEntries {
+        /// The entries.
+        entries: Vec<SignedEntry>,
+        /// Members already sent these by someone else (the author's direct contacts, and
+        /// whoever passed them on so far): a member passes them on only to the others. At most
+        /// [`MAX_MEMBERS`](crate::group::MAX_MEMBERS).
+        covered: Vec<[u8; 32]>,
+    },
+    /// A member's sender chain, for a member of the group (appended with groups). Passed on
+    /// like entries, but only to members who were in the group at `needs` and still are.
+    GroupKey {
+        /// The chain, signed by its author.
+        share: KeyShare,
+        /// The author's log heads when it made the share: the membership the share is for.
+        needs: Vec<EntryHash>,
+        /// As in [`Payload::GroupEntries`].
+        covered: Vec<[u8; 32]>,
+    },
+    /// What the sender holds of a group (appended with groups): the receiver sends back what
+    /// it has beyond it, entries and the sender chains the sender may have. Sent when a link
+    /// comes up, and when an entry arrives whose parents are missing.
+    GroupHave {
+        /// The group.
+        group: [u8; 16],
+        /// For each author, the number of their last entry held (entries of one author are
+        /// held from 1 with no gap). At most [`MAX_MEMBERS`](crate::group::MAX_MEMBERS) * 4.
+        heads: Vec<([u8; 32], u64)>,
+        /// The sender chains held, as (author, epoch). At most
+        /// [`MAX_MEMBERS`](crate::group::MAX_MEMBERS) * 4.
+        keys: Vec<([u8; 32], u32)>,
+    },
 }
 
-pub(crate) mod serde_sig {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(crate) fn serialize<S: Serializer>(sig: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(sig)
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
-        let bytes: &[u8] = <&[u8]>::deserialize(d)?;
-        bytes
-            .try_into()
-            .map_err(|_| serde::de::Error::invalid_length(bytes.len(), &"64 bytes"))
-    }
-}
+/// The most entries one [`Payload::GroupEntries`] carries.
+pub const MAX_GROUP_ENTRIES: usize = 256;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -384,5 +407,20 @@ mod tests {
         assert_eq!(postcard::to_allocvec(&ResetFrame::Done).unwrap(), [4]);
         let timer = postcard::to_allocvec(&Payload::Timer { secs: 1, set_at: 2 }).unwrap();
         assert_eq!(timer, [5, 1, 2]);
+        // Groups' payloads were appended after it.
+        let entries = postcard::to_allocvec(&Payload::GroupEntries {
+            entries: Vec::new(),
+            covered: Vec::new(),
+        })
+        .unwrap();
+        assert_eq!(entries, [6, 0, 0]);
+        let have = postcard::to_allocvec(&Payload::GroupHave {
+            group: [1; 16],
+            heads: vec![([2; 32], 3)],
+            keys: Vec::new(),
+        })
+        .unwrap();
+        assert_eq!(have[0], 8);
+        assert_eq!(have.len(), 1 + 16 + 1 + 32 + 1 + 1);
     }
 }

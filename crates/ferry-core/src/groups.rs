@@ -1,0 +1,1521 @@
+//! Groups, a feature: group conversations over the pairwise sessions between contacts.
+//!
+//! A group is a log of signed entries ([`ferry_proto::group`]): membership changes and sealed
+//! messages. Every entry goes from its author to each member who is the author's contact, as
+//! a [`Payload::GroupEntries`] through the outbox; a member passes what it takes on to its
+//! member contacts the payload says were not sent it yet (`covered`). A member's sender chain
+//! goes the same way as a signed [`KeyShare`] ([`Payload::GroupKey`]), passed on only to
+//! members who were in the group when the share was made and still are. When a link comes up,
+//! both sides say what they hold of each group they share ([`Payload::GroupHave`]) and each
+//! sends the other what it lacks: a member who was away catches up from whichever member it
+//! meets first. Entries whose parents have not arrived wait (a gap, shown as "waiting"), and so
+//! do sealed entries whose chain has not.
+//!
+//! No session is ever made with a member who is not a contact: Ferry talks only to people the
+//! user paired with. ARCHITECTURE.md ("Groups") gives the threat model.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Weak};
+
+use ferry_proto::group::{
+    check_in_log, group_id, Body, Content, Entry, EntryHash, GroupError, GroupState, KeyShare,
+    LogView, MemberCard, OrderKey, SenderChain, SignedEntry, MAX_GROUP_NAME, MAX_MEMBERS,
+    MAX_PARENTS,
+};
+use rand_core::{OsRng, RngCore};
+use tokio::sync::Mutex;
+
+use crate::bus::{Bus, Events, Signal};
+use crate::identity::Identity;
+use crate::inbox::{BoxFuture, Handled, Incoming, PayloadHandler, PayloadKind};
+use crate::model::{
+    now_ms, Contact, ContactId, Conversation, ConversationId, ConversationKind, Direction, Event,
+    GroupMember, GroupView, MemberKind, Message, MessageId, MessageState, Presence,
+};
+use crate::net::Links;
+use crate::outbox::Outbox;
+use crate::store::{GroupRecord, GroupWrite, Pending, Store, StoredChain, MAX_PENDING};
+use crate::wire::{Payload, MAX_GROUP_ENTRIES, MAX_TEXT};
+use crate::Error;
+
+/// Bytes of entries one [`Payload::GroupEntries`] carries at most (with its `covered` list it
+/// stays well inside a frame; one entry at its largest fits).
+const ENTRIES_BUDGET: usize = 40 * 1024;
+/// The longest `heads` or `keys` list of a [`Payload::GroupHave`].
+const MAX_HAVE: usize = MAX_MEMBERS * 4;
+
+/// What to send once a change is stored: payloads for contacts, in order.
+type Sends = Vec<(ContactId, Payload)>;
+
+/// The groups feature: a cheap handle.
+#[derive(Debug, Clone)]
+pub(crate) struct Groups(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    identity: Identity,
+    store: Store,
+    outbox: Outbox,
+    links: Links,
+    events: Events,
+    /// Held while a group's record and log change (every group: changes are small).
+    lock: Mutex<()>,
+}
+
+/// What taking entries did.
+#[derive(Default)]
+struct Taken {
+    /// Entries that joined a log, by group, in the order they joined.
+    joined: BTreeMap<[u8; 16], Vec<SignedEntry>>,
+    /// Messages to announce.
+    messages: Vec<Message>,
+    /// Groups whose membership or name changed.
+    changed: BTreeSet<[u8; 16]>,
+    /// Groups with entries waiting for parents: ask the sender for what it has.
+    ask: BTreeSet<[u8; 16]>,
+    /// Chains whose `needs` may now be met.
+    shares: BTreeSet<[u8; 16]>,
+}
+
+fn key_of(e: &Entry, hash: &EntryHash) -> OrderKey {
+    OrderKey {
+        lamport: e.lamport,
+        hash: *hash,
+    }
+}
+
+fn member_name(state: &GroupState, id: &[u8; 32]) -> String {
+    state
+        .members
+        .get(id)
+        .map(|m| m.name.clone())
+        .unwrap_or_else(|| {
+            ContactId::from_bytes(id)
+                .map(|c| c.fmt_short().to_string())
+                .unwrap_or_default()
+        })
+}
+
+impl Groups {
+    pub(crate) fn new(
+        identity: Identity,
+        store: Store,
+        outbox: Outbox,
+        links: Links,
+        events: Events,
+        bus: &Bus,
+    ) -> Groups {
+        let groups = Groups(Arc::new(Inner {
+            identity,
+            store,
+            outbox,
+            links,
+            events,
+            lock: Mutex::new(()),
+        }));
+        // A contact came online: say what we hold of each group we share, so each side sends
+        // the other what it lacks.
+        let weak = Arc::downgrade(&groups.0);
+        bus.subscribe(move |signal| {
+            if let (Signal::LinkUp(id), Some(inner)) = (signal, weak.upgrade()) {
+                tokio::spawn(async move {
+                    let groups = Groups(inner);
+                    if let Err(e) = groups.say_have(&id).await {
+                        tracing::debug!(peer = %id.fmt_short(), "group catch-up: {e}");
+                    }
+                });
+            }
+        });
+        groups
+    }
+
+    /// The payload kinds groups take.
+    pub(crate) fn handlers(&self) -> Vec<(PayloadKind, Arc<dyn PayloadHandler>)> {
+        vec![(
+            PayloadKind::Group,
+            Arc::new(Handler(Arc::downgrade(&self.0))) as Arc<dyn PayloadHandler>,
+        )]
+    }
+
+    fn me(&self) -> [u8; 32] {
+        *self.0.identity.id().as_bytes()
+    }
+
+    // ---- what front ends see ----
+
+    /// Whether this home is, or was, in the group (the others are not shown).
+    fn visible(&self, rec: &GroupRecord) -> bool {
+        rec.state.spans.contains_key(&self.me())
+    }
+
+    /// Every group this home is or was in, newest first.
+    pub(crate) fn list(&self) -> Result<Vec<GroupView>, Error> {
+        let mut out: Vec<GroupView> = self
+            .0
+            .store
+            .groups()?
+            .iter()
+            .filter(|r| self.visible(r))
+            .map(|r| self.view(r))
+            .collect::<Result<_, _>>()?;
+        out.sort_by_key(|g| std::cmp::Reverse(g.created_at));
+        Ok(out)
+    }
+
+    /// A group by name (case-insensitive) or id prefix; `None` when none matches.
+    pub(crate) fn find(&self, query: &str) -> Result<Vec<GroupRecord>, Error> {
+        let q = query.trim().to_lowercase();
+        if q.is_empty() {
+            return Ok(Vec::new());
+        }
+        let all: Vec<GroupRecord> = self
+            .0
+            .store
+            .groups()?
+            .into_iter()
+            .filter(|r| self.visible(r))
+            .collect();
+        let by_name: Vec<GroupRecord> = all
+            .iter()
+            .filter(|r| r.state.name.to_lowercase() == q)
+            .cloned()
+            .collect();
+        if !by_name.is_empty() {
+            return Ok(by_name);
+        }
+        // An id prefix names a group from 4 characters on.
+        if q.len() < 4 {
+            return Ok(Vec::new());
+        }
+        Ok(all
+            .into_iter()
+            .filter(|r| ConversationId(r.id).to_string().starts_with(&q))
+            .collect())
+    }
+
+    /// What a front end shows of a group.
+    pub(crate) fn view(&self, rec: &GroupRecord) -> Result<GroupView, Error> {
+        let store = &self.0.store;
+        let me = self.me();
+        let mut members = Vec::new();
+        for (id, m) in &rec.state.members {
+            let Ok(cid) = ContactId::from_bytes(id) else {
+                continue;
+            };
+            let contact = store.contact(&cid)?;
+            let (kind, name, online) = if *id == me {
+                (MemberKind::You, store.my_name()?, true)
+            } else if let Some(c) = contact {
+                let kind = if store.is_blocked(&cid)? {
+                    MemberKind::Blocked
+                } else if c.verified {
+                    MemberKind::Verified
+                } else {
+                    MemberKind::Contact
+                };
+                let online = matches!(self.0.links.presence_of(&cid), Presence::Online { .. });
+                (kind, c.name, online)
+            } else {
+                (MemberKind::NotYourContact, m.name.clone(), false)
+            };
+            members.push(GroupMember {
+                id: cid,
+                name,
+                admin: m.admin,
+                kind,
+                online,
+            });
+        }
+        members.sort_by(|a, b| {
+            b.admin
+                .cmp(&a.admin)
+                .then(a.name.to_lowercase().cmp(&b.name.to_lowercase()))
+        });
+        let waiting = store.group_pending(&rec.id)?.len() + store.group_locked_count(&rec.id)?;
+        Ok(GroupView {
+            id: ConversationId(rec.id),
+            name: rec.state.name.clone(),
+            online: members.iter().filter(|m| m.online).count() as u32,
+            members,
+            member: rec.state.members.contains_key(&me),
+            admin: rec.state.is_admin(&me),
+            unread: store.unread_count(&ConversationId(rec.id))?,
+            waiting: u32::try_from(waiting).unwrap_or(u32::MAX),
+            created_at: rec.created_at,
+        })
+    }
+
+    /// A page of a group's conversation; with `mark_read`, its incoming messages become seen.
+    pub(crate) fn history(
+        &self,
+        rec: &GroupRecord,
+        before: Option<u64>,
+        limit: usize,
+        mark_read: bool,
+    ) -> Result<Vec<Message>, Error> {
+        let mut page = self
+            .0
+            .store
+            .history(&ConversationId(rec.id), before, limit)?;
+        if mark_read {
+            self.0.store.mark_group_seen(&page)?;
+            for m in page.iter_mut() {
+                if m.state == MessageState::Received {
+                    m.state = MessageState::Seen;
+                }
+            }
+        }
+        Ok(page)
+    }
+
+    // ---- what the user does ----
+
+    /// Creates a group with these contacts; returns it once its first entry is stored.
+    pub(crate) async fn create(&self, name: &str, members: &[Contact]) -> Result<GroupView, Error> {
+        let name = clean_group_name(name)?;
+        if members.len() + 1 > MAX_MEMBERS {
+            return Err(Error::InvalidInput(format!(
+                "a group has at most {MAX_MEMBERS} members"
+            )));
+        }
+        let store = &self.0.store;
+        let me = self.me();
+        let mut cards = vec![MemberCard {
+            id: me,
+            name: store.my_name()?,
+        }];
+        for c in members {
+            if cards.iter().any(|m| m.id == *c.id.as_bytes()) {
+                continue;
+            }
+            cards.push(MemberCard {
+                id: *c.id.as_bytes(),
+                name: c.name.clone(),
+            });
+        }
+        let mut nonce = [0u8; 16];
+        OsRng.fill_bytes(&mut nonce);
+        let at = now_ms();
+        let id = group_id(&me, &nonce, at);
+        let entry = Entry {
+            group: id,
+            author: me,
+            seq: 1,
+            lamport: 1,
+            parents: Vec::new(),
+            at,
+            body: Body::Create {
+                name,
+                nonce,
+                members: cards,
+            },
+        };
+        let (rec, sends) = {
+            let _guard = self.0.lock.lock().await;
+            let signed = entry.sign(self.0.identity.secret_key());
+            let mut taken = Taken::default();
+            self.take_one(signed.clone(), None, &[], &mut taken)?;
+            let rec = self.record(&id)?;
+            let sends = self.direct_sends(&rec, &[signed], None)?;
+            (rec, sends)
+        };
+        self.send(sends).await;
+        self.announce_group(&rec)
+    }
+
+    /// Writes an entry of this home's into a group (an admin's change, a leave, a rename).
+    async fn write(&self, group: &[u8; 16], body: Body) -> Result<GroupView, Error> {
+        let (rec, sends) = {
+            let _guard = self.0.lock.lock().await;
+            let rec = self.record(group)?;
+            let signed = self.sign_next(&rec, body)?;
+            let mut taken = Taken::default();
+            self.take_one(signed.clone(), None, &[], &mut taken)?;
+            let after = self.record(group)?;
+            // The members before it (a removed member hears of the removal) and after (an
+            // added one gets the log).
+            let sends = self.direct_sends(&after, &[signed], Some(&rec.state))?;
+            (after, sends)
+        };
+        self.send(sends).await;
+        self.announce_group(&rec)
+    }
+
+    /// Adds a contact to a group (admins only).
+    pub(crate) async fn add(
+        &self,
+        rec: &GroupRecord,
+        contact: &Contact,
+    ) -> Result<GroupView, Error> {
+        self.must_be_admin(rec)?;
+        if rec.state.members.contains_key(contact.id.as_bytes()) {
+            return Err(Error::InvalidInput(format!(
+                "{} is already in {}",
+                contact.name, rec.state.name
+            )));
+        }
+        if rec.state.members.len() >= MAX_MEMBERS {
+            return Err(Error::InvalidInput(format!(
+                "{} is full: a group has at most {MAX_MEMBERS} members",
+                rec.state.name
+            )));
+        }
+        let body = Body::Add {
+            member: MemberCard {
+                id: *contact.id.as_bytes(),
+                name: contact.name.clone(),
+            },
+        };
+        self.write(&rec.id, body).await
+    }
+
+    /// Removes a member (admins only; not the creator).
+    pub(crate) async fn remove(
+        &self,
+        rec: &GroupRecord,
+        member: &[u8; 32],
+    ) -> Result<GroupView, Error> {
+        self.must_be_admin(rec)?;
+        if *member == rec.state.creator {
+            return Err(Error::InvalidInput(
+                "the group's creator cannot be removed".into(),
+            ));
+        }
+        if *member == self.me() {
+            return Err(Error::InvalidInput("to leave a group, use leave".into()));
+        }
+        self.write(&rec.id, Body::Remove { member: *member }).await
+    }
+
+    /// Writes an entry whatever the rules say (tests of what other members reject).
+    pub(crate) async fn write_unchecked(
+        &self,
+        rec: &GroupRecord,
+        body: Body,
+    ) -> Result<GroupView, Error> {
+        self.write(&rec.id, body).await
+    }
+
+    /// Leaves a group.
+    pub(crate) async fn leave(&self, rec: &GroupRecord) -> Result<GroupView, Error> {
+        self.must_be_member(rec)?;
+        self.write(&rec.id, Body::Leave).await
+    }
+
+    /// Renames a group (any member).
+    pub(crate) async fn rename(&self, rec: &GroupRecord, name: &str) -> Result<GroupView, Error> {
+        self.must_be_member(rec)?;
+        let name = clean_group_name(name)?;
+        self.write(&rec.id, Body::Rename { name }).await
+    }
+
+    /// Makes a member an admin (admins only).
+    pub(crate) async fn make_admin(
+        &self,
+        rec: &GroupRecord,
+        member: &[u8; 32],
+    ) -> Result<GroupView, Error> {
+        self.must_be_admin(rec)?;
+        self.write(&rec.id, Body::MakeAdmin { member: *member })
+            .await
+    }
+
+    /// Sends a text to a group: sealed under this home's sender chain (a new one first when
+    /// the members changed since the last), stored, and queued for every member contact.
+    pub(crate) async fn send_text(&self, rec: &GroupRecord, text: &str) -> Result<Message, Error> {
+        if text.len() > MAX_TEXT {
+            return Err(Error::TooLong {
+                what: "message",
+                len: text.len(),
+                max: MAX_TEXT,
+            });
+        }
+        if text.trim().is_empty() {
+            return Err(Error::InvalidInput("the message is empty".into()));
+        }
+        self.must_be_member(rec)?;
+        let store = &self.0.store;
+        let me = self.me();
+        let (message, sends) = {
+            let _guard = self.0.lock.lock().await;
+            let mut rec = self.record(&rec.id)?;
+            let others: Vec<[u8; 32]> = rec
+                .state
+                .members
+                .keys()
+                .filter(|id| **id != me)
+                .copied()
+                .collect();
+            // A new chain when the members changed: a member who left cannot read on, and
+            // one who joined cannot read back.
+            let mut new_share = None;
+            let mut chain = match rec.my_epoch {
+                Some(epoch) if rec.shared_for == others => store
+                    .group_chain(&rec.id, &me, epoch)?
+                    .ok_or_else(|| Error::Corrupt("this home's group chain is missing".into()))?,
+                _ => {
+                    let epoch = rec.my_epoch.map_or(0, |e| e.wrapping_add(1));
+                    let chain = SenderChain::new(epoch);
+                    let share = chain.share(rec.id, self.0.identity.secret_key());
+                    new_share = Some((share.clone(), rec.heads.clone()));
+                    rec.my_epoch = Some(epoch);
+                    rec.shared_for = others.clone();
+                    StoredChain {
+                        chain,
+                        share,
+                        needs: rec.heads.clone(),
+                        passed_on: true,
+                        covered: Vec::new(),
+                    }
+                }
+            };
+            let body = chain.chain.seal(
+                &rec.id,
+                &me,
+                &Content::Text {
+                    body: text.to_string(),
+                },
+            );
+            let epoch = chain.chain.epoch();
+            let signed = self.sign_next(&rec, body)?;
+            let hash = signed.entry.hash();
+            let message = Message {
+                id: MessageId(hash[..16].try_into().unwrap_or_default()),
+                conversation: ConversationId(rec.id),
+                contact: self.0.identity.id(),
+                seq: store.free_group_seq(&rec.id, signed.entry.lamport, &hash)?,
+                direction: Direction::Outgoing,
+                body: text.to_string(),
+                sent_at: signed.entry.at,
+                stored_at: signed.entry.at,
+                state: MessageState::Delivered,
+                transfer: None,
+                author: self.0.identity.id(),
+            };
+            // The record (new epoch) and chain first, then the entry with its message.
+            store.apply_group(&GroupWrite {
+                group: rec.id,
+                record: Some(rec.clone()),
+                chains: vec![(me, epoch, chain)],
+                ..GroupWrite::default()
+            })?;
+            let mut taken = Taken::default();
+            self.take_one(signed.clone(), None, &[], &mut taken)?;
+            store.apply_group(&GroupWrite {
+                group: rec.id,
+                messages: vec![message.clone()],
+                ..GroupWrite::default()
+            })?;
+            let rec = self.record(&rec.id)?;
+            let mut sends = Vec::new();
+            if let Some((share, needs)) = new_share {
+                let targets = self.member_contacts(&rec, &[])?;
+                let covered = covered_with(&[me], &targets);
+                for t in &targets {
+                    sends.push((
+                        *t,
+                        Payload::GroupKey {
+                            share: share.clone(),
+                            needs: needs.clone(),
+                            covered: covered.clone(),
+                        },
+                    ));
+                }
+            }
+            sends.extend(self.direct_sends(&rec, &[signed], None)?);
+            (message, sends)
+        };
+        store.flush().await?;
+        self.0.events.emit(Event::MessageSent {
+            message: message.clone(),
+            transfer: None,
+        });
+        self.send(sends).await;
+        Ok(message)
+    }
+
+    fn must_be_member(&self, rec: &GroupRecord) -> Result<(), Error> {
+        if rec.state.members.contains_key(&self.me()) {
+            Ok(())
+        } else {
+            Err(Error::InvalidInput(format!(
+                "you are no longer in {}",
+                rec.state.name
+            )))
+        }
+    }
+
+    fn must_be_admin(&self, rec: &GroupRecord) -> Result<(), Error> {
+        self.must_be_member(rec)?;
+        if rec.state.is_admin(&self.me()) {
+            Ok(())
+        } else {
+            Err(Error::InvalidInput(format!(
+                "only an admin of {} can do that",
+                rec.state.name
+            )))
+        }
+    }
+
+    fn record(&self, group: &[u8; 16]) -> Result<GroupRecord, Error> {
+        self.0
+            .store
+            .group(group)?
+            .ok_or_else(|| Error::InvalidInput("no such group".into()))
+    }
+
+    /// This home's next entry in a group: after its previous one and the log's heads.
+    fn sign_next(&self, rec: &GroupRecord, body: Body) -> Result<SignedEntry, Error> {
+        let me = self.me();
+        let store = &self.0.store;
+        let log = store.group_log(&rec.id);
+        let seq = rec.vector.get(&me).copied().unwrap_or(0) + 1;
+        let mut heads: Vec<(u64, EntryHash)> = rec
+            .heads
+            .iter()
+            .filter_map(|h| log.lamport_of(h).map(|l| (l, *h)))
+            .collect();
+        heads.sort_by(|a, b| b.cmp(a));
+        let prev = if seq > 1 {
+            log.by_author(&me, seq - 1)
+        } else {
+            None
+        };
+        let mut parents: Vec<EntryHash> = heads
+            .iter()
+            .take(MAX_PARENTS - 1)
+            .map(|(_, h)| *h)
+            .collect();
+        parents.extend(prev);
+        parents.sort();
+        parents.dedup();
+        let top = parents
+            .iter()
+            .filter_map(|h| log.lamport_of(h))
+            .max()
+            .unwrap_or(0);
+        let entry = Entry {
+            group: rec.id,
+            author: me,
+            seq,
+            lamport: top + 1,
+            parents,
+            at: now_ms(),
+            body,
+        };
+        Ok(entry.sign(self.0.identity.secret_key()))
+    }
+
+    // ---- taking entries ----
+
+    /// Takes one verified entry into its log if its parents are there (else it waits, if
+    /// `from` is given), and then whatever was waiting for it. Call with the lock held.
+    fn take_one(
+        &self,
+        signed: SignedEntry,
+        from: Option<&ContactId>,
+        covered: &[[u8; 32]],
+        taken: &mut Taken,
+    ) -> Result<(), Error> {
+        let hash = match signed.verify() {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::info!("a group entry refused: {e}");
+                return Ok(());
+            }
+        };
+        let group = signed.entry.group;
+        match self.join_log(&signed, &hash, taken)? {
+            Ok(()) => {}
+            Err(GroupError::Missing(_)) => {
+                if let Some(from) = from {
+                    self.hold(group, hash, signed, from, covered)?;
+                    taken.ask.insert(group);
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::info!(group = %ConversationId(group), "a group entry refused: {e}");
+                return Ok(());
+            }
+        }
+        // What waited for it may join now, in turn.
+        loop {
+            let mut progressed = false;
+            let mut pending = self.0.store.group_pending(&group)?;
+            pending.sort_by_key(|(_, p)| p.entry.entry.lamport);
+            for (h, p) in pending {
+                match self.join_log(&p.entry, &h, taken)? {
+                    Err(GroupError::Missing(_)) => continue,
+                    Ok(()) => progressed = true,
+                    Err(e) => tracing::info!("a held group entry refused: {e}"),
+                }
+                self.0.store.apply_group(&GroupWrite {
+                    group,
+                    unpend: vec![h],
+                    ..GroupWrite::default()
+                })?;
+            }
+            if !progressed {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn hold(
+        &self,
+        group: [u8; 16],
+        hash: EntryHash,
+        entry: SignedEntry,
+        from: &ContactId,
+        covered: &[[u8; 32]],
+    ) -> Result<(), Error> {
+        let held = self.0.store.group_pending(&group)?;
+        if held.iter().any(|(h, _)| *h == hash) {
+            return Ok(());
+        }
+        if held.len() >= MAX_PENDING {
+            tracing::warn!(group = %ConversationId(group), "too many group entries wait for their parents; one dropped (it comes again with the next catch-up)");
+            return Ok(());
+        }
+        self.0.store.apply_group(&GroupWrite {
+            group,
+            pend: vec![(
+                hash,
+                Pending {
+                    from: *from.as_bytes(),
+                    entry,
+                    covered: covered.to_vec(),
+                },
+            )],
+            ..GroupWrite::default()
+        })?;
+        Ok(())
+    }
+
+    /// Checks an entry against its log and, if it fits, stores it with what it shows. The
+    /// outer error is the store's; the inner one says why the entry does not join (yet).
+    fn join_log(
+        &self,
+        signed: &SignedEntry,
+        hash: &EntryHash,
+        taken: &mut Taken,
+    ) -> Result<Result<(), GroupError>, Error> {
+        let store = &self.0.store;
+        let e = &signed.entry;
+        let existing = store.group(&e.group)?;
+        if store.group_lamport(&e.group, hash)?.is_some() {
+            return Ok(Ok(())); // had it
+        }
+        let mut rec = match (existing, &e.body) {
+            (Some(r), _) => r,
+            (None, Body::Create { .. }) => GroupRecord {
+                id: e.group,
+                state: GroupState::default(),
+                heads: Vec::new(),
+                vector: BTreeMap::new(),
+                my_epoch: None,
+                shared_for: Vec::new(),
+                created_at: now_ms(),
+            },
+            (None, _) => {
+                return Ok(Err(GroupError::Missing(e.parents.clone())));
+            }
+        };
+        if let Err(err) = check_in_log(e, hash, &store.group_log(&e.group)) {
+            return Ok(Err(err));
+        }
+        rec.heads.retain(|h| !e.parents.contains(h));
+        rec.heads.push(*hash);
+        rec.heads.sort();
+        let seq = rec.vector.entry(e.author).or_default();
+        *seq = (*seq).max(e.seq);
+        let key = key_of(e, hash);
+        let mut w = GroupWrite {
+            group: e.group,
+            ..GroupWrite::default()
+        };
+        let me = self.me();
+        if e.body.is_membership() {
+            let mut all: Vec<Entry> = store
+                .group_entries(&e.group)?
+                .into_iter()
+                .map(|s| s.entry)
+                .filter(|e| e.body.is_membership())
+                .collect();
+            all.push(e.clone());
+            let before = rec.state.clone();
+            rec.state = ferry_proto::group::fold(&all);
+            if rec.state != before {
+                taken.changed.insert(e.group);
+            }
+            if !rec.state.rejected.contains_key(hash) {
+                if let Some(line) = self.event_line(&before, &rec.state, e, hash)? {
+                    w.messages.push(Message {
+                        id: MessageId(hash[..16].try_into().unwrap_or_default()),
+                        conversation: ConversationId(e.group),
+                        contact: ContactId::from_bytes(&e.author).unwrap_or(self.0.identity.id()),
+                        seq: store.free_group_seq(&e.group, e.lamport, hash)?,
+                        direction: Direction::System,
+                        body: line,
+                        sent_at: e.at,
+                        stored_at: now_ms(),
+                        state: MessageState::Seen,
+                        transfer: None,
+                        author: ContactId::from_bytes(&e.author).unwrap_or(self.0.identity.id()),
+                    });
+                }
+            }
+            let mut members: Vec<ContactId> = rec
+                .state
+                .members
+                .keys()
+                .filter_map(|id| ContactId::from_bytes(id).ok())
+                .collect();
+            members.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+            w.conversation = Some(Conversation {
+                id: ConversationId(e.group),
+                kind: ConversationKind::Group,
+                members,
+                created_at: rec.created_at,
+            });
+        } else if let Body::Sealed {
+            epoch,
+            index,
+            nonce,
+            ciphertext,
+        } = &e.body
+        {
+            if e.author != me {
+                match store.group_chain(&e.group, &e.author, *epoch)? {
+                    Some(mut chain) => {
+                        match chain
+                            .chain
+                            .open(&e.group, &e.author, *index, nonce, ciphertext)
+                        {
+                            Ok(content) => {
+                                if let Some(m) = self.shown(&rec, e, hash, &key, content)? {
+                                    w.messages.push(m);
+                                }
+                                w.chains.push((e.author, *epoch, chain));
+                            }
+                            Err(err) => {
+                                tracing::info!("a group message does not open: {err}");
+                            }
+                        }
+                    }
+                    None => w.lock.push((e.author, *epoch, e.lamport, *hash)),
+                }
+            }
+        }
+        taken.messages.extend(
+            w.messages
+                .iter()
+                .filter(|m| m.direction == Direction::Incoming)
+                .cloned(),
+        );
+        w.record = Some(rec);
+        w.entry = Some((signed.clone(), *hash));
+        if store.apply_group(&w)? {
+            taken
+                .joined
+                .entry(e.group)
+                .or_default()
+                .push(signed.clone());
+            taken.shares.insert(e.group);
+        }
+        Ok(Ok(()))
+    }
+
+    /// The message an opened group entry shows as, if it is shown: its author was a member
+    /// there, and is not blocked here (blocking hides their messages for this home only).
+    fn shown(
+        &self,
+        rec: &GroupRecord,
+        e: &Entry,
+        hash: &EntryHash,
+        key: &OrderKey,
+        content: Content,
+    ) -> Result<Option<Message>, Error> {
+        let store = &self.0.store;
+        let Ok(author) = ContactId::from_bytes(&e.author) else {
+            return Ok(None);
+        };
+        if !rec.state.member_at(&e.author, key) {
+            tracing::info!("a group message from someone who was not a member there; not shown");
+            return Ok(None);
+        }
+        if store.is_blocked(&author)? {
+            return Ok(None);
+        }
+        let body = match content {
+            Content::Text { body } => body,
+            Content::FileOffer { name, .. } => {
+                format!("(a file: {name}; files in groups come in a later release)")
+            }
+        };
+        Ok(Some(Message {
+            id: MessageId(hash[..16].try_into().unwrap_or_default()),
+            conversation: ConversationId(e.group),
+            contact: author,
+            seq: store.free_group_seq(&e.group, e.lamport, hash)?,
+            direction: Direction::Incoming,
+            body,
+            sent_at: e.at,
+            stored_at: now_ms(),
+            state: MessageState::Received,
+            transfer: None,
+            author,
+        }))
+    }
+
+    /// The line a membership entry writes into the conversation.
+    fn event_line(
+        &self,
+        before: &GroupState,
+        after: &GroupState,
+        e: &Entry,
+        hash: &EntryHash,
+    ) -> Result<Option<String>, Error> {
+        let _ = hash;
+        let name = |id: &[u8; 32]| -> Result<String, Error> {
+            if *id == self.me() {
+                return Ok("You".into());
+            }
+            if let Ok(c) = ContactId::from_bytes(id) {
+                if let Some(c) = self.0.store.contact(&c)? {
+                    return Ok(c.name);
+                }
+            }
+            Ok(if after.members.contains_key(id) {
+                member_name(after, id)
+            } else {
+                member_name(before, id)
+            })
+        };
+        let who = name(&e.author)?;
+        Ok(Some(match &e.body {
+            Body::Create { name: g, .. } => format!("{who} created the group \u{201c}{g}\u{201d}"),
+            Body::Add { member } => format!("{who} added {}", name(&member.id)?),
+            Body::Remove { member } => format!("{who} removed {}", name(member)?),
+            Body::Leave => format!("{who} left"),
+            Body::Rename { name: g } => format!("{who} renamed the group \u{201c}{g}\u{201d}"),
+            Body::MakeAdmin { member } => format!("{who} made {} an admin", name(member)?),
+            Body::Sealed { .. } => return Ok(None),
+        }))
+    }
+
+    /// Takes a key share: keeps the chain (opening what waited for it) if it is new.
+    fn take_share(
+        &self,
+        share: KeyShare,
+        needs: Vec<EntryHash>,
+        covered: Vec<[u8; 32]>,
+        taken: &mut Taken,
+    ) -> Result<(), Error> {
+        let store = &self.0.store;
+        if let Err(e) = share.verify() {
+            tracing::info!("a group key share refused: {e}");
+            return Ok(());
+        }
+        let Some(rec) = store.group(&share.group)? else {
+            tracing::debug!("a key share of a group not known here; dropped");
+            return Ok(());
+        };
+        if share.author == self.me() || !rec.state.spans.contains_key(&share.author) {
+            return Ok(());
+        }
+        if needs.len() > MAX_PARENTS * 4 || covered.len() > MAX_MEMBERS {
+            tracing::info!("a group key share with too long lists; dropped");
+            return Ok(());
+        }
+        if store
+            .group_chain(&share.group, &share.author, share.epoch)?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let (group, author, epoch) = (share.group, share.author, share.epoch);
+        let mut chain = StoredChain {
+            chain: SenderChain::from_share(&share),
+            share,
+            needs,
+            // One from a catch-up answer (nothing covered) is not passed on.
+            passed_on: covered.is_empty(),
+            covered,
+        };
+        // Open what waited for this chain, in log order.
+        let mut w = GroupWrite {
+            group,
+            ..GroupWrite::default()
+        };
+        for (lamport, hash) in store.group_locked(&group, &author, epoch)? {
+            w.unlock.push((author, epoch, lamport, hash));
+            let Some(signed) = store.group_entry(&group, &hash)? else {
+                continue;
+            };
+            let e = &signed.entry;
+            if let Body::Sealed {
+                index,
+                nonce,
+                ciphertext,
+                ..
+            } = &e.body
+            {
+                match chain.chain.open(&group, &author, *index, nonce, ciphertext) {
+                    Ok(content) => {
+                        let key = key_of(e, &hash);
+                        if let Some(m) = self.shown(&rec, e, &hash, &key, content)? {
+                            w.messages.push(m);
+                        }
+                    }
+                    Err(err) => tracing::info!("a held group message does not open: {err}"),
+                }
+            }
+        }
+        taken.messages.extend(w.messages.iter().cloned());
+        w.chains.push((author, epoch, chain));
+        store.apply_group(&w)?;
+        taken.shares.insert(group);
+        Ok(())
+    }
+
+    // ---- passing on ----
+
+    /// Member contacts of a group this home may send to now (admitted, not `except`, not this
+    /// home), sorted.
+    fn member_contacts(
+        &self,
+        rec: &GroupRecord,
+        except: &[[u8; 32]],
+    ) -> Result<Vec<ContactId>, Error> {
+        let me = self.me();
+        let mut out = Vec::new();
+        for id in rec.state.members.keys() {
+            if *id == me || except.contains(id) {
+                continue;
+            }
+            let Ok(cid) = ContactId::from_bytes(id) else {
+                continue;
+            };
+            if self.0.store.admitted(&cid)?.is_some() {
+                out.push(cid);
+            }
+        }
+        Ok(out)
+    }
+
+    /// What this home sends its member contacts after writing `entries` itself: the entries,
+    /// or the whole log for a member it just added; with `before`, members it just removed
+    /// hear of it too.
+    fn direct_sends(
+        &self,
+        rec: &GroupRecord,
+        entries: &[SignedEntry],
+        before: Option<&GroupState>,
+    ) -> Result<Sends, Error> {
+        let me = self.me();
+        let mut targets = self.member_contacts(rec, &[])?;
+        let mut gone = Vec::new();
+        if let Some(before) = before {
+            for id in before.members.keys() {
+                if rec.state.members.contains_key(id) || *id == me {
+                    continue;
+                }
+                if let Ok(cid) = ContactId::from_bytes(id) {
+                    if self.0.store.admitted(&cid)?.is_some() {
+                        gone.push(cid);
+                    }
+                }
+            }
+        }
+        targets.extend(gone.iter().copied());
+        let covered = covered_with(&[me], &targets);
+        self.entry_sends(rec, entries, &targets, &covered, &gone)
+    }
+
+    /// The payloads that take `entries` to `targets`: a target the entries add gets the whole
+    /// log, one they remove only the membership entries.
+    fn entry_sends(
+        &self,
+        rec: &GroupRecord,
+        entries: &[SignedEntry],
+        targets: &[ContactId],
+        covered: &[[u8; 32]],
+        gone: &[ContactId],
+    ) -> Result<Sends, Error> {
+        let mut sends = Vec::new();
+        let mut log: Option<Vec<SignedEntry>> = None;
+        for t in targets {
+            let added = entries.iter().any(
+                |s| matches!(&s.entry.body, Body::Add { member } if member.id == *t.as_bytes()),
+            );
+            let list: Vec<SignedEntry> = if added {
+                if log.is_none() {
+                    log = Some(self.0.store.group_entries(&rec.id)?);
+                }
+                log.clone().unwrap_or_default()
+            } else if gone.contains(t) {
+                entries
+                    .iter()
+                    .filter(|s| s.entry.body.is_membership())
+                    .cloned()
+                    .collect()
+            } else {
+                entries.to_vec()
+            };
+            for chunk in chunks(list) {
+                sends.push((
+                    *t,
+                    Payload::GroupEntries {
+                        entries: chunk,
+                        covered: covered.to_vec(),
+                    },
+                ));
+            }
+        }
+        Ok(sends)
+    }
+
+    /// Passes on what a payload from `from` brought: entries to the member contacts it did
+    /// not cover, and chains whose membership is now known to those they are for.
+    fn pass_on(
+        &self,
+        from: &ContactId,
+        covered: &[[u8; 32]],
+        taken: &Taken,
+    ) -> Result<Sends, Error> {
+        let mut sends = Vec::new();
+        for (group, entries) in &taken.joined {
+            let Some(rec) = self.0.store.group(group)? else {
+                continue;
+            };
+            if !rec.state.members.contains_key(&self.me()) {
+                continue;
+            }
+            let mut except: Vec<[u8; 32]> = covered.to_vec();
+            except.push(*from.as_bytes());
+            except.extend(entries.iter().map(|e| e.entry.author));
+            let targets = self.member_contacts(&rec, &except)?;
+            if targets.is_empty() {
+                continue;
+            }
+            let covered = covered_with(covered, &targets);
+            sends.extend(self.entry_sends(&rec, entries, &targets, &covered, &[])?);
+        }
+        for group in &taken.shares {
+            sends.extend(self.pass_on_shares(group, from)?);
+        }
+        Ok(sends)
+    }
+
+    /// Passes on the chains of a group not passed on yet whose `needs` are in the log now.
+    fn pass_on_shares(&self, group: &[u8; 16], from: &ContactId) -> Result<Sends, Error> {
+        let store = &self.0.store;
+        let Some(rec) = store.group(group)? else {
+            return Ok(Vec::new());
+        };
+        let mut sends = Vec::new();
+        for (author, epoch, mut chain) in store.group_chains(group)? {
+            if chain.passed_on {
+                continue;
+            }
+            let Some(targets) = self.share_targets(&rec, &chain, &[*from.as_bytes(), author])?
+            else {
+                continue; // its membership is not known here yet
+            };
+            let covered = covered_with(&chain.covered, &targets);
+            for t in targets {
+                sends.push((
+                    t,
+                    Payload::GroupKey {
+                        share: chain.share.clone(),
+                        needs: chain.needs.clone(),
+                        covered: covered.clone(),
+                    },
+                ));
+            }
+            chain.passed_on = true;
+            store.apply_group(&GroupWrite {
+                group: *group,
+                chains: vec![(author, epoch, chain)],
+                ..GroupWrite::default()
+            })?;
+        }
+        Ok(sends)
+    }
+
+    /// Who may be given a chain: member contacts who were members where the share was made
+    /// and still are, not covered and not `except`. `None` while the share's `needs` are not
+    /// all in the log.
+    fn share_targets(
+        &self,
+        rec: &GroupRecord,
+        chain: &StoredChain,
+        except: &[[u8; 32]],
+    ) -> Result<Option<Vec<ContactId>>, Error> {
+        let store = &self.0.store;
+        let mut at: Option<OrderKey> = None;
+        for h in &chain.needs {
+            let Some(lamport) = store.group_lamport(&rec.id, h)? else {
+                return Ok(None);
+            };
+            let k = OrderKey { lamport, hash: *h };
+            at = Some(at.map_or(k, |a| a.max(k)));
+        }
+        let Some(at) = at else {
+            return Ok(Some(Vec::new()));
+        };
+        let mut except = except.to_vec();
+        except.extend(chain.covered.iter().copied());
+        Ok(Some(
+            self.member_contacts(rec, &except)?
+                .into_iter()
+                .filter(|c| rec.state.member_at(c.as_bytes(), &at))
+                .collect(),
+        ))
+    }
+
+    // ---- catching up ----
+
+    /// Tells a contact who just came online what this home holds of each group both are in.
+    async fn say_have(&self, peer: &ContactId) -> Result<(), Error> {
+        let me = self.me();
+        let mut sends = Vec::new();
+        for rec in self.0.store.groups()? {
+            if !rec.state.members.contains_key(&me)
+                || !rec.state.spans.contains_key(peer.as_bytes())
+            {
+                continue;
+            }
+            sends.push((*peer, self.have(&rec)?));
+        }
+        self.send(sends).await;
+        Ok(())
+    }
+
+    fn have(&self, rec: &GroupRecord) -> Result<Payload, Error> {
+        let keys = self
+            .0
+            .store
+            .group_chains(&rec.id)?
+            .into_iter()
+            .map(|(a, e, _)| (a, e))
+            .take(MAX_HAVE)
+            .collect();
+        Ok(Payload::GroupHave {
+            group: rec.id,
+            heads: rec
+                .vector
+                .iter()
+                .map(|(a, s)| (*a, *s))
+                .take(MAX_HAVE)
+                .collect(),
+            keys,
+        })
+    }
+
+    /// Answers a catch-up request: the entries the peer lacks (only membership entries for
+    /// one no longer in the group), and the chains it lacks and may have.
+    fn answer_have(
+        &self,
+        from: &ContactId,
+        group: [u8; 16],
+        heads: Vec<([u8; 32], u64)>,
+        keys: Vec<([u8; 32], u32)>,
+    ) -> Result<Sends, Error> {
+        if heads.len() > MAX_HAVE || keys.len() > MAX_HAVE {
+            return Err(Error::Protocol(
+                "a group catch-up request over its limits".into(),
+            ));
+        }
+        let store = &self.0.store;
+        let Some(rec) = store.group(&group)? else {
+            return Ok(Vec::new());
+        };
+        let peer = *from.as_bytes();
+        if !rec.state.spans.contains_key(&peer) || !rec.state.spans.contains_key(&self.me()) {
+            return Ok(Vec::new());
+        }
+        let member = rec.state.members.contains_key(&peer);
+        let has: BTreeMap<[u8; 32], u64> = heads.into_iter().collect();
+        let missing: Vec<SignedEntry> = store
+            .group_entries(&group)?
+            .into_iter()
+            .filter(|s| s.entry.seq > has.get(&s.entry.author).copied().unwrap_or(0))
+            .filter(|s| member || s.entry.body.is_membership())
+            .collect();
+        let mut sends: Sends = chunks(missing)
+            .into_iter()
+            .map(|entries| {
+                (
+                    *from,
+                    Payload::GroupEntries {
+                        entries,
+                        covered: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        if member {
+            let held: BTreeSet<([u8; 32], u32)> = keys.into_iter().collect();
+            for (author, epoch, chain) in store.group_chains(&group)? {
+                if author == peer || held.contains(&(author, epoch)) {
+                    continue;
+                }
+                let mut c = chain.clone();
+                c.covered.clear();
+                let allowed = self
+                    .share_targets(&rec, &c, &[author])?
+                    .is_some_and(|t| t.contains(from));
+                if allowed {
+                    sends.push((
+                        *from,
+                        Payload::GroupKey {
+                            share: chain.share.clone(),
+                            needs: chain.needs.clone(),
+                            covered: Vec::new(),
+                        },
+                    ));
+                }
+            }
+        }
+        Ok(sends)
+    }
+
+    // ---- sending ----
+
+    /// Queues payloads in order; a blocked contact is skipped.
+    async fn send(&self, sends: Sends) {
+        for (to, payload) in sends {
+            // Nothing goes to a blocked contact; what waits for one whose key changed, or
+            // whose session is being reset, waits in the outbox as anything else does.
+            if !matches!(self.0.store.admitted(&to), Ok(Some(_))) {
+                continue;
+            }
+            let r = self
+                .0
+                .outbox
+                .queue(
+                    &to,
+                    MessageId::random(),
+                    &payload,
+                    crate::store::OutboxKind::Control,
+                    None,
+                    None,
+                )
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(peer = %to.fmt_short(), "a group payload was not queued: {e}");
+            }
+        }
+    }
+
+    fn announce_group(&self, rec: &GroupRecord) -> Result<GroupView, Error> {
+        let view = self.view(rec)?;
+        self.0.events.emit(Event::GroupChanged {
+            group: view.clone(),
+        });
+        Ok(view)
+    }
+
+    /// After a payload's changes are stored: events, then what goes on to others.
+    async fn after_taking(&self, from: ContactId, covered: Vec<[u8; 32]>, taken: Taken) {
+        let sends = {
+            let _guard = self.0.lock.lock().await;
+            // What came as an answer to a catch-up (nothing covered: not even its author) is
+            // not passed on: the others catch up themselves when they meet a member.
+            let passed = if covered.is_empty() {
+                Ok(Vec::new())
+            } else {
+                self.pass_on(&from, &covered, &taken)
+            };
+            let mut sends = match passed {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("passing group entries on: {e}");
+                    Vec::new()
+                }
+            };
+            for group in &taken.ask {
+                match self.0.store.group(group) {
+                    Ok(Some(rec)) => match self.have(&rec) {
+                        Ok(p) => sends.push((from, p)),
+                        Err(e) => tracing::warn!("{e}"),
+                    },
+                    // Not known yet: ask for all of it.
+                    _ => sends.push((
+                        from,
+                        Payload::GroupHave {
+                            group: *group,
+                            heads: Vec::new(),
+                            keys: Vec::new(),
+                        },
+                    )),
+                }
+            }
+            sends
+        };
+        for m in taken.messages {
+            let from = self.author_name(&m);
+            self.0
+                .events
+                .emit(Event::MessageReceived { message: m, from });
+        }
+        for group in &taken.changed {
+            if let Ok(Some(rec)) = self.0.store.group(group) {
+                if self.visible(&rec) {
+                    let _ = self.announce_group(&rec);
+                }
+            }
+        }
+        self.send(sends).await;
+    }
+
+    fn author_name(&self, m: &Message) -> String {
+        if let Ok(Some(c)) = self.0.store.contact(&m.author) {
+            return c.name;
+        }
+        self.0
+            .store
+            .group(&m.conversation.0)
+            .ok()
+            .flatten()
+            .map(|r| member_name(&r.state, m.author.as_bytes()))
+            .unwrap_or_default()
+    }
+
+    /// Takes a payload from a contact (the inbox's handler, and tests that hand entries over).
+    async fn take_payload(&self, from: &Contact, payload: Payload) -> Result<Handled, Error> {
+        let (covered, taken, answer) = {
+            let _guard = self.0.lock.lock().await;
+            let mut taken = Taken::default();
+            match payload {
+                Payload::GroupEntries { entries, covered } => {
+                    if entries.len() > MAX_GROUP_ENTRIES || covered.len() > MAX_MEMBERS + 1 {
+                        return Err(Error::Protocol("group entries over their limits".into()));
+                    }
+                    for e in entries {
+                        self.take_one(e, Some(&from.id), &covered, &mut taken)?;
+                    }
+                    (covered, taken, Vec::new())
+                }
+                Payload::GroupKey {
+                    share,
+                    needs,
+                    covered,
+                } => {
+                    self.take_share(share, needs, covered.clone(), &mut taken)?;
+                    (covered, taken, Vec::new())
+                }
+                Payload::GroupHave { group, heads, keys } => {
+                    let answer = self.answer_have(&from.id, group, heads, keys)?;
+                    (Vec::new(), taken, answer)
+                }
+                other => return Err(Error::Protocol(format!("groups cannot take {other:?}"))),
+            }
+        };
+        let this = self.clone();
+        let from = from.id;
+        Ok(Handled {
+            changes: Default::default(),
+            after: Some(Box::new(move |_| {
+                Box::pin(async move {
+                    this.send(answer).await;
+                    this.after_taking(from, covered, taken).await;
+                })
+            })),
+        })
+    }
+
+    /// Hands entries to this node as if `from` had sent them (tests of forged entries).
+    pub(crate) async fn inject(
+        &self,
+        from: &Contact,
+        entries: Vec<SignedEntry>,
+    ) -> Result<(), Error> {
+        let handled = self
+            .take_payload(
+                from,
+                Payload::GroupEntries {
+                    entries,
+                    covered: Vec::new(),
+                },
+            )
+            .await?;
+        self.0.store.flush().await?;
+        if let Some(after) = handled.after {
+            after(Default::default()).await;
+        }
+        Ok(())
+    }
+
+    /// A group's log as stored (tests).
+    pub(crate) fn entries(&self, rec: &GroupRecord) -> Result<Vec<SignedEntry>, Error> {
+        self.0.store.group_entries(&rec.id)
+    }
+}
+
+/// `covered` with `more` added, sorted, without repeats.
+fn covered_with(covered: &[[u8; 32]], more: &[ContactId]) -> Vec<[u8; 32]> {
+    let mut all: Vec<[u8; 32]> = covered
+        .iter()
+        .copied()
+        .chain(more.iter().map(|c| *c.as_bytes()))
+        .collect();
+    all.sort();
+    all.dedup();
+    all.truncate(MAX_MEMBERS);
+    all
+}
+
+/// Entries cut into payload-sized runs, in order.
+fn chunks(entries: Vec<SignedEntry>) -> Vec<Vec<SignedEntry>> {
+    let mut out = Vec::new();
+    let mut run = Vec::new();
+    let mut bytes = 0;
+    for e in entries {
+        let size = postcard::to_allocvec(&e).map_or(ENTRIES_BUDGET, |v| v.len());
+        if !run.is_empty() && (bytes + size > ENTRIES_BUDGET || run.len() == MAX_GROUP_ENTRIES) {
+            out.push(std::mem::take(&mut run));
+            bytes = 0;
+        }
+        bytes += size;
+        run.push(e);
+    }
+    if !run.is_empty() {
+        out.push(run);
+    }
+    out
+}
+
+/// A group name as stored: trimmed, within [`MAX_GROUP_NAME`], no control characters.
+fn clean_group_name(name: &str) -> Result<String, Error> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().any(char::is_control) {
+        return Err(Error::InvalidInput(
+            "a group name cannot be empty or hold control characters".into(),
+        ));
+    }
+    if name.len() > MAX_GROUP_NAME {
+        return Err(Error::TooLong {
+            what: "group name",
+            len: name.len(),
+            max: MAX_GROUP_NAME,
+        });
+    }
+    Ok(name.to_string())
+}
+
+/// Groups' part of the inbox.
+struct Handler(Weak<Inner>);
+
+impl PayloadHandler for Handler {
+    fn handle(&self, incoming: Incoming) -> BoxFuture<'_, Result<Handled, Error>> {
+        Box::pin(async move {
+            let groups = Groups(self.0.upgrade().ok_or(Error::Closed)?);
+            groups.take_payload(&incoming.from, incoming.payload).await
+        })
+    }
+}

@@ -1,0 +1,473 @@
+//! Groups between real nodes on loopback: every message reaches every member once and in one
+//! order; a member who was away catches up from whichever member it meets; a removed member
+//! gets nothing after the removal and cannot open it; concurrent adds converge; entries that
+//! break the rules or were tampered with are refused; blocking hides a member for you only.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use ferry_core::group::Body;
+use ferry_core::{Direction, GroupView, MemberKind, MessageId, Node};
+use ferry_tests::*;
+
+/// Nodes with these names, paired along `links` (indexes into `names`).
+async fn nodes(root: &Path, names: &[&str], links: &[(usize, usize)]) -> Result<Vec<Arc<Node>>> {
+    init_tracing();
+    let mut out = Vec::new();
+    for n in names {
+        out.push(open(&new_home(root, n)?, test_config()).await?);
+    }
+    for (a, b) in links {
+        pair(&out[*a], &out[*b]).await?;
+    }
+    Ok(out)
+}
+
+/// Every pair of `n` nodes.
+fn mesh(n: usize) -> Vec<(usize, usize)> {
+    (0..n)
+        .flat_map(|a| (a + 1..n).map(move |b| (a, b)))
+        .collect()
+}
+
+/// Polls `check` until it holds, up to [`WAIT`] (no event says "all members have it").
+async fn until<F, Fut>(what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A group's conversation as one member shows it: (id, body, author's id), in order.
+async fn shown(node: &Node, group: &str) -> Result<Vec<(MessageId, String, Direction)>> {
+    let page = node.history(group, None, 10_000, false).await?;
+    Ok(page
+        .into_iter()
+        .map(|m| (m.id, m.body, m.direction))
+        .collect())
+}
+
+/// The texts (not event lines) a member shows.
+async fn texts(node: &Node, group: &str) -> Result<Vec<String>> {
+    Ok(shown(node, group)
+        .await?
+        .into_iter()
+        .filter(|(_, _, d)| *d != Direction::System)
+        .map(|(_, b, _)| b)
+        .collect())
+}
+
+fn ids_of(v: &GroupView) -> Vec<ferry_core::ContactId> {
+    let mut ids: Vec<_> = v.members.iter().map(|m| m.id).collect();
+    ids.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    ids
+}
+
+/// With `names` paired along `links`, the first creates a group of all and each member sends
+/// `per` messages; every member ends with every message once, in one order.
+async fn everyone_sees_everything(
+    names: &[&str],
+    links: &[(usize, usize)],
+    per: usize,
+) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let n = nodes(dir.path(), names, links).await?;
+    let creator = &n[0];
+    // The creator's contacts, then (for members who are not) added by a member who knows them.
+    let direct: Vec<String> = links
+        .iter()
+        .filter(|(a, _)| *a == 0)
+        .map(|(_, b)| names[*b].to_string())
+        .collect();
+    let g = creator.create_group("Friends", &direct).await?;
+    let gid = g.id.to_string();
+    for (i, name) in names.iter().enumerate().skip(1) {
+        if direct.iter().any(|d| d == name) {
+            continue;
+        }
+        // Someone the creator knows adds them (made an admin first).
+        let (adder, _) = links
+            .iter()
+            .find(|(a, b)| *b == i && direct.iter().any(|d| d == names[*a]))
+            .context("a member who knows them")?;
+        until("the adder is in the group", || async {
+            Ok(n[*adder].group(&gid).is_ok())
+        })
+        .await?;
+        creator.group_make_admin(&gid, names[*adder]).await?;
+        until("the adder is an admin", || async {
+            Ok(n[*adder].group(&gid).map(|v| v.admin).unwrap_or(false))
+        })
+        .await?;
+        n[*adder].group_add(&gid, name).await?;
+    }
+    until("the creator knows every member", || async {
+        Ok(creator.group(&gid)?.members.len() == names.len())
+    })
+    .await?;
+    let want_members = ids_of(&creator.group(&gid)?);
+    for node in &n {
+        until("every member knows every member", || async {
+            Ok(node
+                .group(&gid)
+                .map(|v| ids_of(&v) == want_members)
+                .unwrap_or(false))
+        })
+        .await?;
+    }
+    // Everyone writes, at the same time.
+    let mut tasks = Vec::new();
+    for (i, node) in n.iter().enumerate() {
+        let (node, gid) = (node.clone(), gid.clone());
+        let name = names[i].to_string();
+        tasks.push(tokio::spawn(async move {
+            for k in 0..per {
+                node.send_text(&gid, &format!("{name} {k}")).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let total = names.len() * per;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for node in &n {
+        eprintln!("{:?} {:?}", texts(node, &gid).await?, node.group(&gid)?);
+    }
+    for node in &n {
+        until("every member has every message", || async {
+            Ok(texts(node, &gid).await?.len() >= total)
+        })
+        .await?;
+    }
+    // Once each, and in one order everywhere (event lines included).
+    let order = shown(creator, &gid).await?;
+    let mut seen: Vec<&String> = order
+        .iter()
+        .filter(|(_, _, d)| *d != Direction::System)
+        .map(|(_, b, _)| b)
+        .collect();
+    ensure!(seen.len() == total, "{seen:?}");
+    seen.sort();
+    seen.dedup();
+    ensure!(seen.len() == total, "a message shown twice");
+    let want: Vec<MessageId> = order.iter().map(|(id, _, _)| *id).collect();
+    for node in &n {
+        let got: Vec<MessageId> = shown(node, &gid)
+            .await?
+            .iter()
+            .map(|(id, _, _)| *id)
+            .collect();
+        ensure!(got == want, "{} shows another order", node.id().fmt_short());
+    }
+    for node in &n {
+        node.shutdown().await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_see_every_message_once_in_one_order() -> Result<()> {
+    everyone_sees_everything(&["Ann", "Ben", "Cat"], &mesh(3), 5).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_members_some_not_paired_see_every_message_once_in_one_order() -> Result<()> {
+    // Dan and Eve are not Ann's contacts: what they write, and what is written to them, goes
+    // through members who are (Ben and Cat), keys included.
+    let links = [(0, 1), (0, 2), (1, 2), (1, 3), (2, 4), (3, 4)];
+    everyone_sees_everything(&["Ann", "Ben", "Cat", "Dan", "Eve"], &links, 3).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_away_for_fifty_messages_catches_up_from_another_member() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut n = nodes(dir.path(), &["Ann", "Ben", "Cat"], &mesh(3)).await?;
+    let (cat, ben, ann) = (n.remove(2), n.remove(1), n.remove(0));
+    let g = ann
+        .create_group("Trip", &["Ben".to_string(), "Cat".to_string()])
+        .await?;
+    let gid = g.id.to_string();
+    until("Cat is in the group", || async {
+        Ok(cat.group(&gid).is_ok())
+    })
+    .await?;
+    let cat_home = cat.home().to_path_buf();
+    cat.shutdown().await;
+    drop(cat);
+    let ben = &ben;
+    for k in 0..50 {
+        ann.send_text(&gid, &format!("while Cat is away {k}"))
+            .await?;
+    }
+    until("Ben has all 50", || async {
+        Ok(texts(ben, &gid).await?.len() == 50)
+    })
+    .await?;
+    // The author goes away before Cat comes back: Cat gets it all from Ben.
+    ann.shutdown().await;
+    let cat = open(&cat_home, test_config()).await?;
+    until("Cat has caught up", || async {
+        Ok(texts(&cat, &gid).await?.len() == 50)
+    })
+    .await?;
+    let want: Vec<String> = (0..50).map(|k| format!("while Cat is away {k}")).collect();
+    ensure!(texts(&cat, &gid).await? == want);
+    ensure!(cat.group(&gid)?.waiting == 0);
+    ensure!(cat.group(&gid)?.unread == 50);
+    cat.shutdown().await;
+    ben.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_member_gets_nothing_after_and_cannot_open_it() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let n = nodes(dir.path(), &["Ann", "Ben", "Cat"], &mesh(3)).await?;
+    let (ann, ben, cat) = (&n[0], &n[1], &n[2]);
+    let g = ann
+        .create_group("Club", &["Ben".to_string(), "Cat".to_string()])
+        .await?;
+    let gid = g.id.to_string();
+    ann.send_text(&gid, "before").await?;
+    ben.send_text(&gid, "before too").await?;
+    until("Cat has both", || async {
+        Ok(texts(cat, &gid).await?.len() == 2)
+    })
+    .await?;
+
+    ann.group_remove(&gid, "Cat").await?;
+    until("Cat knows", || async { Ok(!cat.group(&gid)?.member) }).await?;
+    until("Ben knows", || async {
+        Ok(ben.group(&gid)?.members.len() == 2)
+    })
+    .await?;
+    ann.send_text(&gid, "after").await?;
+    ben.send_text(&gid, "after too").await?;
+    until("Ann and Ben have both", || async {
+        Ok(texts(ann, &gid).await?.len() == 4 && texts(ben, &gid).await?.len() == 4)
+    })
+    .await?;
+    // Cat got neither; handed the entries themselves, it still cannot open them.
+    ensure!(ann.wait_outbox_drained(None, WAIT).await?);
+    ensure!(ben.wait_outbox_drained(None, WAIT).await?);
+    let mut got = texts(cat, &gid).await?;
+    got.sort();
+    ensure!(
+        got == ["before", "before too"],
+        "before handing over: {got:?}"
+    );
+    let entries = ann.group_entries(&gid)?;
+    cat.inject_group_entries("Ann", entries).await?;
+    ensure!(cat.group_entries(&gid)?.len() == ann.group_entries(&gid)?.len());
+    let mut got = texts(cat, &gid).await?;
+    got.sort();
+    ensure!(got == ["before", "before too"], "handed over: {got:?}");
+    ensure!(cat.group(&gid)?.waiting >= 2, "{:?}", cat.group(&gid)?);
+    // And sending to it is refused here.
+    ensure!(cat.send_text(&gid, "still here?").await.is_err());
+    for node in &n {
+        node.shutdown().await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_admins_adding_at_once_converge_on_every_member() -> Result<()> {
+    // Ann and Bea know each other only through Cal; Dov is Ann's contact, Eli is Bea's.
+    let names = ["Ann", "Bea", "Cal", "Dov", "Eli"];
+    let dir = tempfile::tempdir()?;
+    let mut n = nodes(dir.path(), &names, &[(0, 2), (1, 2), (0, 3), (1, 4)]).await?;
+    let cal = n.remove(2);
+    let (ann, bea) = (&n[0], &n[1]);
+    let g = ann.create_group("Both", &["Cal".to_string()]).await?;
+    let gid = g.id.to_string();
+    until("Cal is in", || async { Ok(cal.group(&gid).is_ok()) }).await?;
+    ann.group_make_admin(&gid, "Cal").await?;
+    until("Cal is an admin", || async { Ok(cal.group(&gid)?.admin) }).await?;
+    cal.group_add(&gid, "Bea").await?;
+    cal.group_make_admin(&gid, "Bea").await?;
+    until("Bea is an admin and Ann knows", || async {
+        Ok(bea.group(&gid).map(|v| v.admin).unwrap_or(false)
+            && ann
+                .group(&gid)?
+                .members
+                .iter()
+                .any(|m| m.name == "Bea" && m.admin))
+    })
+    .await?;
+
+    // Cal goes away: Ann and Bea cannot hear of each other's add.
+    let cal_home = cal.home().to_path_buf();
+    cal.shutdown().await;
+    drop(cal);
+    ann.group_add(&gid, "Dov").await?;
+    bea.group_add(&gid, "Eli").await?;
+    let cal = open(&cal_home, test_config()).await?;
+    let all = [&n[0], &n[1], &cal, &n[2], &n[3]];
+    for node in all {
+        until("five members everywhere", || async {
+            Ok(node
+                .group(&gid)
+                .map(|v| v.members.len() == 5)
+                .unwrap_or(false))
+        })
+        .await?;
+    }
+    let want = ids_of(&ann.group(&gid)?);
+    for node in all {
+        ensure!(ids_of(&node.group(&gid)?) == want);
+    }
+    // The two adds were concurrent: neither names the other among its parents.
+    let log = cal.group_entries(&gid)?;
+    let adds: Vec<_> = log
+        .iter()
+        .filter(|e| matches!(e.entry.body, Body::Add { .. }))
+        .filter(|e| e.entry.author != *cal.id().as_bytes())
+        .collect();
+    ensure!(adds.len() == 2, "{adds:?}");
+    for (a, b) in [(0, 1), (1, 0)] {
+        ensure!(!adds[a].entry.parents.contains(&adds[b].entry.hash()));
+    }
+    // Dov and Eli, not contacts, show each other as "not verified by you".
+    let dov = n[2].group(&gid)?;
+    ensure!(dov
+        .members
+        .iter()
+        .any(|m| m.name == "Eli" && m.kind == MemberKind::NotYourContact));
+    for node in all {
+        node.shutdown().await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_admins_removal_and_a_tampered_entry_are_refused_everywhere() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let n = nodes(dir.path(), &["Ann", "Ben", "Cat"], &mesh(3)).await?;
+    let (ann, ben, cat) = (&n[0], &n[1], &n[2]);
+    let g = ann
+        .create_group("Rules", &["Ben".to_string(), "Cat".to_string()])
+        .await?;
+    let gid = g.id.to_string();
+    until("Ben is in", || async { Ok(ben.group(&gid).is_ok()) }).await?;
+    // Ben is no admin: the command refuses, and an entry written anyway changes nothing.
+    ensure!(ben.group_remove(&gid, "Cat").await.is_err());
+    ben.group_write_unchecked(
+        &gid,
+        Body::Remove {
+            member: *cat.id().as_bytes(),
+        },
+    )
+    .await?;
+    let count = ben.group_entries(&gid)?.len();
+    for node in [ann, cat] {
+        until("the entry arrived", || async {
+            Ok(node.group_entries(&gid)?.len() == count)
+        })
+        .await?;
+    }
+    for node in [ann, ben, cat] {
+        ensure!(
+            node.group(&gid)?.members.len() == 3,
+            "{:?}",
+            node.group(&gid)?
+        );
+    }
+    ensure!(cat.group(&gid)?.member);
+
+    // A rename by Ann with its name changed on the way, or signed by someone else: refused.
+    ann.group_rename(&gid, "Rules 2").await?;
+    until("Ben has the rename", || async {
+        Ok(ben.group(&gid)?.name == "Rules 2")
+    })
+    .await?;
+    let mut forged = ann
+        .group_entries(&gid)?
+        .into_iter()
+        .find(|e| matches!(e.entry.body, Body::Rename { .. }))
+        .context("the rename")?;
+    forged.entry.body = Body::Rename {
+        name: "Owned".into(),
+    };
+    forged.entry.seq += 1;
+    let before = ben.group_entries(&gid)?.len();
+    ben.inject_group_entries("Ann", vec![forged]).await?;
+    ensure!(ben.group_entries(&gid)?.len() == before);
+    ensure!(ben.group(&gid)?.name == "Rules 2");
+    for node in &n {
+        node.shutdown().await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_a_member_hides_their_messages_for_you_only() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let n = nodes(dir.path(), &["Ann", "Ben", "Cat"], &mesh(3)).await?;
+    let (ann, ben, cat) = (&n[0], &n[1], &n[2]);
+    let g = ann
+        .create_group("Mixed", &["Ben".to_string(), "Cat".to_string()])
+        .await?;
+    let gid = g.id.to_string();
+    until("Ben is in", || async { Ok(ben.group(&gid).is_ok()) }).await?;
+    cat.block("Ben").await?;
+    ben.send_text(&gid, "from Ben").await?;
+    until("Ann has it", || async {
+        Ok(texts(ann, &gid).await? == ["from Ben"])
+    })
+    .await?;
+    ann.send_text(&gid, "from Ann").await?;
+    until("Cat has Ann's", || async {
+        Ok(texts(cat, &gid).await? == ["from Ann"])
+    })
+    .await?;
+    ensure!(cat
+        .group(&gid)?
+        .members
+        .iter()
+        .any(|m| m.name == "Ben" && m.kind == MemberKind::Blocked));
+    until("Ben has both", || async {
+        Ok(texts(ben, &gid).await?.len() == 2)
+    })
+    .await?;
+    for node in &n {
+        node.shutdown().await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_of_a_contact_and_a_group_asks_for_the_id() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let n = nodes(dir.path(), &["Ann", "Ben"], &mesh(2)).await?;
+    let g = n[0].create_group("Ben", &["Ben".to_string()]).await?;
+    let e = n[0]
+        .send_text("Ben", "which?")
+        .await
+        .err()
+        .context("ambiguous")?;
+    ensure!(e.code() == "ambiguous", "{e}");
+    ensure!(e.to_string().contains("give the id"), "{e}");
+    let prefix = &g.id.to_string()[..8];
+    n[0].send_text(prefix, "to the group").await?;
+    ensure!(texts(&n[0], prefix).await? == ["to the group"]);
+    for node in &n {
+        node.shutdown().await;
+    }
+    Ok(())
+}
