@@ -471,3 +471,49 @@ async fn a_name_of_a_contact_and_a_group_asks_for_the_id() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_home_restored_from_a_backup_catches_up_before_it_writes_again() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut n = nodes(dir.path(), &["Ann", "Ben"], &mesh(2)).await?;
+    let (ben, ann) = (n.remove(1), n.remove(0));
+    let g = ann.create_group("Home", &["Ben".to_string()]).await?;
+    let gid = g.id.to_string();
+    ann.send_text(&gid, "one").await?;
+    let file = dir.path().join("ann.ferrybak");
+    let pass = ferry_core::vault::Passphrase::from("backup passphrase");
+    ann.export_backup(&file, &pass, |_, _| {}).await?;
+    // Written after the backup: the restored home must not write over it.
+    ann.send_text(&gid, "two").await?;
+    until("Ben has both", || async {
+        Ok(texts(&ben, &gid).await? == ["one", "two"])
+    })
+    .await?;
+    ann.shutdown().await;
+    drop(ann);
+
+    let home = dir.path().join("new-laptop");
+    ferry_core::backup::import(&file, &home, &pass, None)?;
+    let ann = open(&home, test_config()).await?;
+    // Until Ben has told it what it missed, it refuses to write in the group.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match ann.send_text(&gid, "three").await {
+            Ok(_) => break,
+            Err(e) if e.to_string().contains("catching up") => {}
+            Err(e) => return Err(e.into()),
+        }
+        ensure!(tokio::time::Instant::now() < deadline, "never caught up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Nothing lost on either side: its own message written after the backup came back, and
+    // Ben took the new one (a reused number would have been refused as an equivocation).
+    until("Ben has all three", || async {
+        Ok(texts(&ben, &gid).await? == ["one", "two", "three"])
+    })
+    .await?;
+    ensure!(texts(&ann, &gid).await? == ["one", "two", "three"]);
+    ann.shutdown().await;
+    ben.shutdown().await;
+    Ok(())
+}

@@ -449,11 +449,15 @@ impl Groups {
             // A new chain when the members changed: a member who left cannot read on, and
             // one who joined cannot read back.
             let mut new_share = None;
-            let mut chain = match rec.my_epoch {
-                Some(epoch) if rec.shared_for == others => store
-                    .group_chain(&rec.id, &me, epoch)?
-                    .ok_or_else(|| Error::Corrupt("this home's group chain is missing".into()))?,
-                _ => {
+            let current = match rec.my_epoch {
+                Some(epoch) if rec.shared_for == others => {
+                    store.group_chain(&rec.id, &me, epoch)?
+                }
+                _ => None,
+            };
+            let mut chain = match current {
+                Some(chain) => chain,
+                None => {
                     let epoch = rec.my_epoch.map_or(0, |e| e.wrapping_add(1));
                     let chain = SenderChain::new(epoch);
                     let share = chain.share(rec.id, self.0.identity.secret_key());
@@ -492,20 +496,16 @@ impl Groups {
                 transfer: None,
                 author: self.0.identity.id(),
             };
-            // The record (new epoch) and chain first, then the entry with its message.
+            // The record (new epoch), the chain and the message first, then the entry.
             store.apply_group(&GroupWrite {
                 group: rec.id,
                 record: Some(rec.clone()),
                 chains: vec![(me, epoch, chain)],
+                messages: vec![message.clone()],
                 ..GroupWrite::default()
             })?;
             let mut taken = Taken::default();
             self.take_one(signed.clone(), None, &[], &mut taken)?;
-            store.apply_group(&GroupWrite {
-                group: rec.id,
-                messages: vec![message.clone()],
-                ..GroupWrite::default()
-            })?;
             let rec = self.record(&rec.id)?;
             let mut sends = Vec::new();
             if let Some((share, needs)) = new_share {
@@ -566,6 +566,13 @@ impl Groups {
 
     /// This home's next entry in a group: after its previous one and the log's heads.
     fn sign_next(&self, rec: &GroupRecord, body: Body) -> Result<SignedEntry, Error> {
+        if rec.restored {
+            return Err(Error::InvalidInput(format!(
+                "{} is catching up after this home was restored from a backup: try again once \
+                 a member is online",
+                rec.state.name
+            )));
+        }
         let me = self.me();
         let store = &self.0.store;
         let log = store.group_log(&rec.id);
@@ -718,6 +725,7 @@ impl Groups {
                 my_epoch: None,
                 shared_for: Vec::new(),
                 created_at: now_ms(),
+                restored: false,
             },
             (None, _) => {
                 return Ok(Err(GroupError::Missing(e.parents.clone())));
@@ -787,7 +795,32 @@ impl Groups {
             ciphertext,
         } = &e.body
         {
-            if e.author != me {
+            let id = MessageId(hash[..16].try_into().unwrap_or_default());
+            if e.author == me && store.message(&id)?.is_none() {
+                // This home's own message it no longer has: written after the backup it was
+                // restored from, and come back from a member. Its chain (restored, never
+                // sealed with again) still opens it.
+                if let Some(mut chain) = store.group_chain(&e.group, &me, *epoch)? {
+                    if let Ok(Content::Text { body }) =
+                        chain.chain.open(&e.group, &me, *index, nonce, ciphertext)
+                    {
+                        w.messages.push(Message {
+                            id,
+                            conversation: ConversationId(e.group),
+                            contact: self.0.identity.id(),
+                            seq: store.free_group_seq(&e.group, e.lamport, hash)?,
+                            direction: Direction::Outgoing,
+                            body,
+                            sent_at: e.at,
+                            stored_at: now_ms(),
+                            state: MessageState::Delivered,
+                            transfer: None,
+                            author: self.0.identity.id(),
+                        });
+                        w.chains.push((me, *epoch, chain));
+                    }
+                }
+            } else if e.author != me {
                 match store.group_chain(&e.group, &e.author, *epoch)? {
                     Some(mut chain) => {
                         match chain
@@ -1069,6 +1102,7 @@ impl Groups {
                 sends.push((
                     *t,
                     Payload::GroupEntries {
+                        group: rec.id,
                         entries: chunk,
                         covered: covered.to_vec(),
                     },
@@ -1246,12 +1280,18 @@ impl Groups {
             .filter(|s| s.entry.seq > has.get(&s.entry.author).copied().unwrap_or(0))
             .filter(|s| member || s.entry.body.is_membership())
             .collect();
-        let mut sends: Sends = chunks(missing)
+        // At least one answer, empty if nothing is missing: it tells the asker it caught up.
+        let mut runs = chunks(missing);
+        if runs.is_empty() {
+            runs.push(Vec::new());
+        }
+        let mut sends: Sends = runs
             .into_iter()
             .map(|entries| {
                 (
                     *from,
                     Payload::GroupEntries {
+                        group,
                         entries,
                         covered: Vec::new(),
                     },
@@ -1392,12 +1432,25 @@ impl Groups {
             let _guard = self.0.lock.lock().await;
             let mut taken = Taken::default();
             match payload {
-                Payload::GroupEntries { entries, covered } => {
+                Payload::GroupEntries {
+                    group,
+                    entries,
+                    covered,
+                } => {
                     if entries.len() > MAX_GROUP_ENTRIES || covered.len() > MAX_MEMBERS + 1 {
                         return Err(Error::Protocol("group entries over their limits".into()));
                     }
                     for e in entries {
+                        if e.entry.group != group {
+                            tracing::info!("an entry of another group in a payload; dropped");
+                            continue;
+                        }
                         self.take_one(e, Some(&from.id), &covered, &mut taken)?;
+                    }
+                    if covered.is_empty() {
+                        // An answer to a catch-up: a home restored from a backup may write
+                        // again once a member has told it what it missed.
+                        self.caught_up(&group, &from.id)?;
                     }
                     (covered, taken, Vec::new())
                 }
@@ -1429,18 +1482,38 @@ impl Groups {
         })
     }
 
+    /// After a catch-up answer from `from`: a group restored from a backup is caught up once
+    /// a member answered (what this home wrote after the backup came back with it).
+    fn caught_up(&self, group: &[u8; 16], from: &ContactId) -> Result<(), Error> {
+        let store = &self.0.store;
+        let Some(mut rec) = store.group(group)? else {
+            return Ok(());
+        };
+        if rec.restored && rec.state.members.contains_key(from.as_bytes()) {
+            rec.restored = false;
+            store.apply_group(&GroupWrite {
+                group: *group,
+                record: Some(rec),
+                ..GroupWrite::default()
+            })?;
+        }
+        Ok(())
+    }
+
     /// Hands entries to this node as if `from` had sent them (tests of forged entries).
     pub(crate) async fn inject(
         &self,
         from: &Contact,
+        group: [u8; 16],
         entries: Vec<SignedEntry>,
     ) -> Result<(), Error> {
         let handled = self
             .take_payload(
                 from,
                 Payload::GroupEntries {
+                    group,
                     entries,
-                    covered: Vec::new(),
+                    covered: vec![*from.id.as_bytes()],
                 },
             )
             .await?;

@@ -785,7 +785,8 @@ impl Node {
         entries: Vec<ferry_proto::group::SignedEntry>,
     ) -> Result<(), Error> {
         let c = self.roster.resolve(from)?;
-        self.groups.inject(&c, entries).await
+        let group = entries.first().map(|e| e.entry.group).unwrap_or_default();
+        self.groups.inject(&c, group, entries).await
     }
 
     /// Writes a group entry whatever the rules say here (tests of what other members reject).

@@ -1146,6 +1146,7 @@ impl Store {
         for c in self.contacts()? {
             self.meta.insert(restored_key(&c.id), [])?;
         }
+        self.restore_groups()?;
         self.counters.clear()?;
         self.meta.remove("counters")?;
         for mut t in self.transfers()? {

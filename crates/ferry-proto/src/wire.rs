@@ -299,6 +299,8 @@ pub enum Payload {
     /// (appended with groups; at most [`MAX_GROUP_ENTRIES`]). Sent by the author, and passed on
     /// by members to members the author does not reach.
     GroupEntries {
+        /// The group they are of (an entry of another group is dropped).
+        group: [u8; 16],
         /// The entries.
         entries: Vec<SignedEntry>,
         /// Members already sent these by someone else (the author's direct contacts, and
@@ -318,7 +320,9 @@ pub enum Payload {
     },
     /// What the sender holds of a group (appended with groups): the receiver sends back what
     /// it has beyond it, entries and the sender chains the sender may have. Sent when a link
-    /// comes up, and when an entry arrives whose parents are missing.
+    /// comes up, and when an entry arrives whose parents are missing. It is always answered
+    /// with at least one `GroupEntries` (empty if the sender lacks nothing) with nothing
+    /// `covered`.
     GroupHave {
         /// The group.
         group: [u8; 16],
@@ -409,11 +413,12 @@ mod tests {
         assert_eq!(timer, [5, 1, 2]);
         // Groups' payloads were appended after it.
         let entries = postcard::to_allocvec(&Payload::GroupEntries {
+            group: [0; 16],
             entries: Vec::new(),
             covered: Vec::new(),
         })
         .unwrap();
-        assert_eq!(entries, [6, 0, 0]);
+        assert_eq!(entries, [[6].as_slice(), &[0; 16], &[0, 0]].concat());
         let have = postcard::to_allocvec(&Payload::GroupHave {
             group: [1; 16],
             heads: vec![([2; 32], 3)],
