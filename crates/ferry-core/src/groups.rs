@@ -41,6 +41,9 @@ use crate::Error;
 /// Bytes of entries one [`Payload::GroupEntries`] carries at most (with its `covered` list it
 /// stays well inside a frame; one entry at its largest fits).
 const ENTRIES_BUDGET: usize = 40 * 1024;
+/// Sender chains kept for one author in one group (a new one comes at each change of
+/// members; more than this is a member making them up).
+const MAX_CHAINS_PER_AUTHOR: usize = 64;
 /// The longest `heads` or `keys` list of a [`Payload::GroupHave`].
 const MAX_HAVE: usize = MAX_MEMBERS * 4;
 
@@ -62,11 +65,15 @@ struct Inner {
     lock: Mutex<()>,
 }
 
+/// An entry that joined a log: the entry, who sent it, and whom it was already sent to.
+type Joined = (SignedEntry, [u8; 32], Vec<[u8; 32]>);
+
 /// What taking entries did.
 #[derive(Default)]
 struct Taken {
-    /// Entries that joined a log, by group, in the order they joined.
-    joined: BTreeMap<[u8; 16], Vec<SignedEntry>>,
+    /// Entries that joined a log, by group, in the order they joined, each with whom it came
+    /// from and whom it was already sent to (to pass it on to the others).
+    joined: BTreeMap<[u8; 16], Vec<Joined>>,
     /// Messages to announce.
     messages: Vec<Message>,
     /// Groups whose membership or name changed.
@@ -75,6 +82,8 @@ struct Taken {
     ask: BTreeSet<[u8; 16]>,
     /// Chains whose `needs` may now be met.
     shares: BTreeSet<[u8; 16]>,
+    /// Groups with sealed entries newly waiting for a chain: ask the sender for it.
+    locked: BTreeSet<[u8; 16]>,
 }
 
 fn key_of(e: &Entry, hash: &EntryHash) -> OrderKey {
@@ -314,7 +323,11 @@ impl Groups {
             let _guard = self.0.lock.lock().await;
             let signed = entry.sign(self.0.identity.secret_key());
             let mut taken = Taken::default();
-            self.take_one(signed.clone(), None, &[], &mut taken)?;
+            if !self.take_one(signed.clone(), None, &[], &mut taken)? {
+                return Err(Error::Corrupt(
+                    "this home's own group entry did not join its log".into(),
+                ));
+            }
             let rec = self.record(&id)?;
             let sends = self.direct_sends(&rec, &[signed], None)?;
             (rec, sends)
@@ -330,7 +343,11 @@ impl Groups {
             let rec = self.record(group)?;
             let signed = self.sign_next(&rec, body)?;
             let mut taken = Taken::default();
-            self.take_one(signed.clone(), None, &[], &mut taken)?;
+            if !self.take_one(signed.clone(), None, &[], &mut taken)? {
+                return Err(Error::Corrupt(
+                    "this home's own group entry did not join its log".into(),
+                ));
+            }
             let after = self.record(group)?;
             // The members before it (a removed member hears of the removal) and after (an
             // added one gets the log).
@@ -505,7 +522,11 @@ impl Groups {
                 ..GroupWrite::default()
             })?;
             let mut taken = Taken::default();
-            self.take_one(signed.clone(), None, &[], &mut taken)?;
+            if !self.take_one(signed.clone(), None, &[], &mut taken)? {
+                return Err(Error::Corrupt(
+                    "this home's own group entry did not join its log".into(),
+                ));
+            }
             let rec = self.record(&rec.id)?;
             let mut sends = Vec::new();
             if let Some((share, needs)) = new_share {
@@ -623,30 +644,41 @@ impl Groups {
         from: Option<&ContactId>,
         covered: &[[u8; 32]],
         taken: &mut Taken,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         let hash = match signed.verify() {
             Ok(h) => h,
             Err(e) => {
                 tracing::info!("a group entry refused: {e}");
-                return Ok(());
+                return Ok(false);
             }
         };
         let group = signed.entry.group;
+        let origin = from.map_or([0; 32], |f| *f.as_bytes());
         match self.join_log(&signed, &hash, taken)? {
-            Ok(()) => {}
+            Ok(true) => {
+                taken
+                    .joined
+                    .entry(group)
+                    .or_default()
+                    .push((signed, origin, covered.to_vec()))
+            }
+            Ok(false) => return Ok(true), // had it
             Err(GroupError::Missing(_)) => {
                 if let Some(from) = from {
-                    self.hold(group, hash, signed, from, covered)?;
-                    taken.ask.insert(group);
+                    // Ask the sender for what it has only when this is news (no loop of
+                    // asking for what it cannot give).
+                    if self.hold(group, hash, signed, from, covered)? {
+                        taken.ask.insert(group);
+                    }
                 }
-                return Ok(());
+                return Ok(false);
             }
             Err(e) => {
                 tracing::info!(group = %ConversationId(group), "a group entry refused: {e}");
-                return Ok(());
+                return Ok(false);
             }
         }
-        // What waited for it may join now, in turn.
+        // What waited for it may join now, in turn (and is passed on as it came).
         loop {
             let mut progressed = false;
             let mut pending = self.0.store.group_pending(&group)?;
@@ -654,7 +686,16 @@ impl Groups {
             for (h, p) in pending {
                 match self.join_log(&p.entry, &h, taken)? {
                     Err(GroupError::Missing(_)) => continue,
-                    Ok(()) => progressed = true,
+                    Ok(joined) => {
+                        progressed = true;
+                        if joined {
+                            taken
+                                .joined
+                                .entry(group)
+                                .or_default()
+                                .push((p.entry, p.from, p.covered));
+                        }
+                    }
                     Err(e) => tracing::info!("a held group entry refused: {e}"),
                 }
                 self.0.store.apply_group(&GroupWrite {
@@ -667,9 +708,23 @@ impl Groups {
                 break;
             }
         }
-        Ok(())
+        Ok(true)
     }
 
+    /// Whether an entry adding this home to `group` waits for the group's log.
+    fn invited(&self, group: &[u8; 16]) -> Result<bool, Error> {
+        let me = self.me();
+        Ok(self
+            .0
+            .store
+            .group_pending(group)?
+            .iter()
+            .any(|(_, p)| matches!(&p.entry.entry.body, Body::Add { member } if member.id == me)))
+    }
+
+    /// Holds an entry until its parents arrive; whether it is new here. Only for a group
+    /// this home knows, or one whose entry makes this home a member (an admin's add, or the
+    /// creation): a contact cannot make it hold anything else.
     fn hold(
         &self,
         group: [u8; 16],
@@ -677,14 +732,24 @@ impl Groups {
         entry: SignedEntry,
         from: &ContactId,
         covered: &[[u8; 32]],
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
+        let me = self.me();
+        let invites_me = match &entry.entry.body {
+            Body::Add { member } => member.id == me,
+            Body::Create { members, .. } => members.iter().any(|m| m.id == me),
+            _ => false,
+        };
+        if !invites_me && self.0.store.group(&group)?.is_none() {
+            tracing::debug!("an entry of a group this home is not in; dropped");
+            return Ok(false);
+        }
         let held = self.0.store.group_pending(&group)?;
         if held.iter().any(|(h, _)| *h == hash) {
-            return Ok(());
+            return Ok(false);
         }
         if held.len() >= MAX_PENDING {
             tracing::warn!(group = %ConversationId(group), "too many group entries wait for their parents; one dropped (it comes again with the next catch-up)");
-            return Ok(());
+            return Ok(false);
         }
         self.0.store.apply_group(&GroupWrite {
             group,
@@ -698,7 +763,7 @@ impl Groups {
             )],
             ..GroupWrite::default()
         })?;
-        Ok(())
+        Ok(true)
     }
 
     /// Checks an entry against its log and, if it fits, stores it with what it shows. The
@@ -708,32 +773,58 @@ impl Groups {
         signed: &SignedEntry,
         hash: &EntryHash,
         taken: &mut Taken,
-    ) -> Result<Result<(), GroupError>, Error> {
+    ) -> Result<Result<bool, GroupError>, Error> {
         let store = &self.0.store;
         let e = &signed.entry;
         let existing = store.group(&e.group)?;
         if store.group_lamport(&e.group, hash)?.is_some() {
-            return Ok(Ok(())); // had it
+            return Ok(Ok(false)); // had it
         }
+        let me = self.me();
         let mut rec = match (existing, &e.body) {
             (Some(r), _) => r,
-            (None, Body::Create { .. }) => GroupRecord {
-                id: e.group,
-                state: GroupState::default(),
-                heads: Vec::new(),
-                vector: BTreeMap::new(),
-                my_epoch: None,
-                shared_for: Vec::new(),
-                created_at: now_ms(),
-                restored: false,
-            },
+            // A new group only if this home is in it, or an add of this home waits for it.
+            (None, Body::Create { members, .. })
+                if members.iter().any(|m| m.id == me) || self.invited(&e.group)? =>
+            {
+                GroupRecord {
+                    id: e.group,
+                    state: GroupState::default(),
+                    heads: Vec::new(),
+                    vector: BTreeMap::new(),
+                    my_epoch: None,
+                    shared_for: Vec::new(),
+                    created_at: now_ms(),
+                    restored: false,
+                    named: Vec::new(),
+                }
+            }
+            (None, Body::Create { .. }) => {
+                return Ok(Err(GroupError::Invalid(
+                    "a group this home is not invited to".into(),
+                )))
+            }
             (None, _) => {
                 return Ok(Err(GroupError::Missing(e.parents.clone())));
             }
         };
+        // Only someone a membership entry ever named may write: a signature from any key is
+        // not enough (once named, always: every member decides this the same way).
+        if !matches!(e.body, Body::Create { .. }) && rec.named.binary_search(&e.author).is_err() {
+            return Ok(Err(GroupError::Invalid(
+                "its author was never named a member".into(),
+            )));
+        }
         if let Err(err) = check_in_log(e, hash, &store.group_log(&e.group)) {
             return Ok(Err(err));
         }
+        match &e.body {
+            Body::Create { members, .. } => rec.named.extend(members.iter().map(|m| m.id)),
+            Body::Add { member } => rec.named.push(member.id),
+            _ => {}
+        }
+        rec.named.sort();
+        rec.named.dedup();
         rec.heads.retain(|h| !e.parents.contains(h));
         rec.heads.push(*hash);
         rec.heads.sort();
@@ -744,7 +835,6 @@ impl Groups {
             group: e.group,
             ..GroupWrite::default()
         };
-        let me = self.me();
         if e.body.is_membership() {
             let mut all: Vec<Entry> = store
                 .group_entries(&e.group)?
@@ -838,7 +928,12 @@ impl Groups {
                             }
                         }
                     }
-                    None => w.lock.push((e.author, *epoch, e.lamport, *hash)),
+                    // From before this home joined: no key will ever come for it.
+                    None if !rec.state.member_at(&me, &key) => {}
+                    None => {
+                        w.lock.push((e.author, *epoch, e.lamport, *hash));
+                        taken.locked.insert(e.group);
+                    }
                 }
             }
         }
@@ -850,15 +945,11 @@ impl Groups {
         );
         w.record = Some(rec);
         w.entry = Some((signed.clone(), *hash));
-        if store.apply_group(&w)? {
-            taken
-                .joined
-                .entry(e.group)
-                .or_default()
-                .push(signed.clone());
+        let joined = store.apply_group(&w)?;
+        if joined {
             taken.shares.insert(e.group);
         }
-        Ok(Ok(()))
+        Ok(Ok(joined))
     }
 
     /// The message an opened group entry shows as, if it is shown: its author was a member
@@ -969,6 +1060,15 @@ impl Groups {
         {
             return Ok(());
         }
+        let held = store
+            .group_chains(&share.group)?
+            .iter()
+            .filter(|(a, _, _)| *a == share.author)
+            .count();
+        if held >= MAX_CHAINS_PER_AUTHOR {
+            tracing::info!("a member sent more sender chains than a group keeps; one dropped");
+            return Ok(());
+        }
         let (group, author, epoch) = (share.group, share.author, share.epoch);
         let mut chain = StoredChain {
             chain: SenderChain::from_share(&share),
@@ -1006,6 +1106,13 @@ impl Groups {
                     Err(err) => tracing::info!("a held group message does not open: {err}"),
                 }
             }
+        }
+        // Two messages of one write never share a seq (the first 24 bits of two hashes at one
+        // clock may meet).
+        let mut used = Vec::new();
+        for m in w.messages.iter_mut() {
+            m.seq = store.free_seq_from(&group, m.seq, &used)?;
+            used.push(m.seq);
         }
         taken.messages.extend(w.messages.iter().cloned());
         w.chains.push((author, epoch, chain));
@@ -1088,7 +1195,15 @@ impl Groups {
                 if log.is_none() {
                     log = Some(self.0.store.group_entries(&rec.id)?);
                 }
-                log.clone().unwrap_or_default()
+                // The add first: it tells the new member it is invited, so it takes the rest.
+                entries
+                    .iter()
+                    .filter(|s| {
+                        matches!(&s.entry.body, Body::Add { member } if member.id == *t.as_bytes())
+                    })
+                    .cloned()
+                    .chain(log.clone().unwrap_or_default())
+                    .collect()
             } else if gone.contains(t) {
                 entries
                     .iter()
@@ -1114,29 +1229,38 @@ impl Groups {
 
     /// Passes on what a payload from `from` brought: entries to the member contacts it did
     /// not cover, and chains whose membership is now known to those they are for.
-    fn pass_on(
-        &self,
-        from: &ContactId,
-        covered: &[[u8; 32]],
-        taken: &Taken,
-    ) -> Result<Sends, Error> {
+    fn pass_on(&self, from: &ContactId, taken: &Taken) -> Result<Sends, Error> {
         let mut sends = Vec::new();
-        for (group, entries) in &taken.joined {
+        for (group, joined) in &taken.joined {
             let Some(rec) = self.0.store.group(group)? else {
                 continue;
             };
             if !rec.state.members.contains_key(&self.me()) {
                 continue;
             }
-            let mut except: Vec<[u8; 32]> = covered.to_vec();
-            except.push(*from.as_bytes());
-            except.extend(entries.iter().map(|e| e.entry.author));
-            let targets = self.member_contacts(&rec, &except)?;
-            if targets.is_empty() {
-                continue;
+            // Each entry to the member contacts it was not sent to yet, as it came (an entry
+            // that came as a catch-up answer, with nothing covered, is not passed on).
+            let mut per_target: BTreeMap<ContactId, (Vec<SignedEntry>, Vec<[u8; 32]>)> =
+                BTreeMap::new();
+            for (entry, origin, covered) in joined {
+                if covered.is_empty() {
+                    continue;
+                }
+                let mut except = covered.clone();
+                except.push(*origin);
+                except.push(entry.entry.author);
+                let targets = self.member_contacts(&rec, &except)?;
+                let now_covered = covered_with(covered, &targets);
+                for t in targets {
+                    let slot = per_target.entry(t).or_default();
+                    slot.0.push(entry.clone());
+                    slot.1.extend(now_covered.iter().copied());
+                }
             }
-            let covered = covered_with(covered, &targets);
-            sends.extend(self.entry_sends(&rec, entries, &targets, &covered, &[])?);
+            for (t, (entries, covered)) in per_target {
+                let covered = covered_with(&covered, &[]);
+                sends.extend(self.entry_sends(&rec, &entries, &[t], &covered, &[])?);
+            }
         }
         for group in &taken.shares {
             sends.extend(self.pass_on_shares(group, from)?);
@@ -1273,13 +1397,34 @@ impl Groups {
             return Ok(Vec::new());
         }
         let member = rec.state.members.contains_key(&peer);
+        // A past member gets the log up to where it left (so it learns it was removed, with
+        // the entries that removal follows), and nothing after.
+        let until: Option<OrderKey> = if member {
+            None
+        } else {
+            rec.state
+                .spans
+                .get(&peer)
+                .and_then(|s| s.last())
+                .and_then(|(_, to)| *to)
+        };
         let has: BTreeMap<[u8; 32], u64> = heads.into_iter().collect();
-        let missing: Vec<SignedEntry> = store
+        let mut missing: Vec<SignedEntry> = store
             .group_entries(&group)?
             .into_iter()
             .filter(|s| s.entry.seq > has.get(&s.entry.author).copied().unwrap_or(0))
-            .filter(|s| member || s.entry.body.is_membership())
+            .filter(|s| until.is_none_or(|u| s.entry.order_key() <= u))
             .collect();
+        if has.is_empty() {
+            // A new member's first catch-up: the add that invites it first.
+            if let Some(i) = missing
+                .iter()
+                .position(|s| matches!(&s.entry.body, Body::Add { member } if member.id == peer))
+            {
+                let add = missing[i].clone();
+                missing.insert(0, add);
+            }
+        }
         // At least one answer, empty if nothing is missing: it tells the asker it caught up.
         let mut runs = chunks(missing);
         if runs.is_empty() {
@@ -1361,16 +1506,12 @@ impl Groups {
     }
 
     /// After a payload's changes are stored: events, then what goes on to others.
-    async fn after_taking(&self, from: ContactId, covered: Vec<[u8; 32]>, taken: Taken) {
+    async fn after_taking(&self, from: ContactId, taken: Taken) {
         let sends = {
             let _guard = self.0.lock.lock().await;
             // What came as an answer to a catch-up (nothing covered: not even its author) is
             // not passed on: the others catch up themselves when they meet a member.
-            let passed = if covered.is_empty() {
-                Ok(Vec::new())
-            } else {
-                self.pass_on(&from, &covered, &taken)
-            };
+            let passed = self.pass_on(&from, &taken);
             let mut sends = match passed {
                 Ok(s) => s,
                 Err(e) => {
@@ -1378,7 +1519,7 @@ impl Groups {
                     Vec::new()
                 }
             };
-            for group in &taken.ask {
+            for group in taken.ask.union(&taken.locked) {
                 match self.0.store.group(group) {
                     Ok(Some(rec)) => match self.have(&rec) {
                         Ok(p) => sends.push((from, p)),
@@ -1428,7 +1569,7 @@ impl Groups {
 
     /// Takes a payload from a contact (the inbox's handler, and tests that hand entries over).
     async fn take_payload(&self, from: &Contact, payload: Payload) -> Result<Handled, Error> {
-        let (covered, taken, answer) = {
+        let (_covered, taken, answer) = {
             let _guard = self.0.lock.lock().await;
             let mut taken = Taken::default();
             match payload {
@@ -1476,7 +1617,7 @@ impl Groups {
             after: Some(Box::new(move |_| {
                 Box::pin(async move {
                     this.send(answer).await;
-                    this.after_taking(from, covered, taken).await;
+                    this.after_taking(from, taken).await;
                 })
             })),
         })

@@ -629,7 +629,8 @@ impl SenderChain {
         let mk = hmac32(&self.chain, CK_MESSAGE);
         let index = self.next;
         self.chain = hmac32(&self.chain, CK_CHAIN);
-        self.next += 1;
+        // 2^32 messages in one chain never happen: a new one starts whenever members change.
+        self.next = self.next.saturating_add(1);
         let mut nonce = [0u8; 24];
         OsRng.fill_bytes(&mut nonce);
         let plain = Zeroizing::new(postcard::to_allocvec(content).unwrap_or_default());
@@ -678,7 +679,10 @@ impl SenderChain {
             }
             let mk = hmac32(&next.chain, CK_MESSAGE);
             next.chain = hmac32(&next.chain, CK_CHAIN);
-            next.next += 1;
+            next.next = next
+                .next
+                .checked_add(1)
+                .ok_or_else(|| invalid("a chain at its last index"))?;
             while next.skipped.len() > MAX_SKIP {
                 next.skipped.pop_first();
             }

@@ -50,6 +50,8 @@ pub struct GroupRecord {
     /// until a member has answered its catch-up (what it wrote after the backup comes back
     /// then, so its next entry does not reuse a number).
     pub restored: bool,
+    /// Everyone a membership entry ever named (sorted): only they may write in the group.
+    pub named: Vec<[u8; 32]>,
 }
 
 /// A sender chain as kept: the chain (advanced as messages are opened, or sealed) and, for
@@ -317,9 +319,19 @@ impl Store {
         lamport: u64,
         hash: &EntryHash,
     ) -> Result<u64, Error> {
+        self.free_seq_from(group, group_seq(lamport, hash), &[])
+    }
+
+    /// The first seq from `seq` on that no stored message of the group, and none of `taken`,
+    /// has.
+    pub fn free_seq_from(
+        &self,
+        group: &[u8; 16],
+        mut seq: u64,
+        taken: &[u64],
+    ) -> Result<u64, Error> {
         let conv = crate::model::ConversationId(*group);
-        let mut seq = group_seq(lamport, hash);
-        while self.messages.contains_key(message_key(&conv, seq))? {
+        while taken.contains(&seq) || self.messages.contains_key(message_key(&conv, seq))? {
             seq += 1;
         }
         Ok(seq)
@@ -443,7 +455,8 @@ impl Store {
         use rand_core::RngCore;
         for mut rec in self.groups()? {
             rec.restored = true;
-            let jump = 1 + (rand_core::OsRng.next_u32() >> 16);
+            // Far past any epoch the lost state can have started after the backup.
+            let jump = 1024 + (rand_core::OsRng.next_u32() >> 12);
             rec.my_epoch = Some(rec.my_epoch.unwrap_or(0).wrapping_add(jump));
             rec.shared_for.clear();
             self.groups.insert(rec.id, enc(&rec)?)?;
@@ -494,6 +507,7 @@ mod tests {
             shared_for: Vec::new(),
             created_at: 5,
             restored: false,
+            named: vec![[1; 32]],
         };
         let bytes = postcard::to_allocvec(&rec).unwrap();
         let hex = data_encoding::HEXLOWER.encode(&bytes);
@@ -508,7 +522,8 @@ mod tests {
                 "0303030303030303030303030303030303030303030303030303000001030303",
                 "0303030303030303030303030303030303030303030303030303030303010101",
                 "0101010101010101010101010101010101010101010101010101010101010101",
-                "02000500",
+                "0200050001010101010101010101010101010101010101010101010101010101",
+                "0101010101",
             ),
             "{hex}"
         );

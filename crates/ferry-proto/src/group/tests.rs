@@ -560,3 +560,15 @@ proptest! {
         prop_assert!(state.members.contains_key(&id(1)) || state.spans[&id(1)].iter().all(|s| s.1.is_some()));
     }
 }
+
+#[test]
+fn a_chain_at_its_last_index_refuses_instead_of_wrapping() {
+    // A share claims the chain is at the last index there is; a message there cannot be
+    // opened past it (no overflow, no panic), and the chain is left as it was.
+    let mut share = SenderChain::new(0).share([1; 16], &key(1));
+    share.index = u32::MAX;
+    let mut chain = SenderChain::from_share(&share);
+    let got = chain.open(&[1; 16], &id(1), u32::MAX, &[0; 24], &[0; 40]);
+    assert!(matches!(got, Err(GroupError::Invalid(_))), "{got:?}");
+    assert_eq!(chain.next_index(), u32::MAX);
+}
