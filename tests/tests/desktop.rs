@@ -86,22 +86,49 @@ fn see(s: &Session<'_>, css: &str, needle: &str) -> Result<()> {
 /// keys cannot land in the field that had the focus), and waits until the field holds it.
 fn fill(s: &Session<'_>, css: &str, text: &str) -> Result<()> {
     let el = s.wait_for(css, WAIT)?;
-    s.click(&el)?;
-    s.send_keys(&el, text)?;
     let mut last = Value::Null;
-    wait_until(WAIT, &format!("{css} to hold what was typed"), || {
-        last = s.execute(
-            "return document.querySelector(arguments[0]).value",
+    // Under Xvfb the window's first click gives it the focus, and WebKit may then hand the
+    // focus back to the field that had it: typing waits until this field has the focus of a
+    // focused window, and a field that still ends up holding something else is typed again.
+    for _ in 0..3 {
+        s.click(&el)?;
+        wait_until(WAIT, &format!("{css} to have the focus"), || {
+            let focused = s.execute(
+                "return document.hasFocus() && \
+                 document.activeElement === document.querySelector(arguments[0])",
+                &[json!(css)],
+            )?;
+            if focused == json!(true) {
+                return Ok(Some(()));
+            }
+            s.click(&el)?;
+            Ok(None)
+        })?;
+        s.execute(
+            "const e = document.querySelector(arguments[0]); e.value = ''; \
+             e.dispatchEvent(new Event('input', { bubbles: true }));",
             &[json!(css)],
         )?;
-        Ok((last == json!(text)).then_some(()))
-    })
-    .with_context(|| {
-        format!(
-            "it holds {} characters",
-            last.as_str().map_or(0, |v| v.chars().count())
-        )
-    })
+        s.send_keys(&el, text)?;
+        let held = wait_until(
+            std::time::Duration::from_secs(5),
+            &format!("{css} to hold what was typed"),
+            || {
+                last = s.execute(
+                    "return document.querySelector(arguments[0]).value",
+                    &[json!(css)],
+                )?;
+                Ok((last == json!(text)).then_some(()))
+            },
+        );
+        if held.is_ok() {
+            return Ok(());
+        }
+    }
+    anyhow::bail!(
+        "{css} holds {} characters after three tries",
+        last.as_str().map_or(0, |v| v.chars().count())
+    )
 }
 
 fn js(s: &Session<'_>, script: &str) -> Result<Value> {
