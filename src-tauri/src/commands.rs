@@ -8,8 +8,8 @@ use std::sync::Arc;
 use ferry_core::backup::{BackupSummary, ScheduleView};
 use ferry_core::vault::Passphrase;
 use ferry_core::{
-    ContactView, Message, NetSettings, Node, Profile, Protection, RelayChoice, StorageUsage,
-    Transfer,
+    ContactView, GroupView, Message, NetSettings, Node, Profile, Protection, RelayChoice,
+    StorageUsage, Transfer,
 };
 use serde::{Deserialize, Serialize};
 use specta::Type;
@@ -367,6 +367,64 @@ pub async fn remove_contact(
         .remove_contact(&contact, keep_history)
         .await?;
     Ok(())
+}
+
+/// Every group this home is or was in, newest first.
+#[tauri::command]
+#[specta::specta]
+pub async fn groups(state: State<'_, AppState>) -> Result<Vec<GroupView>> {
+    Ok(node(&state).await?.groups()?)
+}
+
+/// Creates a group with these contacts (ids); this home is its first admin.
+#[tauri::command]
+#[specta::specta]
+pub async fn create_group(
+    state: State<'_, AppState>,
+    name: String,
+    members: Vec<String>,
+) -> Result<GroupView> {
+    Ok(node(&state).await?.create_group(&name, &members).await?)
+}
+
+/// Adds a contact to a group (admins).
+#[tauri::command]
+#[specta::specta]
+pub async fn group_add(
+    state: State<'_, AppState>,
+    group: String,
+    contact: String,
+) -> Result<GroupView> {
+    Ok(node(&state).await?.group_add(&group, &contact).await?)
+}
+
+/// Removes a member from a group (admins).
+#[tauri::command]
+#[specta::specta]
+pub async fn group_remove(
+    state: State<'_, AppState>,
+    group: String,
+    member: String,
+) -> Result<GroupView> {
+    Ok(node(&state).await?.group_remove(&group, &member).await?)
+}
+
+/// Renames a group.
+#[tauri::command]
+#[specta::specta]
+pub async fn group_rename(
+    state: State<'_, AppState>,
+    group: String,
+    name: String,
+) -> Result<GroupView> {
+    Ok(node(&state).await?.group_rename(&group, &name).await?)
+}
+
+/// Leaves a group.
+#[tauri::command]
+#[specta::specta]
+pub async fn group_leave(state: State<'_, AppState>, group: String) -> Result<GroupView> {
+    Ok(node(&state).await?.group_leave(&group).await?)
 }
 
 /// Sends a text message; it is stored before this returns and delivered in the background.

@@ -210,19 +210,9 @@ fn forward_events(app: &AppHandle, node: &Arc<Node>) {
         loop {
             match events.recv().await {
                 Ok(ev) => {
-                    let Some(node) = node.upgrade() else { return };
-                    // The window shows direct conversations only, so far: a group's messages
-                    // (made by the CLI) must not land in the conversation with their author.
-                    if let Event::MessageReceived { message, .. }
-                    | Event::MessageSent { message, .. } = &ev
-                    {
-                        let direct =
-                            ferry_core::ConversationId::direct(&node.id(), &message.contact);
-                        if message.conversation != direct {
-                            continue;
-                        }
+                    if let Some(node) = node.upgrade() {
+                        crate::desktop::on_event(&app, &node, &ev);
                     }
-                    crate::desktop::on_event(&app, &node, &ev);
                     if let Err(e) = EngineEvent(ev).emit(&app) {
                         tracing::warn!("event not delivered to the UI: {e}");
                     }

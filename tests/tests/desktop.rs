@@ -953,3 +953,114 @@ fn a_backup_written_in_settings_restores_at_the_first_start_of_another_computer(
     ensure!(home_id(&third)? == old_id, "the same identity");
     Ok(())
 }
+
+/// Pairs `joiner` with `inviter` (which runs a daemon) through the CLI.
+fn pair_homes(inviter: &Path, joiner: &Path) -> Result<()> {
+    let invite = ferry(inviter, &["invite"])?;
+    ensure!(invite.ok, "{}", invite.stderr);
+    let paired = ferry(joiner, &["pair", invite.stdout.trim()])?;
+    ensure!(paired.ok, "{}", paired.stderr);
+    Ok(())
+}
+
+#[test]
+fn groups_are_made_written_in_and_managed_in_the_desktop_app() -> Result<()> {
+    let Some(Desk { _one, dir, shots }) = Desk::begin()? else {
+        return Ok(());
+    };
+    let root = dir.path();
+    // Ann (the app) knows Bob and Cat; Cat also knows Dan, whom Ann does not.
+    let ann = init_home(root, "Ann", &[])?;
+    let bob = init_home(root, "Bob", &[])?;
+    let cat = init_home(root, "Cat", &[])?;
+    let dan = init_home(root, "Dan", &[])?;
+    let peers = [
+        Daemon::start(&bob, &[])?,
+        Daemon::start(&cat, &[])?,
+        Daemon::start(&dan, &[])?,
+    ];
+    {
+        let _ann_daemon = Daemon::start(&ann, &[])?;
+        pair_homes(&ann, &bob)?;
+        pair_homes(&ann, &cat)?;
+    }
+    pair_homes(&cat, &dan)?;
+    // Cat makes a group with Ann and Dan while Ann is away: it reaches her when the app starts.
+    let climbing = ferry(
+        &cat,
+        &["group", "create", "Climbing", "--members", "Ann,Dan"],
+    )?;
+    ensure!(climbing.ok, "{}", climbing.stderr);
+
+    let app = app_bin()?;
+    let x = Xvfb::start()?;
+    let env = app_env(root, &ann, &x.display());
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let driver = Driver::start(&env_refs)?;
+    let s = driver.session(&app, &[])?;
+    let run = || -> Result<()> {
+        s.wait_for("[data-testid=contacts]", WAIT)?;
+        see(&s, "[data-testid=groups]", "Climbing")?;
+
+        // A new group: a name and two contacts.
+        s.click(&s.find("[data-testid=new-group]")?)?;
+        fill(&s, "[data-testid=group-name]", "Trip")?;
+        for pick in s.find_all("[data-testid=pick]")? {
+            s.click(&pick)?;
+        }
+        shots.take(&s, "40-new-group")?;
+        s.click(&s.find("[data-testid=create-group]")?)?;
+        s.wait_for("[data-testid=group-conversation]", WAIT)?;
+        see(&s, "[data-testid=system-line]", "You created the group")?;
+
+        // Bob writes from his terminal; Ann sees who wrote, and answers.
+        let out = ferry(&bob, &["send", "Trip", "Who brings the tent?"])?;
+        ensure!(out.ok, "{}", out.stderr);
+        see(&s, "[data-testid=messages]", "Who brings the tent?")?;
+        see(&s, "[data-testid=author]", "Bob")?;
+        fill(&s, "[data-testid=composer]", "I do")?;
+        s.click(&s.find("[data-testid=send]")?)?;
+        wait_until(WAIT, "Cat to have Ann's answer", || {
+            let out = ferry(&cat, &["history", "Trip", "--json"])?;
+            Ok(out.stdout.contains("I do").then_some(()))
+        })?;
+        see(&s, "[data-testid=group-status]", "of 3 online")?;
+        shots.take(&s, "41-group-conversation")?;
+
+        // Members: rename the group; Bob sees the new name.
+        s.click(&s.find("[data-testid=open-group-details]")?)?;
+        s.wait_for("[data-testid=group-members]", WAIT)?;
+        ensure!(s.find_all("[data-testid=group-member]")?.len() == 3);
+        fill(&s, "[data-testid=rename-group]", "Trip 2027")?;
+        s.click(&s.find("[data-testid=rename]")?)?;
+        see(&s, "[data-testid=groups]", "Trip 2027")?;
+        wait_until(WAIT, "Bob to see the new name", || {
+            let out = ferry(&bob, &["groups", "--json"])?;
+            Ok(out.stdout.contains("Trip 2027").then_some(()))
+        })?;
+        shots.take(&s, "42-group-members")?;
+
+        // Cat's group: Dan is not Ann's contact, and says so.
+        let clicked = js(
+            &s,
+            "const b = [...document.querySelectorAll('[data-testid=group]')] \
+               .find((b) => b.innerText.includes('Climbing')); \
+             if (b) b.click(); return !!b;",
+        )?;
+        ensure!(clicked == json!(true), "the Climbing group in the sidebar");
+        see(&s, "[data-testid=group-conversation]", "Climbing")?;
+        s.click(&s.wait_for("[data-testid=open-group-details]", WAIT)?)?;
+        s.wait_for("[data-kind=not_your_contact]", WAIT)?;
+        see(&s, "[data-testid=group-members]", "Not verified by you")?;
+        shots.take(&s, "43-member-not-your-contact")?;
+        Ok(())
+    };
+    if let Err(e) = run() {
+        shots.failed(&s, "groups-failure");
+        return Err(e);
+    }
+    s.close()?;
+    drop(driver);
+    drop(peers);
+    Ok(())
+}

@@ -93,6 +93,18 @@ export const commands = {
 	removeContact: (contact: string, keepHistory: boolean) => __TAURI_INVOKE<null>("remove_contact", { contact, keepHistory }),
 	/**  Sends a text message; it is stored before this returns and delivered in the background. */
 	sendText: (contact: string, text: string) => __TAURI_INVOKE<Message_Serialize>("send_text", { contact, text }),
+	/**  Every group this home is or was in, newest first. */
+	groups: () => __TAURI_INVOKE<GroupView[]>("groups"),
+	/**  Creates a group with these contacts (ids); this home is its first admin. */
+	createGroup: (name: string, members: string[]) => __TAURI_INVOKE<GroupView>("create_group", { name, members }),
+	/**  Adds a contact to a group (admins). */
+	groupAdd: (group: string, contact: string) => __TAURI_INVOKE<GroupView>("group_add", { group, contact }),
+	/**  Removes a member from a group (admins). */
+	groupRemove: (group: string, member: string) => __TAURI_INVOKE<GroupView>("group_remove", { group, member }),
+	/**  Renames a group. */
+	groupRename: (group: string, name: string) => __TAURI_INVOKE<GroupView>("group_rename", { group, name }),
+	/**  Leaves a group. */
+	groupLeave: (group: string) => __TAURI_INVOKE<GroupView>("group_leave", { group }),
 	/**
 	 *  A page of the conversation, oldest first, ending before `before_seq` (or at the newest).
 	 *  With `mark_read`, incoming messages on the page become read and the sender is told.

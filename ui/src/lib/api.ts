@@ -6,6 +6,7 @@ import { commands, events } from "../bindings";
 import type {
   ContactView_Serialize,
   Event_Serialize,
+  GroupView,
   Message_Serialize,
   Profile_Serialize,
   Transfer_Serialize,
@@ -13,6 +14,7 @@ import type {
 } from "../bindings";
 
 export type Contact = ContactView_Serialize;
+export type Group = GroupView;
 export type Message = Message_Serialize;
 export type Transfer = Transfer_Serialize;
 export type Profile = Profile_Serialize;

@@ -1,5 +1,5 @@
 /** Test data shaped like the engine's (see bindings.ts). */
-import type { Contact, Message, Transfer } from "./api";
+import type { Contact, Group, Message, Transfer } from "./api";
 
 export function contact(over: Partial<Contact> = {}): Contact {
   return {
@@ -55,6 +55,25 @@ export function transfer(over: Partial<Transfer> = {}): Transfer {
     error: null,
     created_at: 1,
     updated_at: 1,
+    ...over,
+  };
+}
+
+export function group(over: Partial<Group> = {}): Group {
+  return {
+    id: "9a0b",
+    name: "Trip",
+    members: [
+      { id: "a11ce", name: "Alice", admin: true, kind: "you", online: true },
+      { id: "b0b", name: "Bob", admin: false, kind: "contact", online: true },
+      { id: "ca401", name: "Carol", admin: false, kind: "not_your_contact", online: false },
+    ],
+    member: true,
+    admin: true,
+    unread: 0,
+    online: 2,
+    waiting: 0,
+    created_at: 1,
     ...over,
   };
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { dayLabel, formatSize, groupByDay, initials, presenceLabel, safetyGroups, tick, transferLabel } from "./format";
+import { authorHue, dayLabel, formatSize, groupPresence, groupByDay, initials, presenceLabel, safetyGroups, tick, transferLabel } from "./format";
 import { contact, message, transfer } from "./fixtures";
 
 describe("format", () => {
@@ -54,5 +54,17 @@ describe("format", () => {
     expect(transferLabel(transfer({ direction: "incoming", state: "offered" }), "Bob")).toBe("Bob wants to send you this");
     expect(transferLabel(transfer({ direction: "outgoing", state: "offered" }), "Bob")).toBe("Waiting for Bob to accept");
     expect(transferLabel(transfer({ state: "failed", error: "disk full" }), "Bob")).toBe("Failed: disk full");
+  });
+});
+
+
+describe("groups", () => {
+  it("counts members online and says when you left", () => {
+    expect(groupPresence({ online: 3, members: [1, 2, 3, 4, 5], member: true })).toBe("3 of 5 online");
+    expect(groupPresence({ online: 0, members: [1], member: false })).toBe("You are no longer in this group");
+  });
+  it("gives an author the same hue every time, and others other hues", () => {
+    expect(authorHue("ab12")).toBe(authorHue("ab12"));
+    expect(authorHue("ab12")).not.toBe(authorHue("cd34"));
   });
 });

@@ -138,3 +138,16 @@ export function timerLabel(secs: number): string {
   if (secs === 0) return "off";
   return TIMERS.find((t) => t.secs === secs)?.label ?? `${secs} seconds`;
 }
+
+/** "3 of 5 online": a group's members online now, you included. */
+export function groupPresence(g: { online: number; members: unknown[]; member: boolean }): string {
+  if (!g.member) return "You are no longer in this group";
+  return `${g.online} of ${g.members.length} online`;
+}
+
+/** A steady colour for a group member's name: the same id gets the same hue everywhere. */
+export function authorHue(id: string): number {
+  let h = 0;
+  for (let i = 0; i < id.length; i++) h = (h * 31 + id.charCodeAt(i)) % 360;
+  return h;
+}

@@ -4,13 +4,15 @@
  * the injected {@link Api} (the generated bindings in the app, a fake in unit tests).
  */
 import type { Status } from "../bindings";
-import { errorMessage, type Api, type Contact, type EngineEvent, type Message, type Transfer } from "./api";
+import { errorMessage, type Api, type Contact, type EngineEvent, type Group, type Message, type Transfer } from "./api";
 
 /** The screens of the main window. */
 export type View =
   | { kind: "chat" }
   | { kind: "add" }
   | { kind: "details"; contact: string }
+  | { kind: "new-group" }
+  | { kind: "group-details"; group: string }
   | { kind: "transfers" }
   | { kind: "settings" };
 
@@ -37,6 +39,8 @@ export const PAGE = 100;
 export class Store {
   status: Status = $state({ state: "starting" });
   contacts: Contact[] = $state([]);
+  /** Groups this home is or was in (conversations are keyed by the group's id). */
+  groups: Group[] = $state([]);
   selected: string | null = $state(null);
   view: View = $state({ kind: "chat" });
   /** Messages of loaded conversations, by contact id, oldest first. */
@@ -58,6 +62,20 @@ export class Store {
 
   get current(): Contact | undefined {
     return this.contacts.find((c) => c.id === this.selected);
+  }
+
+  /** The open group conversation, if a group is open. */
+  get currentGroup(): Group | undefined {
+    return this.groups.find((g) => g.id === this.selected);
+  }
+
+  group(id: string): Group | undefined {
+    return this.groups.find((g) => g.id === id);
+  }
+
+  /** Where a message is listed: its group's id, or the contact's for a direct one. */
+  keyOf(m: Message): string {
+    return this.groups.some((g) => g.id === m.conversation) ? m.conversation : m.contact;
   }
 
   contact(id: string): Contact | undefined {
@@ -114,7 +132,7 @@ export class Store {
   }
 
   async loadAll(): Promise<void> {
-    await Promise.all([this.refreshContacts(), this.refreshTransfers()]);
+    await Promise.all([this.refreshGroups(), this.refreshContacts(), this.refreshTransfers()]);
     if (!this.selected && this.contacts.length) await this.select(this.contacts[0]!.id);
   }
 
@@ -130,6 +148,55 @@ export class Store {
         }),
     );
     this.contacts = sortContacts(list, this.last);
+  }
+
+  async refreshGroups(): Promise<void> {
+    const list = await this.attempt(() => this.api.groups());
+    if (!list) return;
+    await Promise.all(
+      list
+        .filter((g) => !this.last[g.id])
+        .map(async (g) => {
+          const page = await this.api.history(g.id, null, 1, false).catch(() => []);
+          if (page[0]) this.last[g.id] = page[0];
+        }),
+    );
+    this.groups = list;
+  }
+
+  /** Creates a group with these contacts and opens it. */
+  async createGroup(name: string, members: string[]): Promise<boolean> {
+    const g = await this.attempt(() => this.api.createGroup(name, members));
+    if (!g) return false;
+    this.upsertGroup(g);
+    await this.select(g.id);
+    return true;
+  }
+
+  /** A change to a group's members or name (admins add and remove; anyone renames or leaves). */
+  async groupChange(
+    group: string,
+    change: { add: string } | { remove: string } | { rename: string } | { leave: true },
+  ): Promise<void> {
+    const g = await this.attempt(() =>
+      "add" in change
+        ? this.api.groupAdd(group, change.add)
+        : "remove" in change
+          ? this.api.groupRemove(group, change.remove)
+          : "rename" in change
+            ? this.api.groupRename(group, change.rename)
+            : this.api.groupLeave(group),
+    );
+    if (!g) return;
+    this.upsertGroup(g);
+    if ("leave" in change) this.say(`You left ${g.name}.`);
+    await this.loadHistory(g.id);
+  }
+
+  private upsertGroup(g: Group): void {
+    const i = this.groups.findIndex((x) => x.id === g.id);
+    if (i >= 0) this.groups[i] = g;
+    else this.groups = [g, ...this.groups];
   }
 
   async refreshTransfers(): Promise<void> {
@@ -210,7 +277,7 @@ export class Store {
   }
 
   private setUnread(id: string, unread: number): void {
-    const c = this.contact(id);
+    const c = this.contact(id) ?? this.group(id);
     if (c) c.unread = unread;
   }
 
@@ -222,7 +289,8 @@ export class Store {
     const m = await this.attempt(() => this.api.sendText(id, body));
     if (!m) return false;
     this.upsertMessage(m);
-    await this.refreshContacts();
+    if (this.group(id)) this.groups = [...this.groups];
+    else await this.refreshContacts();
     return true;
   }
 
@@ -252,9 +320,10 @@ export class Store {
   }
 
   private upsertMessage(m: Message): void {
-    const newest = this.last[m.contact];
-    if (!newest || newest.seq <= m.seq) this.last[m.contact] = m;
-    const list = this.messages[m.contact];
+    const key = this.keyOf(m);
+    const newest = this.last[key];
+    if (!newest || newest.seq <= m.seq) this.last[key] = m;
+    const list = this.messages[key];
     if (!list) return;
     const i = list.findIndex((x) => x.id === m.id);
     if (i < 0) {
@@ -271,14 +340,15 @@ export class Store {
     switch (ev.type) {
       case "message_received": {
         const m = ev.message;
+        const key = this.keyOf(m);
         this.upsertMessage(m);
-        const open = this.selected === m.contact && this.view.kind === "chat" && this.focused;
+        const open = this.selected === key && this.view.kind === "chat" && this.focused;
         if (open) {
           // Reading it now: the history call marks it read and tells the sender.
-          void this.loadHistory(m.contact);
+          void this.loadHistory(key);
         } else if (m.direction === "incoming") {
           // A line the engine wrote (a changed safety number) is not an unread message.
-          const c = this.contact(m.contact);
+          const c = this.contact(key) ?? this.group(key);
           if (c) c.unread += 1;
         }
         this.contacts = sortContacts(this.contacts, this.last);
@@ -378,6 +448,13 @@ export class Store {
         // minute per contact and quota.
         this.say(ev.text, true);
         break;
+      case "group_changed": {
+        // Created, joined, or changed here or by another member: its lines come with history.
+        const known = this.group(ev.group.id);
+        this.upsertGroup(ev.group);
+        if (known && this.messages[ev.group.id]) void this.loadHistory(ev.group.id);
+        break;
+      }
       case "backup_written":
         // A scheduled backup: Settings shows when; a failure is said wherever the user is.
         this.backupsChanged++;
@@ -389,7 +466,7 @@ export class Store {
   /** The window came to the front: what the open conversation shows is now read. */
   async focus(focused: boolean): Promise<void> {
     this.focused = focused;
-    const c = this.current;
+    const c = this.current ?? this.currentGroup;
     if (focused && c && c.unread > 0 && this.view.kind === "chat") await this.loadHistory(c.id);
   }
 }

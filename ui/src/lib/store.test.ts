@@ -1,12 +1,13 @@
 import { describe, expect, it, vi } from "vitest";
 import { Store } from "./store.svelte";
 import type { Api } from "./api";
-import { contact, message, transfer } from "./fixtures";
+import { contact, group, message, transfer } from "./fixtures";
 
 function fakeApi(over: Partial<Record<keyof Api, unknown>> = {}): Api {
   const base = {
     status: vi.fn(async () => ({ state: "ready", id: "me" })),
     contacts: vi.fn(async () => [contact()]),
+    groups: vi.fn(async () => [] as unknown[]),
     transfers: vi.fn(async () => []),
     history: vi.fn(async () => [] as unknown[]),
     sendText: vi.fn(async (c: string, text: string) => message({ contact: c, body: text, state: "queued" })),
@@ -219,4 +220,24 @@ describe("Store", () => {
     expect(await s.sendPaths("b0b", ["/x/secret"])).toBe(0);
     expect(s.notice?.text).toBe("Could not send secret: Permission denied");
   });
+
+  it("keeps a group's messages in the group, not in the conversation with their author", async () => {
+    const s = new Store(fakeApi({ groups: vi.fn(async () => [group()]) }));
+    await s.start();
+    expect(s.groups.map((g) => g.name)).toEqual(["Trip"]);
+    await s.select("b0b");
+    const inGroup = message({ conversation: "9a0b", contact: "b0b", author: "b0b", direction: "incoming", state: "received", body: "to all" });
+    s.apply({ type: "message_received", from: "Bob", message: inGroup });
+    expect(s.messages["b0b"]!.some((m) => m.body === "to all")).toBe(false);
+    expect(s.last["9a0b"]!.body).toBe("to all");
+    expect(s.group("9a0b")!.unread).toBe(1);
+    expect(s.contact("b0b")!.unread).toBe(0);
+    // A change by another member (here: a rename) replaces the group as shown.
+    s.apply({ type: "group_changed", group: group({ name: "Trip 2027", unread: 1 }) });
+    expect(s.groups.map((g) => g.name)).toEqual(["Trip 2027"]);
+    // A group this window did not know yet (just added to it) joins the list.
+    s.apply({ type: "group_changed", group: group({ id: "77aa", name: "New" }) });
+    expect(s.groups.map((g) => g.name)).toEqual(["New", "Trip 2027"]);
+  });
 });
+
