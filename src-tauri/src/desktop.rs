@@ -152,7 +152,13 @@ pub fn on_event(app: &AppHandle, node: &Node, event: &Event) {
     if focused {
         return;
     }
-    if let Some((title, body)) = notification_for(event) {
+    if let Some((mut title, body)) = notification_for(event) {
+        // A group's message says which group.
+        if let Event::MessageReceived { message, .. } = event {
+            if let Ok(g) = node.group(&message.conversation.to_string()) {
+                title = format!("{title} in {}", g.name);
+            }
+        }
         match app.notification().builder().title(title).body(body).show() {
             Ok(()) => {
                 NOTIFIED.fetch_add(1, Ordering::Relaxed);

@@ -45,16 +45,7 @@ impl Messaging {
     /// Seals a text, stores it in the outbox and flushes before this returns; delivered in the
     /// background.
     pub(crate) async fn send_text(&self, contact: &Contact, text: &str) -> Result<Message, Error> {
-        if text.len() > MAX_TEXT {
-            return Err(Error::TooLong {
-                what: "message",
-                len: text.len(),
-                max: MAX_TEXT,
-            });
-        }
-        if text.trim().is_empty() {
-            return Err(Error::InvalidInput("the message is empty".into()));
-        }
+        crate::outbox::check_text(text)?;
         let outbox = &self.0.outbox;
         let message = outbox.new_message(&contact.id, text.to_string(), None)?;
         let payload = Payload::Text {

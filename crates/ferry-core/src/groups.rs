@@ -35,7 +35,7 @@ use crate::model::{
 use crate::net::Links;
 use crate::outbox::Outbox;
 use crate::store::{GroupRecord, GroupWrite, Pending, Store, StoredChain, MAX_PENDING};
-use crate::wire::{Payload, MAX_GROUP_ENTRIES, MAX_TEXT};
+use crate::wire::{Payload, MAX_GROUP_ENTRIES};
 use crate::Error;
 
 /// Bytes of entries one [`Payload::GroupEntries`] carries at most (with its `covered` list it
@@ -126,13 +126,26 @@ impl Groups {
         // the other what it lacks.
         let weak = Arc::downgrade(&groups.0);
         bus.subscribe(move |signal| {
-            if let (Signal::LinkUp(id), Some(inner)) = (signal, weak.upgrade()) {
-                tokio::spawn(async move {
-                    let groups = Groups(inner);
-                    if let Err(e) = groups.say_have(&id).await {
-                        tracing::debug!(peer = %id.fmt_short(), "group catch-up: {e}");
-                    }
-                });
+            let Some(inner) = weak.upgrade() else { return };
+            match signal {
+                Signal::LinkUp(id) => {
+                    tokio::spawn(async move {
+                        let groups = Groups(inner);
+                        if let Err(e) = groups.say_have(&id).await {
+                            tracing::debug!(peer = %id.fmt_short(), "group catch-up: {e}");
+                        }
+                    });
+                }
+                // A group with entries still waiting asks a member contact that is online
+                // again, each presence round: what one missed, another may have.
+                Signal::Tick => {
+                    tokio::spawn(async move {
+                        if let Err(e) = Groups(inner).ask_for_what_waits().await {
+                            tracing::debug!("group catch-up: {e}");
+                        }
+                    });
+                }
+                _ => {}
             }
         });
         groups
@@ -440,16 +453,7 @@ impl Groups {
     /// Sends a text to a group: sealed under this home's sender chain (a new one first when
     /// the members changed since the last), stored, and queued for every member contact.
     pub(crate) async fn send_text(&self, rec: &GroupRecord, text: &str) -> Result<Message, Error> {
-        if text.len() > MAX_TEXT {
-            return Err(Error::TooLong {
-                what: "message",
-                len: text.len(),
-                max: MAX_TEXT,
-            });
-        }
-        if text.trim().is_empty() {
-            return Err(Error::InvalidInput("the message is empty".into()));
-        }
+        crate::outbox::check_text(text)?;
         self.must_be_member(rec)?;
         let store = &self.0.store;
         let me = self.me();
@@ -1074,8 +1078,7 @@ impl Groups {
             chain: SenderChain::from_share(&share),
             share,
             needs,
-            // One from a catch-up answer (nothing covered) is not passed on.
-            passed_on: covered.is_empty(),
+            passed_on: false,
             covered,
         };
         // Open what waited for this chain, in log order.
@@ -1238,14 +1241,13 @@ impl Groups {
             if !rec.state.members.contains_key(&self.me()) {
                 continue;
             }
-            // Each entry to the member contacts it was not sent to yet, as it came (an entry
-            // that came as a catch-up answer, with nothing covered, is not passed on).
+            // Each entry to the member contacts it was not sent to yet, as it came; one from a
+            // catch-up answer too (nothing covered), or members who met only this home would
+            // wait for their next link. Each home passes an entry on once, when it first joins
+            // its log, so an entry crosses each link between members at most twice.
             let mut per_target: BTreeMap<ContactId, (Vec<SignedEntry>, Vec<[u8; 32]>)> =
                 BTreeMap::new();
             for (entry, origin, covered) in joined {
-                if covered.is_empty() {
-                    continue;
-                }
                 let mut except = covered.clone();
                 except.push(*origin);
                 except.push(entry.entry.author);
@@ -1348,6 +1350,34 @@ impl Groups {
                 continue;
             }
             sends.push((*peer, self.have(&rec)?));
+        }
+        self.send(sends).await;
+        Ok(())
+    }
+
+    /// For each group this home is in with entries waiting (for parents or for a chain): a
+    /// catch-up request to one member contact that is online, a different one each round.
+    async fn ask_for_what_waits(&self) -> Result<(), Error> {
+        let store = &self.0.store;
+        let me = self.me();
+        let mut sends = Vec::new();
+        for rec in store.groups()? {
+            if !rec.state.members.contains_key(&me) {
+                continue;
+            }
+            if store.group_pending(&rec.id)?.is_empty() && store.group_locked_count(&rec.id)? == 0 {
+                continue;
+            }
+            let online: Vec<ContactId> = self
+                .member_contacts(&rec, &[])?
+                .into_iter()
+                .filter(|c| matches!(self.0.links.presence_of(c), Presence::Online { .. }))
+                .collect();
+            if online.is_empty() {
+                continue;
+            }
+            let pick = online[(OsRng.next_u32() as usize) % online.len()];
+            sends.push((pick, self.have(&rec)?));
         }
         self.send(sends).await;
         Ok(())

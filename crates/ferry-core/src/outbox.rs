@@ -21,7 +21,8 @@ use crate::net::{self, Links};
 use crate::sessions::SessionLocks;
 use crate::store::{OutboxItem, OutboxKind, Store};
 use crate::wire::{
-    ChatRequest, ChatResponse, Delivery, DeliveryAnswer, Payload, ALPN_CHAT_2, MAX_BATCH, MAX_FRAME,
+    ChatRequest, ChatResponse, Delivery, DeliveryAnswer, Payload, ALPN_CHAT_2, MAX_BATCH,
+    MAX_FRAME, MAX_TEXT,
 };
 use crate::Error;
 
@@ -73,6 +74,22 @@ pub(crate) fn seal_item(
         kind,
         queued_at: now_ms(),
     })
+}
+
+/// Whether `text` may be sent as a message (to a contact or a group): not empty, and within
+/// [`MAX_TEXT`].
+pub(crate) fn check_text(text: &str) -> Result<(), Error> {
+    if text.len() > MAX_TEXT {
+        return Err(Error::TooLong {
+            what: "message",
+            len: text.len(),
+            max: MAX_TEXT,
+        });
+    }
+    if text.trim().is_empty() {
+        return Err(Error::InvalidInput("the message is empty".into()));
+    }
+    Ok(())
 }
 
 /// When to try an unreachable contact again.
