@@ -8,8 +8,8 @@ use std::sync::Arc;
 use ferry_core::backup::{BackupSummary, ScheduleView};
 use ferry_core::vault::Passphrase;
 use ferry_core::{
-    ContactView, GroupView, Message, NetSettings, Node, Profile, Protection, RelayChoice,
-    StorageUsage, Transfer,
+    ContactView, GroupView, Message, MessageId, MessageReceipt, NetSettings, Node, Profile,
+    Protection, RelayChoice, StorageUsage, Transfer,
 };
 use serde::{Deserialize, Serialize};
 use specta::Type;
@@ -418,6 +418,22 @@ pub async fn group_rename(
     name: String,
 ) -> Result<GroupView> {
     Ok(node(&state).await?.group_rename(&group, &name).await?)
+}
+
+/// How far your messages in a group have got (delivered to and read by how many members).
+#[tauri::command]
+#[specta::specta]
+pub async fn group_receipts(
+    state: State<'_, AppState>,
+    group: String,
+    ids: Vec<String>,
+) -> Result<Vec<MessageReceipt>> {
+    let ids = ids
+        .iter()
+        .map(|i| i.parse())
+        .collect::<std::result::Result<Vec<MessageId>, _>>()
+        .map_err(ferry_core::Error::from)?;
+    Ok(node(&state).await?.group_receipts(&group, &ids)?)
 }
 
 /// Leaves a group.

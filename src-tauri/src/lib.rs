@@ -89,6 +89,7 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             commands::group_remove,
             commands::group_rename,
             commands::group_leave,
+            commands::group_receipts,
             commands::history,
             commands::send_paths,
             commands::transfers,

@@ -1025,6 +1025,8 @@ fn groups_are_made_written_in_and_managed_in_the_desktop_app() -> Result<()> {
             Ok(out.stdout.contains("I do").then_some(()))
         })?;
         see(&s, "[data-testid=group-status]", "of 3 online")?;
+        // Cat's history above marked it read: her receipt says so.
+        see(&s, "[data-testid=group-receipt]", "Read by 1 of 2")?;
         shots.take(&s, "41-group-conversation")?;
 
         // Members: rename the group; Bob sees the new name.

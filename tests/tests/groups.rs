@@ -537,3 +537,51 @@ async fn a_home_restored_from_a_backup_catches_up_before_it_writes_again() -> Re
     ben.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_say_how_many_members_hold_and_have_read_a_message() -> Result<()> {
+    // Cat is not Ann's contact: her receipt reaches Ann through Ben.
+    let dir = tempfile::tempdir()?;
+    let n = nodes(dir.path(), &["Ann", "Ben", "Cat"], &[(0, 1), (1, 2)]).await?;
+    let (ann, ben, cat) = (&n[0], &n[1], &n[2]);
+    let g = ann.create_group("Reads", &["Ben".to_string()]).await?;
+    let gid = g.id.to_string();
+    until("Ben is in", || async { Ok(ben.group(&gid).is_ok()) }).await?;
+    ann.group_make_admin(&gid, "Ben").await?;
+    until("Ben is an admin", || async { Ok(ben.group(&gid)?.admin) }).await?;
+    ben.group_add(&gid, "Cat").await?;
+    until("Ann knows Cat", || async {
+        Ok(ann.group(&gid)?.members.len() == 3)
+    })
+    .await?;
+
+    let m = ann.send_text(&gid, "did you get this?").await?;
+    let count = || {
+        ann.group_receipts(&gid, &[m.id])
+            .map(|r| r.first().copied())
+    };
+    until("both hold it", || async {
+        Ok(count()?.is_some_and(|r| r.delivered == 2 && r.of == 2))
+    })
+    .await?;
+    ensure!(count()?.is_some_and(|r| r.read == 0));
+    // Reading it (the history with mark_read) says so, also from Cat through Ben.
+    ben.history(&gid, None, 50, true).await?;
+    until("Ben read it", || async {
+        Ok(count()?.is_some_and(|r| r.read == 1))
+    })
+    .await?;
+    until("Cat has it", || async {
+        Ok(texts(cat, &gid).await?.len() == 1)
+    })
+    .await?;
+    cat.history(&gid, None, 50, true).await?;
+    until("both read it", || async {
+        Ok(count()?.is_some_and(|r| r.read == 2))
+    })
+    .await?;
+    for node in &n {
+        node.shutdown().await;
+    }
+    Ok(())
+}

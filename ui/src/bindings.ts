@@ -105,6 +105,8 @@ export const commands = {
 	groupRename: (group: string, name: string) => __TAURI_INVOKE<GroupView>("group_rename", { group, name }),
 	/**  Leaves a group. */
 	groupLeave: (group: string) => __TAURI_INVOKE<GroupView>("group_leave", { group }),
+	/**  How far your messages in a group have got (delivered to and read by how many members). */
+	groupReceipts: (group: string, ids: string[]) => __TAURI_INVOKE<MessageReceipt[]>("group_receipts", { group, ids }),
 	/**
 	 *  A page of the conversation, oldest first, ending before `before_seq` (or at the newest).
 	 *  With `mark_read`, incoming messages on the page become read and the sender is told.
@@ -402,7 +404,14 @@ error?: string | null } |
  */
 { type: "group_changed"; 
 /**  The group as it is now. */
-group: GroupView };
+group: GroupView } | 
+/**
+ *  A member of a group said what it holds or has read: the receipts of your messages
+ *  there changed (appended with groups).
+ */
+{ type: "group_receipts_changed"; 
+/**  The group. */
+group: ConversationId };
 
 /**  Something that happened, for front ends to show. */
 export type Event_Serialize = 
@@ -512,7 +521,14 @@ error: string | null } |
  */
 { type: "group_changed"; 
 /**  The group as it is now. */
-group: GroupView };
+group: GroupView } | 
+/**
+ *  A member of a group said what it holds or has read: the receipts of your messages
+ *  there changed (appended with groups).
+ */
+{ type: "group_receipts_changed"; 
+/**  The group. */
+group: ConversationId };
 
 /**  A member of a group, as front ends show them. */
 export type GroupMember = {
@@ -579,6 +595,18 @@ export type Message = Message_Serialize | Message_Deserialize;
 
 /**  A message's id, chosen by its author, unique across conversations. */
 export type MessageId = string;
+
+/**  How far one of your messages in a group has got. */
+export type MessageReceipt = {
+	/**  The message. */
+	id: MessageId,
+	/**  Members (you not counted) who hold it. */
+	delivered: number,
+	/**  Members who have read it. */
+	read: number,
+	/**  Members it is for: the others in the group now. */
+	of: number,
+};
 
 /**  Where a message is in its life. */
 export type MessageState = 

@@ -19,8 +19,8 @@ use std::sync::{Arc, Weak};
 
 use ferry_proto::group::{
     check_in_log, group_id, Body, Content, Entry, EntryHash, GroupError, GroupState, KeyShare,
-    LogView, MemberCard, OrderKey, SenderChain, SignedEntry, MAX_GROUP_NAME, MAX_MEMBERS,
-    MAX_PARENTS,
+    LogView, MemberCard, OrderKey, Receipt, SenderChain, SignedEntry, SignedReceipt,
+    MAX_GROUP_NAME, MAX_MEMBERS, MAX_PARENTS, MAX_RECEIPT_MEMBERS,
 };
 use rand_core::{OsRng, RngCore};
 use tokio::sync::Mutex;
@@ -30,7 +30,7 @@ use crate::identity::Identity;
 use crate::inbox::{BoxFuture, Handled, Incoming, PayloadHandler, PayloadKind};
 use crate::model::{
     now_ms, Contact, ContactId, Conversation, ConversationId, ConversationKind, Direction, Event,
-    GroupMember, GroupView, MemberKind, Message, MessageId, MessageState, Presence,
+    GroupMember, GroupView, MemberKind, Message, MessageId, MessageReceipt, MessageState, Presence,
 };
 use crate::net::Links;
 use crate::outbox::Outbox;
@@ -84,6 +84,10 @@ struct Taken {
     shares: BTreeSet<[u8; 16]>,
     /// Groups with sealed entries newly waiting for a chain: ask the sender for it.
     locked: BTreeSet<[u8; 16]>,
+    /// Groups with a member's newer receipt.
+    receipts: BTreeSet<[u8; 16]>,
+    /// What goes on to others as it is (receipts passed on).
+    sends: Sends,
 }
 
 fn key_of(e: &Entry, hash: &EntryHash) -> OrderKey {
@@ -268,26 +272,183 @@ impl Groups {
     }
 
     /// A page of a group's conversation; with `mark_read`, its incoming messages become seen.
-    pub(crate) fn history(
+    pub(crate) async fn history(
         &self,
         rec: &GroupRecord,
         before: Option<u64>,
         limit: usize,
         mark_read: bool,
     ) -> Result<Vec<Message>, Error> {
-        let mut page = self
-            .0
-            .store
-            .history(&ConversationId(rec.id), before, limit)?;
-        if mark_read {
-            self.0.store.mark_group_seen(&page)?;
+        let store = &self.0.store;
+        let mut page = store.history(&ConversationId(rec.id), before, limit)?;
+        if mark_read && page.iter().any(|m| m.state == MessageState::Received) {
+            let sends = {
+                let _guard = self.0.lock.lock().await;
+                let mut read = store.group_read(&rec.id)?;
+                for m in page.iter().filter(|m| m.state == MessageState::Received) {
+                    if let Some((author, seq)) = store.group_message_entry(&rec.id, &m.id)? {
+                        let r = read.entry(author).or_default();
+                        *r = (*r).max(seq);
+                    }
+                }
+                store.mark_group_seen(&page)?;
+                store.set_group_read(&rec.id, &read)?;
+                self.receipt_sends(&self.record(&rec.id)?)?
+            };
             for m in page.iter_mut() {
                 if m.state == MessageState::Received {
                     m.state = MessageState::Seen;
                 }
             }
+            store.flush().await?;
+            self.send(sends).await;
         }
         Ok(page)
+    }
+
+    /// How far this home's messages in a group have got: for each of `ids`, how many of the
+    /// other members hold it and have read it, by their newest receipts.
+    pub(crate) fn receipts(
+        &self,
+        rec: &GroupRecord,
+        ids: &[MessageId],
+    ) -> Result<Vec<MessageReceipt>, Error> {
+        let store = &self.0.store;
+        let me = self.me();
+        let others: Vec<[u8; 32]> = rec
+            .state
+            .members
+            .keys()
+            .filter(|m| **m != me)
+            .copied()
+            .collect();
+        let receipts: BTreeMap<[u8; 32], SignedReceipt> = store
+            .group_receipts(&rec.id)?
+            .into_iter()
+            .map(|r| (r.receipt.member, r))
+            .collect();
+        let mut out = Vec::new();
+        for id in ids {
+            let Some((author, seq)) = store.group_message_entry(&rec.id, id)? else {
+                continue;
+            };
+            let (mut delivered, mut read) = (0u32, 0u32);
+            for m in others.iter().filter(|m| **m != author) {
+                let Some(r) = receipts.get(m) else { continue };
+                let has =
+                    |list: &[([u8; 32], u64)]| list.iter().any(|(a, s)| *a == author && *s >= seq);
+                if has(&r.receipt.delivered) {
+                    delivered += 1;
+                }
+                if has(&r.receipt.read) {
+                    read += 1;
+                    if !has(&r.receipt.delivered) {
+                        delivered += 1;
+                    }
+                }
+            }
+            out.push(MessageReceipt {
+                id: *id,
+                delivered,
+                read,
+                of: u32::try_from(others.iter().filter(|m| **m != author).count()).unwrap_or(0),
+            });
+        }
+        Ok(out)
+    }
+
+    /// This home's receipt for a group, to every member contact (groups small enough only).
+    fn receipt_sends(&self, rec: &GroupRecord) -> Result<Sends, Error> {
+        let store = &self.0.store;
+        let me = self.me();
+        if !rec.state.members.contains_key(&me) || rec.state.members.len() > MAX_RECEIPT_MEMBERS {
+            return Ok(Vec::new());
+        }
+        let at = store
+            .group_receipt(&rec.id, &me)?
+            .map_or(0, |r| r.receipt.at + 1)
+            .max(now_ms());
+        let receipt = Receipt {
+            group: rec.id,
+            member: me,
+            at,
+            delivered: rec
+                .vector
+                .iter()
+                .map(|(a, s)| (*a, *s))
+                .take(MAX_HAVE)
+                .collect(),
+            read: store
+                .group_read(&rec.id)?
+                .into_iter()
+                .take(MAX_HAVE)
+                .collect(),
+        }
+        .sign(self.0.identity.secret_key());
+        store.put_group_receipt(&receipt)?;
+        let targets = self.member_contacts(rec, &[])?;
+        let covered = covered_with(&[me], &targets);
+        Ok(targets
+            .into_iter()
+            .map(|t| {
+                (
+                    t,
+                    Payload::GroupReceipt {
+                        receipt: receipt.clone(),
+                        covered: covered.clone(),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Takes a member's receipt: kept if it is newer than the one held, and passed on.
+    fn take_receipt(
+        &self,
+        from: &ContactId,
+        receipt: SignedReceipt,
+        covered: Vec<[u8; 32]>,
+        taken: &mut Taken,
+    ) -> Result<(), Error> {
+        let store = &self.0.store;
+        if let Err(e) = receipt.verify() {
+            tracing::info!("a group receipt refused: {e}");
+            return Ok(());
+        }
+        let r = &receipt.receipt;
+        let Some(rec) = store.group(&r.group)? else {
+            return Ok(());
+        };
+        if r.member == self.me()
+            || !rec.state.members.contains_key(&r.member)
+            || rec.state.members.len() > MAX_RECEIPT_MEMBERS
+            || covered.len() > MAX_MEMBERS + 1
+        {
+            return Ok(());
+        }
+        if store
+            .group_receipt(&r.group, &r.member)?
+            .is_some_and(|held| held.receipt.at >= r.at)
+        {
+            return Ok(());
+        }
+        store.put_group_receipt(&receipt)?;
+        let mut except = covered.clone();
+        except.push(*from.as_bytes());
+        except.push(r.member);
+        let targets = self.member_contacts(&rec, &except)?;
+        let covered = covered_with(&covered, &targets);
+        for t in targets {
+            taken.sends.push((
+                t,
+                Payload::GroupReceipt {
+                    receipt: receipt.clone(),
+                    covered: covered.clone(),
+                },
+            ));
+        }
+        taken.receipts.insert(r.group);
+        Ok(())
     }
 
     // ---- what the user does ----
@@ -1536,7 +1697,8 @@ impl Groups {
     }
 
     /// After a payload's changes are stored: events, then what goes on to others.
-    async fn after_taking(&self, from: ContactId, taken: Taken) {
+    async fn after_taking(&self, from: ContactId, mut taken: Taken) {
+        let passed_receipts = std::mem::take(&mut taken.sends);
         let sends = {
             let _guard = self.0.lock.lock().await;
             // What came as an answer to a catch-up (nothing covered: not even its author) is
@@ -1549,6 +1711,21 @@ impl Groups {
                     Vec::new()
                 }
             };
+            // Messages from others arrived: this home's receipt says it holds them.
+            for (group, joined) in &taken.joined {
+                let news = joined
+                    .iter()
+                    .any(|(e, _, _)| e.entry.author != self.me() && !e.entry.body.is_membership());
+                if !news {
+                    continue;
+                }
+                if let Ok(Some(rec)) = self.0.store.group(group) {
+                    match self.receipt_sends(&rec) {
+                        Ok(s) => sends.extend(s),
+                        Err(e) => tracing::warn!("a group receipt: {e}"),
+                    }
+                }
+            }
             for group in taken.ask.union(&taken.locked) {
                 match self.0.store.group(group) {
                     Ok(Some(rec)) => match self.have(&rec) {
@@ -1568,6 +1745,12 @@ impl Groups {
             }
             sends
         };
+        self.send(passed_receipts).await;
+        for group in &taken.receipts {
+            self.0.events.emit(Event::GroupReceiptsChanged {
+                group: ConversationId(*group),
+            });
+        }
         for m in taken.messages {
             let from = self.author_name(&m);
             self.0
@@ -1632,6 +1815,10 @@ impl Groups {
                 } => {
                     self.take_share(share, needs, covered.clone(), &mut taken)?;
                     (covered, taken, Vec::new())
+                }
+                Payload::GroupReceipt { receipt, covered } => {
+                    self.take_receipt(&from.id, receipt, covered, &mut taken)?;
+                    (Vec::new(), taken, Vec::new())
                 }
                 Payload::GroupHave { group, heads, keys } => {
                     let answer = self.answer_have(&from.id, group, heads, keys)?;

@@ -68,9 +68,10 @@ impl PayloadKind {
             Payload::FileOffer { .. } => PayloadKind::FileOffer,
             Payload::TransferUpdate { .. } => PayloadKind::TransferUpdate,
             Payload::Timer { .. } => PayloadKind::Timer,
-            Payload::GroupEntries { .. } | Payload::GroupKey { .. } | Payload::GroupHave { .. } => {
-                PayloadKind::Group
-            }
+            Payload::GroupEntries { .. }
+            | Payload::GroupKey { .. }
+            | Payload::GroupHave { .. }
+            | Payload::GroupReceipt { .. } => PayloadKind::Group,
         }
     }
 }

@@ -767,6 +767,18 @@ impl Node {
         self.groups.rename(&g, name).await
     }
 
+    /// How far your messages in a group have got: for each of `ids`, how many of the other
+    /// members hold it and have read it (receipts are kept in groups of up to
+    /// [`MAX_RECEIPT_MEMBERS`](crate::group::MAX_RECEIPT_MEMBERS)).
+    pub fn group_receipts(
+        &self,
+        group: &str,
+        ids: &[MessageId],
+    ) -> Result<Vec<crate::model::MessageReceipt>, Error> {
+        let g = self.group_record(group)?;
+        self.groups.receipts(&g, ids)
+    }
+
     /// A group's log as stored (tests of what members accept).
     #[doc(hidden)]
     pub fn group_entries(
@@ -815,7 +827,7 @@ impl Node {
         mark_read: bool,
     ) -> Result<Vec<Message>, Error> {
         let contact = match self.target(query)? {
-            Target::Group(g) => return self.groups.history(&g, before_seq, limit, mark_read),
+            Target::Group(g) => return self.groups.history(&g, before_seq, limit, mark_read).await,
             Target::Contact(c) => c,
         };
         let conv = self.roster.conversation_with(&contact.id);

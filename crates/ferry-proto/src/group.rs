@@ -50,6 +50,11 @@ const LABEL_HASH: &[u8] = b"ferry/group-entry/1";
 const LABEL_SIG: &[u8] = b"ferry/group-sig/1";
 const LABEL_KEY: &[u8] = b"ferry/group-key/1";
 const LABEL_SEALED: &[u8] = b"ferry/group-sealed/1";
+const LABEL_RECEIPT: &[u8] = b"ferry/group-receipt/1";
+
+/// Receipts (delivered to, read by) are kept in groups of at most this many members: each
+/// member's receipt goes to every other member, which a larger group should not pay for.
+pub const MAX_RECEIPT_MEMBERS: usize = 32;
 
 /// The hash that names an entry.
 pub type EntryHash = [u8; 32];
@@ -767,6 +772,66 @@ impl KeyShare {
             .map_err(|_| invalid("the author is not a valid key"))?;
         author
             .verify(&self.signed_bytes(), &Signature::from_bytes(&self.sig))
+            .map_err(|_| GroupError::BadSignature)
+    }
+}
+
+/// What one member holds and has read of a group, per author: the number of the author's
+/// last entry it holds (entries are held from 1 with no gap) and of the last it has read.
+/// Signed by the member, so a member who passes it on cannot forge or alter it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The group.
+    pub group: [u8; 16],
+    /// Whose receipt.
+    pub member: [u8; 32],
+    /// When it was made (the member's clock, Unix ms, always above its previous receipt's):
+    /// a newer receipt replaces an older one.
+    pub at: u64,
+    /// Per author, the last entry held.
+    pub delivered: Vec<([u8; 32], u64)>,
+    /// Per author, the last entry read.
+    pub read: Vec<([u8; 32], u64)>,
+}
+
+/// A [`Receipt`] with its member's signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedReceipt {
+    /// The receipt.
+    pub receipt: Receipt,
+    /// Ed25519 by `receipt.member` over `"ferry/group-receipt/1" ‖ postcard(receipt)`.
+    #[serde(with = "crate::e2e::serde_sig")]
+    pub sig: [u8; 64],
+}
+
+impl Receipt {
+    fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Signs it with the member's key.
+    pub fn sign(self, key: &SecretKey) -> SignedReceipt {
+        let sig = key
+            .sign(&[LABEL_RECEIPT, &self.encode()].concat())
+            .to_bytes();
+        SignedReceipt { receipt: self, sig }
+    }
+}
+
+impl SignedReceipt {
+    /// Checks its size and that its member signed it.
+    pub fn verify(&self) -> Result<(), GroupError> {
+        let r = &self.receipt;
+        if r.delivered.len() > MAX_MEMBERS * 4 || r.read.len() > MAX_MEMBERS * 4 {
+            return Err(invalid("a receipt naming too many authors"));
+        }
+        let member = PublicKey::from_bytes(&r.member)
+            .map_err(|_| invalid("the member is not a valid key"))?;
+        member
+            .verify(
+                &[LABEL_RECEIPT, &r.encode()].concat(),
+                &Signature::from_bytes(&self.sig),
+            )
             .map_err(|_| GroupError::BadSignature)
     }
 }

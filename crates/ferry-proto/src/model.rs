@@ -437,6 +437,20 @@ pub struct GroupView {
     pub created_at: u64,
 }
 
+/// How far one of your messages in a group has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct MessageReceipt {
+    /// The message.
+    pub id: MessageId,
+    /// Members (you not counted) who hold it.
+    pub delivered: u32,
+    /// Members who have read it.
+    pub read: u32,
+    /// Members it is for: the others in the group now.
+    pub of: u32,
+}
+
 /// Where a file transfer is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "specta", derive(specta::Type))]
@@ -721,6 +735,12 @@ pub enum Event {
     GroupChanged {
         /// The group as it is now.
         group: GroupView,
+    },
+    /// A member of a group said what it holds or has read: the receipts of your messages
+    /// there changed (appended with groups).
+    GroupReceiptsChanged {
+        /// The group.
+        group: ConversationId,
     },
 }
 

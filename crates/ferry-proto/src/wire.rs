@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::e2e::Envelope;
-use crate::group::{EntryHash, KeyShare, SignedEntry};
+use crate::group::{EntryHash, KeyShare, SignedEntry, SignedReceipt};
 use crate::model::TransferState;
 pub use crate::model::WireAddr;
 
@@ -332,6 +332,15 @@ pub enum Payload {
         /// The sender chains held, as (author, epoch). At most
         /// [`MAX_MEMBERS`](crate::group::MAX_MEMBERS) * 4.
         keys: Vec<([u8; 32], u32)>,
+    },
+    /// A member's receipt (what it holds and has read), passed on like entries, in groups of
+    /// at most [`MAX_RECEIPT_MEMBERS`](crate::group::MAX_RECEIPT_MEMBERS) (appended with
+    /// groups).
+    GroupReceipt {
+        /// The receipt, signed by its member.
+        receipt: SignedReceipt,
+        /// As in [`Payload::GroupEntries`].
+        covered: Vec<[u8; 32]>,
     },
 }
 

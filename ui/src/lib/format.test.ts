@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { authorHue, dayLabel, formatSize, groupPresence, groupByDay, initials, presenceLabel, safetyGroups, tick, transferLabel } from "./format";
+import { authorHue, dayLabel, formatSize, groupPresence, groupReceipt, groupByDay, initials, presenceLabel, safetyGroups, tick, transferLabel } from "./format";
 import { contact, message, transfer } from "./fixtures";
 
 describe("format", () => {
@@ -66,5 +66,14 @@ describe("groups", () => {
   it("gives an author the same hue every time, and others other hues", () => {
     expect(authorHue("ab12")).toBe(authorHue("ab12"));
     expect(authorHue("ab12")).not.toBe(authorHue("cd34"));
+  });
+});
+
+describe("group receipts", () => {
+  it("say how far a message got, read first", () => {
+    expect(groupReceipt(undefined)).toBe("Sent");
+    expect(groupReceipt({ delivered: 0, read: 0, of: 3 })).toBe("Sent");
+    expect(groupReceipt({ delivered: 2, read: 0, of: 3 })).toBe("Delivered to 2 of 3");
+    expect(groupReceipt({ delivered: 3, read: 1, of: 3 })).toBe("Read by 1 of 3");
   });
 });

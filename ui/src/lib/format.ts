@@ -151,3 +151,11 @@ export function authorHue(id: string): number {
   for (let i = 0; i < id.length; i++) h = (h * 31 + id.charCodeAt(i)) % 360;
   return h;
 }
+
+/** "Read by 2 of 4", "Delivered to 3 of 4", or "Sent": how far a group message has got. */
+export function groupReceipt(r: { delivered: number; read: number; of: number } | undefined): string {
+  if (!r || r.of === 0) return "Sent";
+  if (r.read > 0) return `Read by ${r.read} of ${r.of}`;
+  if (r.delivered > 0) return `Delivered to ${r.delivered} of ${r.of}`;
+  return "Sent";
+}

@@ -41,6 +41,8 @@ export class Store {
   contacts: Contact[] = $state([]);
   /** Groups this home is or was in (conversations are keyed by the group's id). */
   groups: Group[] = $state([]);
+  /** How far your messages in groups got, by message id: delivered to / read by N of M. */
+  receipts: Record<string, { delivered: number; read: number; of: number }> = $state({});
   selected: string | null = $state(null);
   view: View = $state({ kind: "chat" });
   /** Messages of loaded conversations, by contact id, oldest first. */
@@ -263,6 +265,15 @@ export class Store {
     const newest = page[page.length - 1];
     if (newest) this.last[id] = newest;
     if (this.focused) this.setUnread(id, 0);
+    if (this.group(id)) await this.loadReceipts(id);
+  }
+
+  /** Receipts of your messages in a loaded group conversation. */
+  async loadReceipts(group: string): Promise<void> {
+    const mine = (this.messages[group] ?? []).filter((m) => m.direction === "outgoing").map((m) => m.id);
+    if (!mine.length) return;
+    const list = await this.api.groupReceipts(group, mine).catch(() => []);
+    for (const r of list) this.receipts[r.id] = { delivered: r.delivered, read: r.read, of: r.of };
   }
 
   /** Loads the page before the oldest loaded message. */
@@ -289,7 +300,10 @@ export class Store {
     const m = await this.attempt(() => this.api.sendText(id, body));
     if (!m) return false;
     this.upsertMessage(m);
-    if (this.group(id)) this.groups = [...this.groups];
+    if (this.group(id)) {
+      this.groups = [...this.groups];
+      await this.loadReceipts(id);
+    }
     else await this.refreshContacts();
     return true;
   }
@@ -447,6 +461,9 @@ export class Store {
         // Something from a contact was refused (a quota): the engine sends it at most once a
         // minute per contact and quota.
         this.say(ev.text, true);
+        break;
+      case "group_receipts_changed":
+        if (this.messages[ev.group]) void this.loadReceipts(ev.group);
         break;
       case "group_changed": {
         // Created, joined, or changed here or by another member: its lines come with history.

@@ -8,6 +8,7 @@ function fakeApi(over: Partial<Record<keyof Api, unknown>> = {}): Api {
     status: vi.fn(async () => ({ state: "ready", id: "me" })),
     contacts: vi.fn(async () => [contact()]),
     groups: vi.fn(async () => [] as unknown[]),
+    groupReceipts: vi.fn(async () => [] as unknown[]),
     transfers: vi.fn(async () => []),
     history: vi.fn(async () => [] as unknown[]),
     sendText: vi.fn(async (c: string, text: string) => message({ contact: c, body: text, state: "queued" })),

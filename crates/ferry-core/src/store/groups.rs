@@ -5,16 +5,18 @@
 //! | --- | --- | --- |
 //! | `groups` | group id (16) | [`GroupRecord`] |
 //! | `group_log` | group (16) ‖ lamport (u64 BE) ‖ entry hash (32) | [`SignedEntry`]: the log in the order every member shows it |
-//! | `group_index` | group ‖ `a` ‖ author (32) ‖ seq (u64 BE); group ‖ `h` ‖ entry hash (32) | entry hash (32) ‖ lamport (u64 BE); lamport (u64 BE) |
+//! | `group_index` | group ‖ `a` ‖ author (32) ‖ seq (u64 BE); group ‖ `h` ‖ entry hash (32); group ‖ `m` ‖ message id (16) | entry hash (32) ‖ lamport (u64 BE); lamport (u64 BE); author (32) ‖ seq (u64 BE) |
 //! | `group_keys` | group ‖ author (32) ‖ epoch (u32 BE) | [`StoredChain`] |
-//! | `group_held` | `p` ‖ group ‖ entry hash; `l` ‖ group ‖ author ‖ epoch (u32 BE) ‖ lamport ‖ entry hash | [`Pending`]: an entry waiting for its parents; empty: a sealed entry in the log waiting for its author's chain |
+//! | `group_held` | `p` ‖ group ‖ entry hash; `l` ‖ group ‖ author ‖ epoch (u32 BE) ‖ lamport ‖ entry hash; `r` ‖ group ‖ member; `s` ‖ group | [`Pending`]: an entry waiting for its parents; empty: a sealed entry in the log waiting for its author's chain; a member's newest [`SignedReceipt`]; what this home has read (author → last entry read) |
 //!
 //! A group's messages and event lines are ordinary [`Message`]s of the conversation whose id
 //! is the group's, at `seq` = lamport << 24 | the entry hash's first 24 bits: the log's order.
 
 use std::collections::BTreeMap;
 
-use ferry_proto::group::{EntryHash, GroupState, KeyShare, LogView, SenderChain, SignedEntry};
+use ferry_proto::group::{
+    EntryHash, GroupState, KeyShare, LogView, SenderChain, SignedEntry, SignedReceipt,
+};
 use serde::{Deserialize, Serialize};
 
 use super::sealed::Transact;
@@ -390,6 +392,10 @@ impl Store {
                             author_key(g, author, *seq),
                             [&hash[..], &lamport.to_be_bytes()].concat(),
                         )?;
+                        idx.insert(
+                            [&g[..], b"m", &hash[..16]].concat(),
+                            [&author[..], &seq.to_be_bytes()].concat(),
+                        )?;
                     }
                     if let Some(r) = &record {
                         grp.insert(group, r)?;
@@ -462,6 +468,68 @@ impl Store {
             self.groups.insert(rec.id, enc(&rec)?)?;
         }
         Ok(())
+    }
+
+    /// The author and number of the entry a group message came from (by the message's id).
+    pub fn group_message_entry(
+        &self,
+        group: &[u8; 16],
+        id: &crate::model::MessageId,
+    ) -> Result<Option<([u8; 32], u64)>, Error> {
+        Ok(self
+            .group_index
+            .get([&group[..], b"m", &id.0[..]].concat())?
+            .and_then(|v| {
+                let author: [u8; 32] = v.get(..32)?.try_into().ok()?;
+                Some((author, u64_at(&v, 32)))
+            }))
+    }
+
+    /// The newest receipt of each member of a group that sent one.
+    pub fn group_receipts(&self, group: &[u8; 16]) -> Result<Vec<SignedReceipt>, Error> {
+        self.group_held
+            .scan_prefix([&b"r"[..], group].concat())
+            .values()
+            .map(|v| dec(&v?))
+            .collect()
+    }
+
+    /// A member's newest receipt.
+    pub fn group_receipt(
+        &self,
+        group: &[u8; 16],
+        member: &[u8; 32],
+    ) -> Result<Option<SignedReceipt>, Error> {
+        self.group_held
+            .get([&b"r"[..], group, member].concat())?
+            .map(|v| dec(&v))
+            .transpose()
+    }
+
+    /// Keeps a member's receipt (the caller checked it is newer).
+    pub fn put_group_receipt(&self, r: &SignedReceipt) -> Result<(), Error> {
+        let key = [&b"r"[..], &r.receipt.group, &r.receipt.member].concat();
+        self.group_held.insert(key, enc(r)?)
+    }
+
+    /// What this home has read of a group: per author, the last entry read.
+    pub fn group_read(&self, group: &[u8; 16]) -> Result<BTreeMap<[u8; 32], u64>, Error> {
+        Ok(self
+            .group_held
+            .get([&b"s"[..], group].concat())?
+            .map(|v| dec(&v))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    /// Records what this home has read of a group.
+    pub fn set_group_read(
+        &self,
+        group: &[u8; 16],
+        read: &BTreeMap<[u8; 32], u64>,
+    ) -> Result<(), Error> {
+        self.group_held
+            .insert([&b"s"[..], group].concat(), enc(read)?)
     }
 
     /// Whether `id` is a contact of this home (stored, blocked or not).

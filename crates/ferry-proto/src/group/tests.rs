@@ -572,3 +572,21 @@ fn a_chain_at_its_last_index_refuses_instead_of_wrapping() {
     assert!(matches!(got, Err(GroupError::Invalid(_))), "{got:?}");
     assert_eq!(chain.next_index(), u32::MAX);
 }
+
+#[test]
+fn a_receipt_is_its_members_and_cannot_be_altered() {
+    let r = Receipt {
+        group: [1; 16],
+        member: id(2),
+        at: 5,
+        delivered: vec![(id(1), 3)],
+        read: vec![(id(1), 2)],
+    };
+    let signed = r.clone().sign(&key(2));
+    assert_eq!(signed.verify(), Ok(()));
+    let mut more = signed.clone();
+    more.receipt.read = vec![(id(1), 3)];
+    assert_eq!(more.verify(), Err(GroupError::BadSignature));
+    let by_another = r.sign(&key(3));
+    assert_eq!(by_another.verify(), Err(GroupError::BadSignature));
+}
