@@ -90,6 +90,13 @@ struct Taken {
     sends: Sends,
 }
 
+/// The id of the message a group entry shows as: the first 16 bytes of its hash.
+fn message_id(hash: &EntryHash) -> MessageId {
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&hash[..16]);
+    MessageId(id)
+}
+
 fn key_of(e: &Entry, hash: &EntryHash) -> OrderKey {
     OrderKey {
         lamport: e.lamport,
@@ -666,7 +673,7 @@ impl Groups {
             let signed = self.sign_next(&rec, body)?;
             let hash = signed.entry.hash();
             let message = Message {
-                id: MessageId(hash[..16].try_into().unwrap_or_default()),
+                id: message_id(&hash),
                 conversation: ConversationId(rec.id),
                 contact: self.0.identity.id(),
                 seq: store.free_group_seq(&rec.id, signed.entry.lamport, &hash)?,
@@ -1016,7 +1023,7 @@ impl Groups {
             if !rec.state.rejected.contains_key(hash) {
                 if let Some(line) = self.event_line(&before, &rec.state, e, hash)? {
                     w.messages.push(Message {
-                        id: MessageId(hash[..16].try_into().unwrap_or_default()),
+                        id: message_id(hash),
                         conversation: ConversationId(e.group),
                         contact: ContactId::from_bytes(&e.author).unwrap_or(self.0.identity.id()),
                         seq: store.free_group_seq(&e.group, e.lamport, hash)?,
@@ -1050,7 +1057,7 @@ impl Groups {
             ciphertext,
         } = &e.body
         {
-            let id = MessageId(hash[..16].try_into().unwrap_or_default());
+            let id = message_id(hash);
             if e.author == me && store.message(&id)?.is_none() {
                 // This home's own message it no longer has: written after the backup it was
                 // restored from, and come back from a member. Its chain (restored, never
@@ -1145,7 +1152,7 @@ impl Groups {
             }
         };
         Ok(Some(Message {
-            id: MessageId(hash[..16].try_into().unwrap_or_default()),
+            id: message_id(hash),
             conversation: ConversationId(e.group),
             contact: author,
             seq: store.free_group_seq(&e.group, e.lamport, hash)?,
