@@ -297,7 +297,8 @@ fn groups_by_name_from_the_command_line() -> Result<()> {
     let cat = init(dir.path(), "Cat")?;
     let mut ann_d = Daemon::start(&ann, &[])?;
     let ben_d = Daemon::start(&ben, &[])?;
-    let cat_d = Daemon::start(&cat, &[])?;
+    let cat_downloads = dir.path().join("cat-downloads");
+    let cat_d = Daemon::start(&cat, &["--downloads", &cat_downloads.to_string_lossy()])?;
     // Ben and Cat are both Ann's contacts, not each other's.
     pair_cli(&ann, &mut ann_d, &ben)?;
     pair_cli(&ann, &mut ann_d, &cat)?;
@@ -336,6 +337,34 @@ fn groups_by_name_from_the_command_line() -> Result<()> {
         text.stdout.contains("-- Ann created the group"),
         "{}",
         text.stdout
+    );
+
+    // A file to the group, by its name: Cat accepts it by id, and her daemon fetches it.
+    let file = dir.path().join("agenda.txt");
+    std::fs::write(&file, "1. hello\n2. files\n")?;
+    let offered = ferry(&ann, &["send-file", "Team", &file.to_string_lossy()])?;
+    assert!(offered.ok, "{}", offered.stderr);
+    let listed = eventually_json(&cat, &["transfers", "--json"], |v| {
+        v.as_array()
+            .is_some_and(|a| a.iter().any(|t| t["name"] == "agenda.txt"))
+    })?;
+    let tid = listed
+        .as_array()
+        .and_then(|a| a.iter().find(|t| t["name"] == "agenda.txt"))
+        .and_then(|t| t["id"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    let accepted = ferry(&cat, &["accept", &tid[..8]])?;
+    assert!(accepted.ok, "{}", accepted.stderr);
+    eventually_json(&cat, &["transfers", "--json"], |v| {
+        v.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|t| t["id"] == tid.as_str() && t["state"] == "done")
+        })
+    })?;
+    assert_eq!(
+        std::fs::read(cat_downloads.join("agenda.txt"))?,
+        std::fs::read(&file)?
     );
 
     // Rename, remove, and what only admins may do.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use ferry_core::group::Body;
-use ferry_core::{Direction, GroupView, MemberKind, MessageId, Node};
+use ferry_core::{Direction, Event, GroupView, MemberKind, MessageId, Node};
 use ferry_tests::*;
 
 /// Nodes with these names, paired along `links` (indexes into `names`).
@@ -583,5 +583,197 @@ async fn receipts_say_how_many_members_hold_and_have_read_a_message() -> Result<
     for node in &n {
         node.shutdown().await;
     }
+    Ok(())
+}
+
+/// A file offered in a group reaches every member; two fetch it, and the second gets part of
+/// it from the first while the author, slow, is still sending it to the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_file_is_fetched_by_two_members_the_second_partly_from_the_first() -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let root = dir.path();
+    // Ann, the author, sends at most 1 MB/s (to each member fetching).
+    let slow = ferry_core::Config {
+        throttle_bps: Some(1_000_000),
+        ..test_config()
+    };
+    let ann = open(&new_home(root, "Ann")?, slow).await?;
+    let ben = open(&new_home(root, "Ben")?, test_config()).await?;
+    let cat = open(&new_home(root, "Cat")?, test_config()).await?;
+    pair(&ann, &ben).await?;
+    pair(&ann, &cat).await?;
+    pair(&ben, &cat).await?;
+    let gid = ann
+        .create_group("Trip", &["Ben".into(), "Cat".into()])
+        .await?
+        .id
+        .to_string();
+    for node in [&ben, &cat] {
+        until("the member knows all three", || async {
+            Ok(node
+                .group(&gid)
+                .map(|g| g.members.len() == 3)
+                .unwrap_or(false))
+        })
+        .await?;
+    }
+    ben.set_downloads_dir(&root.join("ben-downloads")).await?;
+    cat.set_downloads_dir(&root.join("cat-downloads")).await?;
+    let bytes: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i * 7 + i / 4093) as u8)
+        .collect();
+    let path = root.join("video.bin");
+    std::fs::write(&path, &bytes)?;
+    let (mut ben_rx, mut cat_rx) = (ben.subscribe(), cat.subscribe());
+    let sent = ann.send_file(&gid, &path).await?;
+    ensure!(sent.size == bytes.len() as u64);
+    let offered = |e: &Event| match e {
+        Event::TransferOffered { transfer } => Some(transfer.clone()),
+        _ => None,
+    };
+    let ben_t = wait_for(&mut ben_rx, offered).await?;
+    let cat_t = wait_for(&mut cat_rx, offered).await?;
+    // The offer is a message of the group, by Ann, with its file card.
+    let history = ben.history(&gid, None, 100, false).await?;
+    ensure!(
+        history
+            .iter()
+            .any(|m| m.transfer == Some(ben_t.id) && m.author == ann.id() && m.body == "video.bin"),
+        "the offer is not in Ben's group conversation: {history:?}"
+    );
+    ben.accept_transfer(&ben_t.id.to_string()).await?;
+    // Ben holds a third of it (Ann is slow), and then Cat accepts.
+    wait_for(&mut ben_rx, |e| match e {
+        Event::TransferProgress { id, bytes_done, .. }
+            if *id == ben_t.id && *bytes_done >= 1_000_000 =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await?;
+    cat.accept_transfer(&cat_t.id.to_string()).await?;
+    let done = |id: ferry_core::TransferId| {
+        move |e: &Event| match e {
+            Event::TransferCompleted { id: done, path } if *done == id => Some(path.clone()),
+            Event::TransferFailed { id: failed, reason } if *failed == id => {
+                Some(Path::new(&format!("failed: {reason}")).to_path_buf())
+            }
+            _ => None,
+        }
+    };
+    let cat_path = wait_for(&mut cat_rx, done(cat_t.id)).await?;
+    let ben_path = wait_for(&mut ben_rx, done(ben_t.id)).await?;
+    for p in [&ben_path, &cat_path] {
+        ensure!(
+            std::fs::read(p).ok().as_ref() == Some(&bytes),
+            "{} is not the file",
+            p.display()
+        );
+    }
+    let sources = cat.transfer_sources(&cat_t.id.to_string())?;
+    let from = |who: &Node| {
+        sources
+            .iter()
+            .find(|(c, _)| *c == who.id())
+            .map_or(0, |(_, b)| *b)
+    };
+    ensure!(
+        from(&ben) >= 512 * 1024 && from(&ben) + from(&ann) >= bytes.len() as u64,
+        "Cat got {} bytes from Ben and {} from Ann",
+        from(&ben),
+        from(&ann)
+    );
+    // Ben, done, keeps it for the others: a member who joins later could fetch it from him.
+    ensure!(ben.transfer(&ben_t.id.to_string())?.state == ferry_core::TransferState::Done);
+    Ok(())
+}
+
+/// A group file is served only to members: a contact of both the author and a member who is not
+/// in the group fetches nothing from either, and a member removed from the group no longer can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_members_may_fetch_a_group_file() -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let root = dir.path();
+    let n = nodes(root, &["Ann", "Ben", "Dan"], &mesh(3)).await?;
+    let (ann, ben) = (&n[0], &n[1]);
+    let gid = ann
+        .create_group("Trip", &["Ben".into()])
+        .await?
+        .id
+        .to_string();
+    until("Ben is in the group", || async {
+        Ok(ben.group(&gid).is_ok())
+    })
+    .await?;
+    ben.set_downloads_dir(&root.join("ben-downloads")).await?;
+    let path = root.join("plan.pdf");
+    std::fs::write(&path, vec![7u8; 200_000])?;
+    let mut rx = ben.subscribe();
+    let sent = ann.send_file(&gid, &path).await?;
+    let offer = wait_for(&mut rx, |e| match e {
+        Event::TransferOffered { transfer } => Some(transfer.clone()),
+        _ => None,
+    })
+    .await?;
+    ben.accept_transfer(&offer.id.to_string()).await?;
+    wait_for(&mut rx, |e| match e {
+        Event::TransferCompleted { id, .. } if *id == offer.id => Some(()),
+        _ => None,
+    })
+    .await?;
+    let hash: iroh_blobs::Hash = sent.hash.parse()?;
+    let (ann_addr, ben_addr) = (ann.endpoint().addr(), ben.endpoint().addr());
+    // Dan, a contact of both, not in the group: with his own key, asks each of them.
+    let dan_home = root.join("dan");
+    n[2].shutdown().await;
+    let dan_key = ferry_core::identity::load_identity(&dan_home, None)?
+        .secret_key()
+        .clone();
+    let fetch = |key: iroh::SecretKey, from: iroh::EndpointAddr| async move {
+        let ep = iroh::Endpoint::builder(iroh::endpoint::presets::Minimal)
+            .secret_key(key)
+            .relay_mode(iroh::RelayMode::Disabled)
+            .clear_ip_transports()
+            .bind_addr("127.0.0.1:0")?
+            .bind()
+            .await?;
+        let store = iroh_blobs::store::mem::MemStore::new();
+        let attempt = async {
+            let conn = ep.connect(from, iroh_blobs::ALPN).await?;
+            store
+                .remote()
+                .fetch(conn, iroh_blobs::HashAndFormat::raw(hash))
+                .await?;
+            anyhow::Ok(())
+        };
+        let r = tokio::time::timeout(WAIT, attempt).await?;
+        let got = store.blobs().has(hash).await?;
+        ep.close().await;
+        anyhow::Ok(r.is_ok() || got)
+    };
+    for (who, addr) in [("Ann", ann_addr.clone()), ("Ben", ben_addr.clone())] {
+        ensure!(
+            !fetch(dan_key.clone(), addr).await?,
+            "Dan fetched it from {who}"
+        );
+    }
+    // Ben, a member, may fetch it from Ann (here with his key, his node closed); once
+    // removed, no longer.
+    ben.shutdown().await;
+    let ben_key = ferry_core::identity::load_identity(&root.join("ben"), None)?
+        .secret_key()
+        .clone();
+    ensure!(
+        fetch(ben_key.clone(), ann_addr.clone()).await?,
+        "Ben, a member, was refused"
+    );
+    ann.group_remove(&gid, "Ben").await?;
+    ensure!(
+        !fetch(ben_key, ann_addr).await?,
+        "Ben fetched it after his removal"
+    );
     Ok(())
 }

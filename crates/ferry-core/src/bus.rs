@@ -56,6 +56,8 @@ pub(crate) enum Signal {
     /// A file message's time ran out and it was deleted with its transfer's record (given
     /// here): the transfer stops, and its grant and the blob store's copy go too.
     TransferExpired(Box<crate::model::Transfer>),
+    /// A file offered in a group was stored, waiting for an answer (given here).
+    GroupFileOffered(Box<crate::model::Transfer>),
 }
 
 type Subscriber = Arc<dyn Fn(Signal) + Send + Sync>;

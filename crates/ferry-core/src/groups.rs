@@ -31,10 +31,11 @@ use crate::inbox::{BoxFuture, Handled, Incoming, PayloadHandler, PayloadKind};
 use crate::model::{
     now_ms, Contact, ContactId, Conversation, ConversationId, ConversationKind, Direction, Event,
     GroupMember, GroupView, MemberKind, Message, MessageId, MessageReceipt, MessageState, Presence,
+    Transfer, TransferId,
 };
 use crate::net::Links;
 use crate::outbox::Outbox;
-use crate::store::{GroupRecord, GroupWrite, Pending, Store, StoredChain, MAX_PENDING};
+use crate::store::{GroupFile, GroupRecord, GroupWrite, Pending, Store, StoredChain, MAX_PENDING};
 use crate::wire::{Payload, MAX_GROUP_ENTRIES};
 use crate::Error;
 
@@ -61,9 +62,13 @@ struct Inner {
     outbox: Outbox,
     links: Links,
     events: Events,
+    bus: Bus,
     /// Held while a group's record and log change (every group: changes are small).
     lock: Mutex<()>,
 }
+
+/// A file offered in a group, as stored: its transfer and what the group says of it.
+type Offered = (Transfer, GroupFile);
 
 /// An entry that joined a log: the entry, who sent it, and whom it was already sent to.
 type Joined = (SignedEntry, [u8; 32], Vec<[u8; 32]>);
@@ -86,8 +91,18 @@ struct Taken {
     locked: BTreeSet<[u8; 16]>,
     /// Groups with a member's newer receipt.
     receipts: BTreeSet<[u8; 16]>,
+    /// Files offered in groups, now stored.
+    offers: Vec<Transfer>,
     /// What goes on to others as it is (receipts passed on).
     sends: Sends,
+}
+
+/// The id of the transfer a group file's offer is on every member but its author: the last 16
+/// bytes of the entry's hash (not the author's choice, so it cannot collide with another).
+fn file_transfer_id(hash: &EntryHash) -> TransferId {
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&hash[16..]);
+    TransferId(id)
 }
 
 /// The id of the message a group entry shows as: the first 16 bytes of its hash.
@@ -131,6 +146,7 @@ impl Groups {
             outbox,
             links,
             events,
+            bus: bus.clone(),
             lock: Mutex::new(()),
         }));
         // A contact came online: say what we hold of each group we share, so each side sends
@@ -622,6 +638,47 @@ impl Groups {
     /// the members changed since the last), stored, and queued for every member contact.
     pub(crate) async fn send_text(&self, rec: &GroupRecord, text: &str) -> Result<Message, Error> {
         crate::outbox::check_text(text)?;
+        let content = Content::Text {
+            body: text.to_string(),
+        };
+        self.post(rec, content, text.to_string(), None).await
+    }
+
+    /// Offers a file or folder to a group: `t` is this home's outgoing transfer (its content
+    /// imported and tagged by the transfer feature); the offer is sealed like a text, and every
+    /// member may then fetch the content from this home or from any member who holds it.
+    pub(crate) async fn send_file(&self, rec: &GroupRecord, t: Transfer) -> Result<Message, Error> {
+        let hash: [u8; 32] = data_encoding::HEXLOWER
+            .decode(t.hash.as_bytes())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| Error::Corrupt(format!("transfer {} has a bad hash", t.id)))?;
+        let content = Content::FileOffer {
+            transfer: t.id.0,
+            hash,
+            folder: t.folder,
+            name: t.name.clone(),
+            size: t.size,
+            files: t.files,
+        };
+        let file = GroupFile {
+            group: rec.id,
+            hash,
+            folder: t.folder,
+            author: self.me(),
+        };
+        self.post(rec, content, t.name.clone(), Some((t, file)))
+            .await
+    }
+
+    /// Writes a sealed entry (a text, or a file's offer with its transfer) into a group.
+    async fn post(
+        &self,
+        rec: &GroupRecord,
+        content: Content,
+        shown: String,
+        file: Option<(Transfer, GroupFile)>,
+    ) -> Result<Message, Error> {
         self.must_be_member(rec)?;
         let store = &self.0.store;
         let me = self.me();
@@ -662,13 +719,7 @@ impl Groups {
                     }
                 }
             };
-            let body = chain.chain.seal(
-                &rec.id,
-                &me,
-                &Content::Text {
-                    body: text.to_string(),
-                },
-            );
+            let body = chain.chain.seal(&rec.id, &me, &content);
             let epoch = chain.chain.epoch();
             let signed = self.sign_next(&rec, body)?;
             let hash = signed.entry.hash();
@@ -678,19 +729,20 @@ impl Groups {
                 contact: self.0.identity.id(),
                 seq: store.free_group_seq(&rec.id, signed.entry.lamport, &hash)?,
                 direction: Direction::Outgoing,
-                body: text.to_string(),
+                body: shown,
                 sent_at: signed.entry.at,
                 stored_at: signed.entry.at,
                 state: MessageState::Delivered,
-                transfer: None,
+                transfer: file.as_ref().map(|(t, _)| t.id),
                 author: self.0.identity.id(),
             };
-            // The record (new epoch), the chain and the message first, then the entry.
+            // The record (new epoch), the chain, the message and its file first, then the entry.
             store.apply_group(&GroupWrite {
                 group: rec.id,
                 record: Some(rec.clone()),
                 chains: vec![(me, epoch, chain)],
                 messages: vec![message.clone()],
+                files: file.clone().into_iter().collect(),
                 ..GroupWrite::default()
             })?;
             let mut taken = Taken::default();
@@ -721,7 +773,7 @@ impl Groups {
         store.flush().await?;
         self.0.events.emit(Event::MessageSent {
             message: message.clone(),
-            transfer: None,
+            transfer: file.map(|(t, _)| t),
         });
         self.send(sends).await;
         Ok(message)
@@ -1090,7 +1142,11 @@ impl Groups {
                             .open(&e.group, &e.author, *index, nonce, ciphertext)
                         {
                             Ok(content) => {
-                                if let Some(m) = self.shown(&rec, e, hash, &key, content)? {
+                                if let Some((m, file)) = self.shown(&rec, e, hash, &key, content)? {
+                                    if let Some(f) = file {
+                                        taken.offers.push(f.0.clone());
+                                        w.files.push(f);
+                                    }
                                     w.messages.push(m);
                                 }
                                 w.chains.push((e.author, *epoch, chain));
@@ -1125,7 +1181,8 @@ impl Groups {
     }
 
     /// The message an opened group entry shows as, if it is shown: its author was a member
-    /// there, and is not blocked here (blocking hides their messages for this home only).
+    /// there, and is not blocked here (blocking hides their messages for this home only). A
+    /// file's offer comes with its transfer record, which waits for the user.
     fn shown(
         &self,
         rec: &GroupRecord,
@@ -1133,7 +1190,7 @@ impl Groups {
         hash: &EntryHash,
         key: &OrderKey,
         content: Content,
-    ) -> Result<Option<Message>, Error> {
+    ) -> Result<Option<(Message, Option<Offered>)>, Error> {
         let store = &self.0.store;
         let Ok(author) = ContactId::from_bytes(&e.author) else {
             return Ok(None);
@@ -1145,25 +1202,60 @@ impl Groups {
         if store.is_blocked(&author)? {
             return Ok(None);
         }
-        let body = match content {
-            Content::Text { body } => body,
-            Content::FileOffer { name, .. } => {
-                format!("(a file: {name}; files in groups come in a later release)")
+        let id = message_id(hash);
+        let (body, file) = match content {
+            Content::Text { body } => (body, None),
+            Content::FileOffer {
+                hash: root,
+                folder,
+                name,
+                size,
+                files,
+                ..
+            } => {
+                let offer = crate::transfer::GroupOffer {
+                    // The author's id for it is theirs to choose; this home's is the entry's.
+                    id: file_transfer_id(hash),
+                    author,
+                    root,
+                    folder,
+                    name,
+                    size,
+                    files,
+                };
+                match crate::transfer::group_offer(store, offer) {
+                    Ok(t) => {
+                        let gf = GroupFile {
+                            group: e.group,
+                            hash: root,
+                            folder,
+                            author: e.author,
+                        };
+                        (t.name.clone(), Some((t, gf)))
+                    }
+                    Err(why) => {
+                        tracing::info!("a group file offer refused: {why}");
+                        (format!("(a file that could not be offered: {why})"), None)
+                    }
+                }
             }
         };
-        Ok(Some(Message {
-            id: message_id(hash),
-            conversation: ConversationId(e.group),
-            contact: author,
-            seq: store.free_group_seq(&e.group, e.lamport, hash)?,
-            direction: Direction::Incoming,
-            body,
-            sent_at: e.at,
-            stored_at: now_ms(),
-            state: MessageState::Received,
-            transfer: None,
-            author,
-        }))
+        Ok(Some((
+            Message {
+                id,
+                conversation: ConversationId(e.group),
+                contact: author,
+                seq: store.free_group_seq(&e.group, e.lamport, hash)?,
+                direction: Direction::Incoming,
+                body,
+                sent_at: e.at,
+                stored_at: now_ms(),
+                state: MessageState::Received,
+                transfer: file.as_ref().map(|(t, _)| t.id),
+                author,
+            },
+            file,
+        )))
     }
 
     /// The line a membership entry writes into the conversation.
@@ -1270,7 +1362,11 @@ impl Groups {
                 match chain.chain.open(&group, &author, *index, nonce, ciphertext) {
                     Ok(content) => {
                         let key = key_of(e, &hash);
-                        if let Some(m) = self.shown(&rec, e, &hash, &key, content)? {
+                        if let Some((m, file)) = self.shown(&rec, e, &hash, &key, content)? {
+                            if let Some(f) = file {
+                                taken.offers.push(f.0.clone());
+                                w.files.push(f);
+                            }
                             w.messages.push(m);
                         }
                     }
@@ -1763,6 +1859,13 @@ impl Groups {
             self.0
                 .events
                 .emit(Event::MessageReceived { message: m, from });
+        }
+        for t in taken.offers {
+            self.0.events.emit(Event::TransferOffered {
+                transfer: t.clone(),
+            });
+            // The transfer feature decides whether it is accepted without asking.
+            self.0.bus.emit(Signal::GroupFileOffered(Box::new(t)));
         }
         for group in &taken.changed {
             if let Ok(Some(rec)) = self.0.store.group(group) {

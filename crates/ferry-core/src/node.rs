@@ -88,6 +88,10 @@ pub struct Config {
     /// The passphrase the home's data key is kept under, if it is (else unused). A home of a
     /// release before sealing is given one at its first open if this is set.
     pub passphrase: Option<Passphrase>,
+    /// Fault injection for tests: what this node's blob provider sends at most, in bytes per
+    /// second (else `FERRY_DEBUG_THROTTLE_BPS` in debug builds).
+    #[doc(hidden)]
+    pub throttle_bps: Option<u64>,
 }
 
 impl Default for Config {
@@ -107,6 +111,7 @@ impl Default for Config {
             drop_next_reset_done: false,
             timer_ms: 1000,
             passphrase: None,
+            throttle_bps: None,
         }
     }
 }
@@ -230,6 +235,7 @@ impl Node {
             config.accept_files,
             config.gc_interval,
             config.allowances.daily_bytes,
+            config.throttle_bps,
         )
         .await?;
         let me = identity.id();
@@ -334,7 +340,7 @@ impl Node {
         );
         let blobs_protocol = iroh_blobs::BlobsProtocol::new(
             &transfers.blobs.store,
-            Some(Blobs::events(Arc::downgrade(&transfers))),
+            Some(transfers.blobs.events(Arc::downgrade(&transfers))),
         );
         let mut router = Router::builder(endpoint);
         // Preferred first: a contact that offers both gets batches.
@@ -838,17 +844,28 @@ impl Node {
         Ok(page)
     }
 
-    /// Offers a file or folder to a contact; returns once the offer is stored. Whichever process
-    /// holds this home serves it.
+    /// Offers a file or folder to a contact or a group; returns once the offer is stored.
+    /// Whichever process holds this home serves it (in a group, so does every member who
+    /// fetched it, or part of it).
     pub async fn send_file(&self, query: &str, path: &Path) -> Result<Transfer, Error> {
-        if let Target::Group(g) = self.target(query)? {
-            return Err(Error::InvalidInput(format!(
-                "files cannot be sent to a group yet ({}): send them to its members one by one",
-                g.state.name
-            )));
+        match self.target(query)? {
+            Target::Contact(contact) => {
+                transfer::send_path(&self.transfers, &contact, path, None, None).await
+            }
+            Target::Group(g) => {
+                let t =
+                    transfer::import_for_group(&self.transfers, self.identity.id(), path).await?;
+                self.groups.send_file(&g, t.clone()).await?;
+                Ok(t)
+            }
         }
-        let contact = self.recipient(query)?;
-        transfer::send_path(&self.transfers, &contact, path, None, None).await
+    }
+
+    /// The bytes each member sent of a group file this home fetched (since this node started).
+    #[doc(hidden)]
+    pub fn transfer_sources(&self, query: &str) -> Result<Vec<(ContactId, u64)>, Error> {
+        let t = transfer::resolve(&self.transfers, query)?;
+        Ok(transfer::sources(&self.transfers, &t.id))
     }
 
     /// Like [`Node::send_file`] but offering the file under another name (tests of hostile names).

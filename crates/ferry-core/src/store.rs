@@ -50,7 +50,9 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 mod groups;
 mod sealed;
-pub use groups::{group_seq, GroupRecord, GroupWrite, Pending, StoredChain, MAX_PENDING};
+pub use groups::{
+    group_seq, GroupFile, GroupRecord, GroupWrite, Pending, StoredChain, MAX_PENDING,
+};
 use sealed::{Batch, Transact, Tree, Tx};
 
 use crate::e2e::Session;

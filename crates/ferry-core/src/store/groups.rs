@@ -7,7 +7,7 @@
 //! | `group_log` | group (16) ‖ lamport (u64 BE) ‖ entry hash (32) | [`SignedEntry`]: the log in the order every member shows it |
 //! | `group_index` | group ‖ `a` ‖ author (32) ‖ seq (u64 BE); group ‖ `h` ‖ entry hash (32); group ‖ `m` ‖ message id (16) | entry hash (32) ‖ lamport (u64 BE); lamport (u64 BE); author (32) ‖ seq (u64 BE) |
 //! | `group_keys` | group ‖ author (32) ‖ epoch (u32 BE) | [`StoredChain`] |
-//! | `group_held` | `p` ‖ group ‖ entry hash; `l` ‖ group ‖ author ‖ epoch (u32 BE) ‖ lamport ‖ entry hash; `r` ‖ group ‖ member; `s` ‖ group | [`Pending`]: an entry waiting for its parents; empty: a sealed entry in the log waiting for its author's chain; a member's newest [`SignedReceipt`]; what this home has read (author → last entry read) |
+//! | `group_held` | `p` ‖ group ‖ entry hash; `l` ‖ group ‖ author ‖ epoch (u32 BE) ‖ lamport ‖ entry hash; `r` ‖ group ‖ member; `s` ‖ group; `f` ‖ transfer id (16) | [`Pending`]: an entry waiting for its parents; empty: a sealed entry in the log waiting for its author's chain; a member's newest [`SignedReceipt`]; what this home has read (author → last entry read); [`GroupFile`]: a file offered in a group, which its members may fetch from this home |
 //!
 //! A group's messages and event lines are ordinary [`Message`]s of the conversation whose id
 //! is the group's, at `seq` = lamport << 24 | the entry hash's first 24 bits: the log's order.
@@ -23,7 +23,9 @@ use super::sealed::Transact;
 use super::{
     bump, dec, enc, message_key, put_message, tx_dec, tx_enc, tx_result, unread_key, Store,
 };
-use crate::model::{ContactId, Conversation, Direction, Message, MessageState};
+use crate::model::{
+    ContactId, Conversation, Direction, Message, MessageState, Transfer, TransferId,
+};
 use crate::Error;
 
 /// Entries one group may hold back waiting for their parents; past it, new ones are dropped
@@ -83,6 +85,20 @@ pub struct Pending {
     pub covered: Vec<[u8; 32]>,
 }
 
+/// A file offered in a group: the transfer record (this home's own offer, or one it received)
+/// says the rest. Any member of the group may fetch its content from a home that holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupFile {
+    /// The group it was offered in.
+    pub group: [u8; 16],
+    /// Its BLAKE3 root hash (a folder's list when `folder`).
+    pub hash: [u8; 32],
+    /// A folder (collection) rather than one file.
+    pub folder: bool,
+    /// Who offered it.
+    pub author: [u8; 32],
+}
+
 /// One change to a group, written in one transaction.
 #[derive(Debug, Default)]
 pub struct GroupWrite {
@@ -106,6 +122,8 @@ pub struct GroupWrite {
     pub pend: Vec<(EntryHash, Pending)>,
     /// The group's conversation record.
     pub conversation: Option<Conversation>,
+    /// Files offered in the group: their transfer records (new) and what the group says of them.
+    pub files: Vec<(Transfer, GroupFile)>,
 }
 
 fn log_key(group: &[u8; 16], lamport: u64, hash: &EntryHash) -> Vec<u8> {
@@ -122,6 +140,10 @@ fn hash_key(group: &[u8; 16], hash: &EntryHash) -> Vec<u8> {
 
 fn chain_key(group: &[u8; 16], author: &[u8; 32], epoch: u32) -> Vec<u8> {
     [&group[..], author, &epoch.to_be_bytes()].concat()
+}
+
+fn file_key(id: &TransferId) -> Vec<u8> {
+    [&b"f"[..], &id.0[..]].concat()
 }
 
 fn pending_key(group: &[u8; 16], hash: &EntryHash) -> Vec<u8> {
@@ -368,6 +390,11 @@ impl Store {
             .iter()
             .map(|(h, p)| Ok((*h, p.entry.entry.group, enc(p)?)))
             .collect::<Result<Vec<_>, Error>>()?;
+        let files = w
+            .files
+            .iter()
+            .map(|(t, f)| Ok((t.id, enc(t)?, enc(f)?)))
+            .collect::<Result<Vec<_>, Error>>()?;
         let group = w.group;
         tx_result(
             (
@@ -380,55 +407,68 @@ impl Store {
                 &self.message_ids,
                 &self.counters,
                 &self.conversations,
+                &self.transfers,
             )
-                .transaction(|(grp, log, idx, keys, held, msgs, ids, cnt, convs)| {
-                    if let Some((g, author, seq, lamport, hash, bytes)) = &entry {
-                        if idx.get(hash_key(g, hash))?.is_some() {
-                            return Ok(false);
+                .transaction(
+                    |(grp, log, idx, keys, held, msgs, ids, cnt, convs, trs)| {
+                        if let Some((g, author, seq, lamport, hash, bytes)) = &entry {
+                            if idx.get(hash_key(g, hash))?.is_some() {
+                                return Ok(false);
+                            }
+                            log.insert(log_key(g, *lamport, hash), bytes)?;
+                            idx.insert(hash_key(g, hash), lamport.to_be_bytes())?;
+                            idx.insert(
+                                author_key(g, author, *seq),
+                                [&hash[..], &lamport.to_be_bytes()].concat(),
+                            )?;
+                            idx.insert(
+                                [&g[..], b"m", &hash[..16]].concat(),
+                                [&author[..], &seq.to_be_bytes()].concat(),
+                            )?;
                         }
-                        log.insert(log_key(g, *lamport, hash), bytes)?;
-                        idx.insert(hash_key(g, hash), lamport.to_be_bytes())?;
-                        idx.insert(
-                            author_key(g, author, *seq),
-                            [&hash[..], &lamport.to_be_bytes()].concat(),
-                        )?;
-                        idx.insert(
-                            [&g[..], b"m", &hash[..16]].concat(),
-                            [&author[..], &seq.to_be_bytes()].concat(),
-                        )?;
-                    }
-                    if let Some(r) = &record {
-                        grp.insert(group, r)?;
-                    }
-                    if let Some(c) = &conversation {
-                        convs.insert(group, c)?;
-                    }
-                    for m in &w.messages {
-                        if ids.get(m.id.0)?.is_some() {
-                            continue;
+                        if let Some(r) = &record {
+                            grp.insert(group, r)?;
                         }
-                        put_message(msgs, ids, m)?;
-                        if m.direction == Direction::Incoming && m.state == MessageState::Received {
-                            bump(cnt, &unread_key(&m.conversation), 1)?;
+                        if let Some(c) = &conversation {
+                            convs.insert(group, c)?;
                         }
-                    }
-                    for (a, e, bytes) in &chains {
-                        keys.insert(chain_key(&group, a, *e), bytes)?;
-                    }
-                    for (a, e, l, h) in &w.lock {
-                        held.insert(locked_key(&group, a, *e, *l, h), [])?;
-                    }
-                    for (a, e, l, h) in &w.unlock {
-                        held.remove(locked_key(&group, a, *e, *l, h))?;
-                    }
-                    for h in &w.unpend {
-                        held.remove(pending_key(&group, h))?;
-                    }
-                    for (h, g, bytes) in &pend {
-                        held.insert(pending_key(g, h), bytes)?;
-                    }
-                    Ok(true)
-                }),
+                        for m in &w.messages {
+                            if ids.get(m.id.0)?.is_some() {
+                                continue;
+                            }
+                            put_message(msgs, ids, m)?;
+                            if m.direction == Direction::Incoming
+                                && m.state == MessageState::Received
+                            {
+                                bump(cnt, &unread_key(&m.conversation), 1)?;
+                            }
+                        }
+                        for (a, e, bytes) in &chains {
+                            keys.insert(chain_key(&group, a, *e), bytes)?;
+                        }
+                        for (a, e, l, h) in &w.lock {
+                            held.insert(locked_key(&group, a, *e, *l, h), [])?;
+                        }
+                        for (a, e, l, h) in &w.unlock {
+                            held.remove(locked_key(&group, a, *e, *l, h))?;
+                        }
+                        for h in &w.unpend {
+                            held.remove(pending_key(&group, h))?;
+                        }
+                        for (h, g, bytes) in &pend {
+                            held.insert(pending_key(g, h), bytes)?;
+                        }
+                        for (id, t, f) in &files {
+                            // Ids are derived from entry hashes: one already taken is this very
+                            // offer, written before.
+                            if trs.get(id.0)?.is_none() {
+                                trs.insert(&id.0[..], t.clone())?;
+                                held.insert(file_key(id), f.clone())?;
+                            }
+                        }
+                        Ok(true)
+                    },
+                ),
         )
     }
 
@@ -532,6 +572,27 @@ impl Store {
             .insert([&b"s"[..], group].concat(), enc(read)?)
     }
 
+    /// What a group says of a file offered in it, by its transfer's id.
+    pub fn group_file(&self, id: &TransferId) -> Result<Option<GroupFile>, Error> {
+        self.group_held
+            .get(file_key(id))?
+            .map(|v| dec(&v))
+            .transpose()
+    }
+
+    /// Every file offered in a group this home knows of, with its transfer's id.
+    pub fn group_files(&self) -> Result<Vec<(TransferId, GroupFile)>, Error> {
+        let mut out = Vec::new();
+        for kv in self.group_held.scan_prefix(b"f") {
+            let (k, v) = kv?;
+            let Some(id) = k.get(1..17).and_then(|b| <[u8; 16]>::try_from(b).ok()) else {
+                continue;
+            };
+            out.push((TransferId(id), dec(&v)?));
+        }
+        Ok(out)
+    }
+
     /// Whether `id` is a contact of this home (stored, blocked or not).
     pub fn is_contact(&self, id: &ContactId) -> Result<bool, Error> {
         self.contacts.contains_key(id.as_bytes())
@@ -543,6 +604,27 @@ impl Store {
 mod tests {
     use super::*;
     use ferry_proto::group::{Member, OrderKey};
+
+    /// Pins the stored format of a group's file: a change here needs a migration.
+    #[test]
+    fn group_file_format_snapshot() {
+        let f = GroupFile {
+            group: [1; 16],
+            hash: [2; 32],
+            folder: true,
+            author: [3; 32],
+        };
+        let hex = data_encoding::HEXLOWER.encode(&postcard::to_allocvec(&f).unwrap());
+        assert_eq!(
+            hex,
+            format!(
+                "{}{}01{}",
+                "01".repeat(16),
+                "02".repeat(32),
+                "03".repeat(32)
+            )
+        );
+    }
 
     /// Pins the stored format of a group's record: a change here needs a migration and a
     /// fixture test (DESIGN.md, "Compatibility").

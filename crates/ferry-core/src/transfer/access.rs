@@ -85,7 +85,7 @@ impl Access {
 
 /// A debug-build-only fault injection: limits what the provider sends, so tests can interrupt
 /// a transfer midway. Read from `FERRY_DEBUG_THROTTLE_BPS`; always off in release builds.
-pub(super) fn throttle_bps() -> Option<u64> {
+pub(super) fn throttle_bps_env() -> Option<u64> {
     #[cfg(debug_assertions)]
     {
         std::env::var("FERRY_DEBUG_THROTTLE_BPS")
@@ -135,7 +135,13 @@ pub(super) async fn provider_events(
                 let peer = access.peer(msg.connection_id);
                 let ok = peer.is_some_and(|p| {
                     matches!(ctx.store.admitted(&p), Ok(Some(_)))
-                        && access.may_get(&p, &msg.request.hash, !msg.request.ranges.is_blob())
+                        && (access.may_get(&p, &msg.request.hash, !msg.request.ranges.is_blob())
+                            || group_may_get(
+                                &ctx,
+                                &p,
+                                &msg.request.hash,
+                                !msg.request.ranges.is_blob(),
+                            ))
                 });
                 if !ok {
                     tracing::warn!(?peer, hash = %msg.request.hash, "refused a get");
@@ -220,7 +226,8 @@ pub(super) async fn provider_events(
                 let peer = access.peer(msg.connection_id);
                 let ok = peer.is_some_and(|p| {
                     matches!(ctx.store.admitted(&p), Ok(Some(_)))
-                        && access.may_get(&p, &msg.request.hash, false)
+                        && (access.may_get(&p, &msg.request.hash, false)
+                            || group_may_get(&ctx, &p, &msg.request.hash, false))
                 });
                 msg.tx.send(if ok { Ok(()) } else { deny }).await.ok();
             }
@@ -228,7 +235,9 @@ pub(super) async fn provider_events(
                 msg.tx.send(deny).await.ok();
             }
             ProviderMessage::Throttle(msg) => {
-                let delay = throttle_bps()
+                let delay = ctx
+                    .blobs
+                    .throttle_bps
                     .map(|bps| Duration::from_secs_f64(msg.size as f64 / bps as f64))
                     .unwrap_or_default();
                 tokio::spawn(async move {
@@ -248,7 +257,7 @@ pub(crate) const CHANGED_SINCE_OFFERED: &str =
 /// An outgoing transfer to `peer` whose source no longer is what was offered: the file, or
 /// any file of the folder, gone, of another size, or modified after the offer.
 async fn changed_since_offered(ctx: &Transfers, peer: &ContactId, root: &Hash) -> Option<Transfer> {
-    let t = live_outgoing(ctx, peer, root)?;
+    let t = live_outgoing(ctx, peer, root).or_else(|| live_group_offer(ctx, root))?;
     let source = t.path.as_ref()?;
     let changed = if t.folder {
         folder_changed(ctx, &t, source, root).await
@@ -329,6 +338,17 @@ fn live_outgoing(ctx: &Transfers, peer: &ContactId, root: &Hash) -> Option<Trans
             && t.contact == *peer
             && t.hash == hex
             && !t.state.is_final()
+    })
+}
+
+/// This home's own offer of `root` in a group, if it still stands.
+fn live_group_offer(ctx: &Transfers, root: &Hash) -> Option<Transfer> {
+    let hex = root.to_hex().to_string();
+    ctx.store.transfers().ok()?.into_iter().rev().find(|t| {
+        t.direction == Direction::Outgoing
+            && t.hash == hex
+            && !t.state.is_final()
+            && in_group(ctx, &t.id)
     })
 }
 

@@ -54,12 +54,13 @@ pub(crate) async fn resume(ctx: &Arc<Transfers>, only: Option<&ContactId>) {
         return;
     };
     for t in all {
-        if t.state.is_final() || only.is_some_and(|c| *c != t.contact) {
+        if t.state.is_final() {
             continue;
         }
+        let group = in_group(ctx, &t.id);
         match t.direction {
             Direction::Outgoing => {
-                if only.is_none() {
+                if only.is_none() && !group {
                     match offered_hashes(ctx, &t).await {
                         Ok(h) => ctx.blobs.access.allow(t.contact, t.id, h),
                         Err(e) => tracing::warn!(transfer = %t.id, "cannot serve: {e}"),
@@ -67,14 +68,21 @@ pub(crate) async fn resume(ctx: &Arc<Transfers>, only: Option<&ContactId>) {
                 }
             }
             Direction::Incoming => {
-                if matches!(
+                if !matches!(
                     t.state,
                     TransferState::Accepted | TransferState::Transferring | TransferState::Paused
                 ) {
-                    if only.is_some() {
+                    continue;
+                }
+                match only {
+                    None => start_download(ctx, t),
+                    Some(c) if *c == t.contact && !group => {
                         abort_fetch(ctx, &t.id);
+                        start_download(ctx, t);
                     }
-                    start_download(ctx, t);
+                    // A group file comes from any member: one that came online may have it.
+                    Some(_) if group && t.state == TransferState::Paused => start_download(ctx, t),
+                    Some(_) => {}
                 }
             }
             // Not a transfer's direction.
@@ -91,10 +99,10 @@ pub(crate) fn retry_paused(ctx: &Arc<Transfers>) {
     for t in all {
         if t.direction == Direction::Incoming
             && t.state == TransferState::Paused
-            && matches!(
+            && (matches!(
                 ctx.links.presence_of(&t.contact),
                 crate::model::Presence::Online { .. }
-            )
+            ) || group_can_resume(ctx, &t.id))
         {
             start_download(ctx, t);
         }
@@ -259,7 +267,7 @@ async fn names_size(
 
 /// The longest list of hashes a folder of [`MAX_FOLDER_FILES`] files has (its list of names
 /// first, then one hash per file).
-const MAX_FOLDER_LIST: u64 = (MAX_FOLDER_FILES as u64 + 1) * 32;
+pub(super) const MAX_FOLDER_LIST: u64 = (MAX_FOLDER_FILES as u64 + 1) * 32;
 
 /// Reads a folder's list of hashes from the store and checks it holds the offered number of
 /// files (at most [`MAX_FOLDER_FILES`]). Returns it and the hash of its list of names. A list
@@ -302,7 +310,7 @@ fn mismatch(t: &Transfer, what: &str, offered: u64, real: u64) -> String {
 }
 
 /// The bytes of `what` the local store holds (0 if it cannot say).
-async fn local_bytes(ctx: &Transfers, what: HashAndFormat) -> u64 {
+pub(super) async fn local_bytes(ctx: &Transfers, what: HashAndFormat) -> u64 {
     ctx.blobs
         .store
         .remote()
@@ -460,11 +468,36 @@ async fn forget(ctx: &Arc<Transfers>, t: &mut Transfer) -> Result<(), Error> {
 /// there and hashed again. If that copy is gone or was changed since, the store is made to
 /// forget it and the content is fetched again, once.
 pub(super) async fn download(ctx: &Arc<Transfers>, mut t: Transfer) -> Result<(), Error> {
-    // A blocked contact's downloads wait until it is unblocked.
-    let contact = ctx
-        .store
-        .admitted(&t.contact)?
-        .ok_or_else(|| Error::UnknownContact(t.contact.to_string()))?;
+    let group = ctx.store.group_file(&t.id)?;
+    // A blocked contact's downloads wait until it is unblocked. A group file's author need not
+    // be a contact (it comes from the members), but a blocked one's files wait too.
+    let contact = match &group {
+        None => Some(
+            ctx.store
+                .admitted(&t.contact)?
+                .ok_or_else(|| Error::UnknownContact(t.contact.to_string()))?,
+        ),
+        Some(_) if ctx.store.is_blocked(&t.contact)? => {
+            return Err(Error::Blocked(t.contact.fmt_short().to_string()))
+        }
+        Some(gf) => {
+            let me = ctx.links.endpoint().id();
+            let member = ctx
+                .store
+                .group(&gf.group)?
+                .is_some_and(|r| r.state.members.contains_key(me.as_bytes()));
+            if !member {
+                let why = "you are no longer in the group".to_string();
+                set_state(ctx, &mut t, TransferState::Failed, Some(why.clone())).await?;
+                ctx.emit(Event::TransferFailed {
+                    id: t.id,
+                    reason: why.clone(),
+                });
+                return Err(Error::InvalidInput(why));
+            }
+            None
+        }
+    };
     let what = content(&t)?;
     let remote = ctx.blobs.store.remote();
     let mut forgotten = false;
@@ -477,7 +510,12 @@ pub(super) async fn download(ctx: &Arc<Transfers>, mut t: Transfer) -> Result<()
             // to is gone.
             Err(e) if !forgotten => Err(blob_err(e)),
             _ => {
-                match fetch(ctx, &contact, &mut t).await {
+                let fetched = match (&contact, &group) {
+                    (Some(contact), _) => fetch(ctx, contact, &mut t).await,
+                    (None, Some(gf)) => fetch_group(ctx, &mut t, gf).await,
+                    (None, None) => Err(Error::UnknownContact(t.contact.to_string())),
+                };
+                match fetched {
                     Ok(()) => {}
                     // Not what was offered: the transfer fails, below.
                     Err(e @ Error::Protocol(_)) => break Err(e),

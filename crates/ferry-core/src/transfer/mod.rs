@@ -12,7 +12,7 @@
 //! get-many and observe; push is disabled. Connection ids from connect events map requests
 //! to endpoint ids.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -45,12 +45,15 @@ use crate::{files, naming};
 mod access;
 mod export;
 mod fetch;
+mod group;
 mod offer;
 mod send;
 
 pub(crate) use access::*;
 use export::*;
 pub(crate) use fetch::*;
+use group::{fetch_group, group_can_resume, group_may_get, in_group, keeps_for_group};
+pub(crate) use group::{group_offer, GroupOffer};
 pub(crate) use offer::*;
 pub use send::Claim;
 pub(crate) use send::*;
@@ -84,6 +87,10 @@ pub(crate) struct Transfers {
     pub(crate) links: Links,
     pub(crate) events: Events,
     pub(crate) blobs: Blobs,
+    /// Fetches group files from several members.
+    downloader: iroh_blobs::api::downloader::Downloader,
+    /// Where the downloader finds the addresses of the members it dials (contacts').
+    lookup: iroh::address_lookup::memory::MemoryLookup,
 }
 
 impl std::fmt::Debug for Transfers {
@@ -104,6 +111,12 @@ impl Transfers {
         blobs: Blobs,
         bus: &Bus,
     ) -> Arc<Transfers> {
+        let lookup = iroh::address_lookup::memory::MemoryLookup::new();
+        match links.endpoint().address_lookup() {
+            Ok(services) => services.add(lookup.clone()),
+            Err(e) => tracing::warn!("group files cannot dial members: {e}"),
+        }
+        let downloader = group::downloader(&blobs.store, links.endpoint());
         let ctx = Arc::new(Transfers {
             home,
             store,
@@ -111,6 +124,8 @@ impl Transfers {
             links,
             events,
             blobs,
+            downloader,
+            lookup,
         });
         // A contact that comes online gets its paused fetches resumed; every presence round
         // retries what paused while the contact looked online.
@@ -134,6 +149,7 @@ impl Transfers {
                 Signal::TransferExpired(t) => {
                     tokio::spawn(async move { expired(&ctx, *t).await });
                 }
+                Signal::GroupFileOffered(t) => group::offered_in_group(&ctx, *t),
                 Signal::KeyAccepted(_) | Signal::SessionBroken(_) | Signal::SessionReset(_) => {}
             }
         });
@@ -158,6 +174,10 @@ pub(crate) struct Blobs {
     pub(crate) daily_bytes: u64,
     /// How often the store drops untagged blobs.
     gc_interval: Duration,
+    /// Group downloads: the bytes each member sent.
+    sources: Mutex<HashMap<TransferId, BTreeMap<ContactId, u64>>>,
+    /// Fault injection for tests: what the provider sends at most, in bytes per second.
+    throttle_bps: Option<u64>,
 }
 
 impl std::fmt::Debug for Blobs {
@@ -173,6 +193,7 @@ impl Blobs {
         accept_all: bool,
         gc_interval: Duration,
         daily_bytes: u64,
+        throttle_bps: Option<u64>,
     ) -> Result<Blobs, Error> {
         let dir = home.join(BLOBS_DIR);
         std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
@@ -193,18 +214,20 @@ impl Blobs {
             accept_all,
             daily_bytes,
             gc_interval,
+            sources: Mutex::default(),
+            throttle_bps: throttle_bps.or_else(throttle_bps_env),
         })
     }
 
     /// The event sender for the blobs protocol: intercepts connects and every request kind.
-    pub(crate) fn events(ctx: Weak<Transfers>) -> EventSender {
+    pub(crate) fn events(&self, ctx: Weak<Transfers>) -> EventSender {
         let mask = EventMask {
             connected: ConnectMode::Intercept,
             get: RequestMode::InterceptLog,
             get_many: RequestMode::Intercept,
             push: RequestMode::Disabled,
             observe: ObserveMode::Intercept,
-            throttle: if throttle_bps().is_some() {
+            throttle: if self.throttle_bps.is_some() {
                 ThrottleMode::Intercept
             } else {
                 ThrottleMode::None
@@ -332,6 +355,10 @@ async fn finish_locally(ctx: &Arc<Transfers>, t: &Transfer) {
             ctx.blobs.access.revoke(&t.contact, &t.id, &hashes);
         }
     }
+    // A group file this home finished stays in the store for the other members.
+    if keeps_for_group(ctx, t) {
+        return;
+    }
     if let Err(e) = ctx.blobs.store.tags().delete(tag_name(t)).await {
         tracing::warn!(transfer = %t.id, "dropping the tag: {e}");
     }
@@ -359,6 +386,11 @@ async fn tell(
     state: TransferState,
     reason: Option<String>,
 ) -> Result<(), Error> {
+    // A group file's author learns nothing of each member's answer (it may not even be a
+    // contact): members fetch from whoever has it.
+    if in_group(ctx, &t.id) {
+        return Ok(());
+    }
     ctx.outbox
         .queue(
             &t.contact,
@@ -373,6 +405,16 @@ async fn tell(
             None,
         )
         .await
+}
+
+/// The bytes each member sent of a group download (since the node started).
+pub(crate) fn sources(ctx: &Transfers, id: &TransferId) -> Vec<(ContactId, u64)> {
+    ctx.blobs
+        .sources
+        .lock()
+        .ok()
+        .and_then(|s| s.get(id).map(|m| m.iter().map(|(c, b)| (*c, *b)).collect()))
+        .unwrap_or_default()
 }
 
 /// Finds a transfer by id or id prefix.
@@ -596,7 +638,7 @@ pub(crate) async fn clean(ctx: &Arc<Transfers>) -> Result<u32, Error> {
             .map(|id| ctx.store.transfer(&id))
             .transpose()?
             .flatten()
-            .is_some_and(|t| !t.state.is_final());
+            .is_some_and(|t| !t.state.is_final() || keeps_for_group(ctx, &t));
         if !live {
             stale.push(info.name);
         }

@@ -25,6 +25,58 @@ pub(crate) async fn send_path(
     name_override: Option<&str>,
     claim: Option<Claim>,
 ) -> Result<Transfer, Error> {
+    let t = import(ctx, contact.id, path, name_override, claim).await?;
+    let (size, files) = claim.map_or((t.size, t.files), |c| (c.size, c.files));
+    ctx.blobs
+        .access
+        .allow(contact.id, t.id, offered_hashes(ctx, &t).await?);
+    let message = ctx
+        .outbox
+        .new_message(&contact.id, t.name.clone(), Some(t.id))?;
+    let payload = Payload::FileOffer {
+        transfer: t.id.0,
+        hash: *hash_of(&t)?.as_bytes(),
+        folder: t.folder,
+        name: t.name.clone(),
+        size,
+        files,
+    };
+    ctx.outbox
+        .queue(
+            &contact.id,
+            message.id,
+            &payload,
+            OutboxKind::Message,
+            Some(&message),
+            Some(&t),
+        )
+        .await?;
+    ctx.emit(Event::TransferChanged {
+        transfer: t.clone(),
+    });
+    Ok(t)
+}
+
+/// Imports a file or folder for a group offer: the outgoing transfer (not stored yet) whose
+/// content the blob store now keeps under its tag. The caller stores it with the offer; a
+/// tag left without a record (the offer failed) is dropped by the next clean-up.
+pub(crate) async fn import_for_group(
+    ctx: &Arc<Transfers>,
+    me: ContactId,
+    path: &Path,
+) -> Result<Transfer, Error> {
+    import(ctx, me, path, None, None).await
+}
+
+/// Imports a file or folder by reference (a folder's list as a collection) and tags it for
+/// an outgoing transfer to `to`, which is returned (not stored).
+async fn import(
+    ctx: &Arc<Transfers>,
+    to: ContactId,
+    path: &Path,
+    name_override: Option<&str>,
+    claim: Option<Claim>,
+) -> Result<Transfer, Error> {
     let path = std::path::absolute(path).map_err(Error::io(format!("{}", path.display())))?;
     let meta = tokio::fs::metadata(&path)
         .await
@@ -96,47 +148,19 @@ pub(crate) async fn send_path(
         path: (copies <= 1).then(|| path.clone()),
         ..offered(
             TransferId::random(),
-            contact.id,
+            to,
             Direction::Outgoing,
             name.clone(),
             folder,
             naming::classify_remote(&name),
         )
     };
-    let (size, files) = claim.map_or((size, files), |c| (c.size, c.files));
     store
         .tags()
         .set(tag_name(&t), tag.hash_and_format())
         .await
         .map_err(blob_err)?;
     drop(tag);
-    ctx.blobs
-        .access
-        .allow(contact.id, t.id, offered_hashes(ctx, &t).await?);
-    let message = ctx
-        .outbox
-        .new_message(&contact.id, name.clone(), Some(t.id))?;
-    let payload = Payload::FileOffer {
-        transfer: t.id.0,
-        hash: *hash_of(&t)?.as_bytes(),
-        folder: t.folder,
-        name,
-        size,
-        files,
-    };
-    ctx.outbox
-        .queue(
-            &contact.id,
-            message.id,
-            &payload,
-            OutboxKind::Message,
-            Some(&message),
-            Some(&t),
-        )
-        .await?;
-    ctx.emit(Event::TransferChanged {
-        transfer: t.clone(),
-    });
     Ok(t)
 }
 
