@@ -974,9 +974,10 @@ fn groups_are_made_written_in_and_managed_in_the_desktop_app() -> Result<()> {
     let bob = init_home(root, "Bob", &[])?;
     let cat = init_home(root, "Cat", &[])?;
     let dan = init_home(root, "Dan", &[])?;
+    let cat_dl = root.join("cat-downloads");
     let peers = [
         Daemon::start(&bob, &[])?,
-        Daemon::start(&cat, &[])?,
+        Daemon::start(&cat, &["--downloads", cat_dl.to_str().context("utf-8")?])?,
         Daemon::start(&dan, &[])?,
     ];
     {
@@ -1028,6 +1029,84 @@ fn groups_are_made_written_in_and_managed_in_the_desktop_app() -> Result<()> {
         // Cat's history above marked it read: her receipt says so.
         see(&s, "[data-testid=group-receipt]", "Read by 1 of 2")?;
         shots.take(&s, "41-group-conversation")?;
+
+        // Files in the group. Bob shares one from his terminal; Ann accepts it with a click.
+        let ann_dl = root.join("ann-downloads");
+        invoke(&s, "set_downloads_dir", json!({ "dir": ann_dl }))?;
+        let route = root.join("route.gpx");
+        let route_data = write_file(&route, 700 * 1024 + 3, 5)?;
+        let out = ferry(
+            &bob,
+            &["send-file", "Trip", route.to_str().context("utf-8")?],
+        )?;
+        ensure!(out.ok, "{}", out.stderr);
+        see(
+            &s,
+            "[data-testid=file-state]",
+            "Bob shared this with the group",
+        )?;
+        s.click(&s.wait_for("[data-direction=incoming] [data-testid=accept]", WAIT)?)?;
+        wait_until(WAIT, "Bob's file on Ann's disk", || {
+            Ok(std::fs::read(ann_dl.join("route.gpx"))
+                .ok()
+                .filter(|d| *d == route_data))
+        })?;
+        see(
+            &s,
+            "[data-direction=incoming] [data-state=done]",
+            "Received",
+        )?;
+        // Ann shares one through the command a drop calls; Cat fetches it from her terminal.
+        let groups = ferry(&bob, &["groups", "--json"])?;
+        let listed: Value = serde_json::from_str(&groups.stdout)?;
+        let trip = listed
+            .as_array()
+            .and_then(|a| a.iter().find(|g| g["name"] == "Trip"))
+            .and_then(|g| g["id"].as_str())
+            .context("Trip's id")?
+            .to_owned();
+        let plan = root.join("plan.txt");
+        let plan_data = write_file(&plan, 150 * 1024, 9)?;
+        let report = invoke(
+            &s,
+            "send_paths",
+            json!({ "contact": trip, "paths": [plan] }),
+        )?;
+        ensure!(
+            report["failed"].as_array().is_some_and(|f| f.is_empty()),
+            "{report}"
+        );
+        let plan_id = report["sent"][0]["id"]
+            .as_str()
+            .context("transfer id")?
+            .to_owned();
+        see(
+            &s,
+            &format!("[data-transfer='{plan_id}'] [data-testid=file-state]"),
+            "Shared with the group",
+        )?;
+        see(
+            &s,
+            &format!("[data-transfer='{plan_id}'] [data-testid=cancel]"),
+            "Stop sharing",
+        )?;
+        let cat_t = eventually_json(&cat, &["transfers", "--json"], |v| {
+            v.to_string().contains("plan.txt")
+        })?;
+        let cat_id = cat_t
+            .as_array()
+            .and_then(|a| a.iter().find(|t| t["name"] == "plan.txt"))
+            .and_then(|t| t["id"].as_str())
+            .context("Cat's transfer")?
+            .to_owned();
+        let accepted = ferry(&cat, &["accept", &cat_id])?;
+        ensure!(accepted.ok, "{}", accepted.stderr);
+        wait_until(WAIT, "Ann's file on Cat's disk", || {
+            Ok(std::fs::read(cat_dl.join("plan.txt"))
+                .ok()
+                .filter(|d| *d == plan_data))
+        })?;
+        shots.take(&s, "44-group-files")?;
 
         // Members: rename the group; Bob sees the new name.
         s.click(&s.find("[data-testid=open-group-details]")?)?;

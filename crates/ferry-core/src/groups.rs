@@ -31,13 +31,15 @@ use crate::inbox::{BoxFuture, Handled, Incoming, PayloadHandler, PayloadKind};
 use crate::model::{
     now_ms, Contact, ContactId, Conversation, ConversationId, ConversationKind, Direction, Event,
     GroupMember, GroupView, MemberKind, Message, MessageId, MessageReceipt, MessageState, Presence,
-    Transfer, TransferId,
+    Transfer, TransferId, TransferState,
 };
 use crate::net::Links;
 use crate::outbox::Outbox;
 use crate::store::{GroupFile, GroupRecord, GroupWrite, Pending, Store, StoredChain, MAX_PENDING};
 use crate::wire::{Payload, MAX_GROUP_ENTRIES};
 use crate::Error;
+use ferry_proto::limits::{MAX_FOLDER_FILES, MAX_PENDING_OFFERS};
+use ferry_proto::naming;
 
 /// Bytes of entries one [`Payload::GroupEntries`] carries at most (with its `covered` list it
 /// stays well inside a frame; one entry at its largest fits).
@@ -95,6 +97,61 @@ struct Taken {
     offers: Vec<Transfer>,
     /// What goes on to others as it is (receipts passed on).
     sends: Sends,
+}
+
+/// What a group file's offer says, and the transfer id this home gives it.
+#[derive(Debug)]
+struct GroupOffer {
+    id: TransferId,
+    author: ContactId,
+    root: [u8; 32],
+    folder: bool,
+    name: String,
+    size: u64,
+    files: u32,
+}
+
+/// The incoming transfer a group file's offer makes (stored with its message; the transfer
+/// feature fetches it once accepted), after the checks a contact's offer gets: a file is one
+/// file, a folder at most [`MAX_FOLDER_FILES`]; an author with [`MAX_PENDING_OFFERS`] offers
+/// waiting is refused.
+fn group_offer(store: &Store, offer: GroupOffer) -> Result<Transfer, Error> {
+    let files = offer.files as usize;
+    if (offer.folder && (files == 0 || files > MAX_FOLDER_FILES)) || (!offer.folder && files != 1) {
+        return Err(Error::Protocol(format!(
+            "an offer of {} with {files} files",
+            if offer.folder { "a folder" } else { "a file" }
+        )));
+    }
+    let pending = store.offers_waiting(&offer.author)?;
+    if pending >= MAX_PENDING_OFFERS {
+        return Err(Error::Quota(crate::Quota::PendingOffers(pending)));
+    }
+    let kind = naming::classify_remote(&offer.name);
+    let now = now_ms();
+    Ok(Transfer {
+        id: offer.id,
+        contact: offer.author,
+        direction: Direction::Incoming,
+        name: naming::safe_name(&offer.name),
+        size: offer.size,
+        hash: data_encoding::HEXLOWER.encode(&offer.root),
+        folder: offer.folder,
+        files: offer.files,
+        media_type: if offer.folder {
+            "inode/directory".into()
+        } else {
+            kind.media_type
+        },
+        dangerous: kind.dangerous,
+        state: TransferState::Offered,
+        bytes_done: 0,
+        resumed_from: 0,
+        path: None,
+        error: None,
+        created_at: now,
+        updated_at: now,
+    })
 }
 
 /// The id of the transfer a group file's offer is on every member but its author: the last 16
@@ -1213,7 +1270,7 @@ impl Groups {
                 files,
                 ..
             } => {
-                let offer = crate::transfer::GroupOffer {
+                let offer = GroupOffer {
                     // The author's id for it is theirs to choose; this home's is the entry's.
                     id: file_transfer_id(hash),
                     author,
@@ -1223,7 +1280,7 @@ impl Groups {
                     size,
                     files,
                 };
-                match crate::transfer::group_offer(store, offer) {
+                match group_offer(store, offer) {
                     Ok(t) => {
                         let gf = GroupFile {
                             group: e.group,

@@ -849,7 +849,9 @@ impl Node {
     /// fetched it, or part of it).
     pub async fn send_file(&self, query: &str, path: &Path) -> Result<Transfer, Error> {
         match self.target(query)? {
-            Target::Contact(contact) => {
+            Target::Contact(_) => {
+                // Checked as any send is (not blocked, key accepted).
+                let contact = self.recipient(query)?;
                 transfer::send_path(&self.transfers, &contact, path, None, None).await
             }
             Target::Group(g) => {

@@ -1443,6 +1443,19 @@ impl Store {
         Ok(all)
     }
 
+    /// How many offers from `from` wait for an answer.
+    pub fn offers_waiting(&self, from: &ContactId) -> Result<usize, Error> {
+        Ok(self
+            .transfers()?
+            .iter()
+            .filter(|t| {
+                t.contact == *from
+                    && t.direction == Direction::Incoming
+                    && t.state == TransferState::Offered
+            })
+            .count())
+    }
+
     /// One transfer.
     pub fn transfer(&self, id: &TransferId) -> Result<Option<Transfer>, Error> {
         self.transfers.get(id.0)?.map(|v| dec(&v)).transpose()

@@ -25,3 +25,9 @@ pub const MAX_IMAGE_BYTES: usize = 32 * 1024 * 1024;
 /// The disappearing-message timers a conversation may have, in seconds (5 minutes, an hour, a
 /// day, a week); 0 is off. A timer a peer sends that is not one of these is refused.
 pub const TIMER_CHOICES: [u64; 4] = [5 * 60, 60 * 60, 24 * 60 * 60, 7 * 24 * 60 * 60];
+
+/// The most files one folder offer may hold.
+pub const MAX_FOLDER_FILES: usize = 100_000;
+/// The most offers from one contact (or one group member) that may wait for an answer; more
+/// are refused.
+pub const MAX_PENDING_OFFERS: usize = 100;

@@ -25,6 +25,15 @@ describe("handleDrop", () => {
     expect(t.sendPaths).toHaveBeenCalledWith("c4r", ["/f"]);
   });
 
+  it("sends to the group whose conversation or members page is open", async () => {
+    const chat = target({ selected: "9r0up" });
+    await handleDrop(["/f"], chat);
+    expect(chat.sendPaths).toHaveBeenCalledWith("9r0up", ["/f"]);
+    const members = target({ view: { kind: "group-details", group: "9r0up" } });
+    await handleDrop(["/g"], members);
+    expect(members.sendPaths).toHaveBeenCalledWith("9r0up", ["/g"]);
+  });
+
   it("reads a picture dropped on Add contact as an invite", async () => {
     const t = target({ view: { kind: "add" } });
     expect(await handleDrop(["/tmp/notes.txt", "C:\\Users\\a\\QR.PNG"], t)).toBe("invite");

@@ -1,6 +1,6 @@
 /**
  * What a drop of files from the file manager does, by screen: on a conversation the files go
- * to that contact; on "Add contact" a dropped picture is read as an invite QR code.
+ * to that contact or group; on "Add contact" a dropped picture is read as an invite QR code.
  * Tauri's native drag-drop event gives real paths (folders included); WebDriver cannot fake
  * one, so this handler is unit-tested on its own and the end-to-end test calls the same
  * command it calls.
@@ -30,8 +30,9 @@ export async function handleDrop(paths: string[], target: DropTarget): Promise<"
     await target.readInvite(picture);
     return "invite";
   }
-  const contact = target.view.kind === "details" ? target.view.contact : target.selected;
-  if (!contact || (target.view.kind !== "chat" && target.view.kind !== "details")) {
+  const v = target.view;
+  const contact = v.kind === "details" ? v.contact : v.kind === "group-details" ? v.group : target.selected;
+  if (!contact || (v.kind !== "chat" && v.kind !== "details" && v.kind !== "group-details")) {
     target.say("Open a conversation first, then drop files on it.", true);
     return "ignored";
   }

@@ -55,6 +55,14 @@ describe("format", () => {
     expect(transferLabel(transfer({ direction: "outgoing", state: "offered" }), "Bob")).toBe("Waiting for Bob to accept");
     expect(transferLabel(transfer({ state: "failed", error: "disk full" }), "Bob")).toBe("Failed: disk full");
   });
+
+  it("words a group's file as shared with every member", () => {
+    expect(transferLabel(transfer({ direction: "outgoing", state: "offered" }), "Bob", true)).toBe("Shared with the group");
+    expect(transferLabel(transfer({ direction: "incoming", state: "offered" }), "Bob", true)).toBe("Bob shared this with the group");
+    expect(transferLabel(transfer({ direction: "incoming", state: "paused" }), "Bob", true)).toBe("Paused: waiting for a member who has it");
+    expect(transferLabel(transfer({ direction: "outgoing", state: "cancelled" }), "Bob", true)).toBe("You stopped sharing it");
+    expect(transferLabel(transfer({ direction: "incoming", state: "done" }), "Bob", true)).toBe("Received");
+  });
 });
 
 

@@ -102,8 +102,21 @@ export function isFinal(state: Transfer["state"]): boolean {
 }
 
 /** The state of a transfer in words, from this side's point of view. */
-export function transferLabel(t: Transfer, contactName: string): string {
+export function transferLabel(t: Transfer, contactName: string, inGroup = false): string {
   const incoming = t.direction === "incoming";
+  if (inGroup) {
+    // A group's file: shared with every member, fetched from whoever holds it.
+    switch (t.state) {
+      case "offered":
+        return incoming ? `${contactName} shared this with the group` : "Shared with the group";
+      case "paused":
+        return t.error ? `Paused: ${t.error}` : "Paused: waiting for a member who has it";
+      case "cancelled":
+        return incoming ? "Cancelled" : "You stopped sharing it";
+      default:
+        break;
+    }
+  }
   switch (t.state) {
     case "offered":
       return incoming ? `${contactName} wants to send you this` : `Waiting for ${contactName} to accept`;

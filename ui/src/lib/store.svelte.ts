@@ -84,6 +84,16 @@ export class Store {
     return this.contacts.find((c) => c.id === id);
   }
 
+  /** The group a file was shared in, if its message is loaded. */
+  groupOfTransfer(id: string): Group | undefined {
+    return this.groups.find((g) => (this.messages[g.id] ?? []).some((m) => m.transfer === id));
+  }
+
+  /** Who is behind a transfer: a contact, else the name a group gives them. */
+  personName(id: string): string | undefined {
+    return this.contact(id)?.name ?? this.groups.flatMap((g) => g.members).find((m) => m.id === id)?.name;
+  }
+
   private noticeTimer: ReturnType<typeof setTimeout> | undefined;
   private noticeSeq = 0;
 

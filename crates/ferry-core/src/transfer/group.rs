@@ -13,56 +13,6 @@ use rand_core::RngCore;
 use super::*;
 use crate::store::GroupFile;
 
-/// What a group file's offer says, and the transfer id this home gives it.
-#[derive(Debug)]
-pub(crate) struct GroupOffer {
-    pub(crate) id: TransferId,
-    pub(crate) author: ContactId,
-    pub(crate) root: [u8; 32],
-    pub(crate) folder: bool,
-    pub(crate) name: String,
-    pub(crate) size: u64,
-    pub(crate) files: u32,
-}
-
-/// The incoming transfer a group file's offer makes (to store with its message), after the
-/// same checks as a contact's offer: a file is one file, a folder at most
-/// [`MAX_FOLDER_FILES`]; an author with [`MAX_PENDING_OFFERS`] offers waiting is refused.
-pub(crate) fn group_offer(store: &Store, offer: GroupOffer) -> Result<Transfer, Error> {
-    let files = offer.files as usize;
-    if (offer.folder && (files == 0 || files > MAX_FOLDER_FILES)) || (!offer.folder && files != 1) {
-        return Err(Error::Protocol(format!(
-            "an offer of {} with {files} files",
-            if offer.folder { "a folder" } else { "a file" }
-        )));
-    }
-    let pending = store
-        .transfers()?
-        .iter()
-        .filter(|t| {
-            t.contact == offer.author
-                && t.direction == Direction::Incoming
-                && t.state == TransferState::Offered
-        })
-        .count();
-    if pending >= MAX_PENDING_OFFERS {
-        return Err(Error::Quota(crate::Quota::PendingOffers(pending)));
-    }
-    Ok(Transfer {
-        size: offer.size,
-        hash: Hash::from_bytes(offer.root).to_hex().to_string(),
-        files: offer.files,
-        ..offered(
-            offer.id,
-            offer.author,
-            Direction::Incoming,
-            naming::safe_name(&offer.name),
-            offer.folder,
-            naming::classify_remote(&offer.name),
-        )
-    })
-}
-
 /// A group file's offer, stored: accepted at once when this node accepts every file, or when
 /// its author is a contact whose automatic accept covers it (within the daily quota).
 pub(super) fn offered_in_group(ctx: &Arc<Transfers>, t: Transfer) {
@@ -303,7 +253,13 @@ async fn fetch_parts(
         if requests.is_empty() {
             return Ok(());
         }
-        run(ctx, t, requests, held, t.size).await?;
+        match run(ctx, t, requests, held, t.size).await {
+            Err(e @ Error::Protocol(_)) => return Err(e),
+            // A member that stopped part way: ask again, unless nothing came at all.
+            Err(e) if local_bytes(ctx, what).await <= held => return Err(e),
+            Err(e) => tracing::debug!(transfer = %t.id, "a part did not come: {e}; asking again"),
+            Ok(()) => {}
+        }
     }
     Ok(())
 }

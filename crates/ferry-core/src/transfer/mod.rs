@@ -53,7 +53,6 @@ pub(crate) use access::*;
 use export::*;
 pub(crate) use fetch::*;
 use group::{fetch_group, group_can_resume, group_may_get, in_group, keeps_for_group};
-pub(crate) use group::{group_offer, GroupOffer};
 pub(crate) use offer::*;
 pub use send::Claim;
 pub(crate) use send::*;
@@ -66,10 +65,7 @@ pub const BLOBS_DIR: &str = "blobs";
 /// deletes only through its collection, so this is as prompt as it gets; a pass over a store
 /// of a few thousand blobs takes milliseconds.
 pub const GC_INTERVAL: Duration = Duration::from_secs(5);
-/// The most files one folder offer may hold.
-pub const MAX_FOLDER_FILES: usize = 100_000;
-/// The most offers from one contact that may wait for an answer; more are refused.
-pub const MAX_PENDING_OFFERS: usize = 100;
+pub use ferry_proto::limits::{MAX_FOLDER_FILES, MAX_PENDING_OFFERS};
 /// The longest list of names (a folder offer's collection metadata) a receiver reads.
 pub const MAX_FOLDER_LISTING: u64 = 64 * 1024 * 1024;
 /// Progress events at most this often per transfer.

@@ -82,16 +82,7 @@ fn on_offer(
     }
     // A transfer id already in use (sent again under a new message id, or chosen to collide)
     // is refused by the store, in the transaction that would store the offer.
-    let pending = ctx
-        .store
-        .transfers()?
-        .iter()
-        .filter(|t| {
-            t.contact == contact.id
-                && t.direction == Direction::Incoming
-                && t.state == TransferState::Offered
-        })
-        .count();
+    let pending = ctx.store.offers_waiting(&contact.id)?;
     if pending >= MAX_PENDING_OFFERS {
         return Err(Error::Quota(crate::Quota::PendingOffers(pending)));
     }
