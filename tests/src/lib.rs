@@ -442,3 +442,15 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// A bare iroh endpoint with `key`, on 127.0.0.1 only, no relay: a peer that asks a node for
+/// something directly (access-control tests).
+pub async fn loopback_endpoint(key: iroh::SecretKey) -> Result<iroh::Endpoint> {
+    Ok(iroh::Endpoint::builder(iroh::endpoint::presets::Minimal)
+        .secret_key(key)
+        .relay_mode(iroh::RelayMode::Disabled)
+        .clear_ip_transports()
+        .bind_addr("127.0.0.1:0")?
+        .bind()
+        .await?)
+}

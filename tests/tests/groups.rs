@@ -733,13 +733,7 @@ async fn only_members_may_fetch_a_group_file() -> Result<()> {
         .secret_key()
         .clone();
     let fetch = |key: iroh::SecretKey, from: iroh::EndpointAddr| async move {
-        let ep = iroh::Endpoint::builder(iroh::endpoint::presets::Minimal)
-            .secret_key(key)
-            .relay_mode(iroh::RelayMode::Disabled)
-            .clear_ip_transports()
-            .bind_addr("127.0.0.1:0")?
-            .bind()
-            .await?;
+        let ep = loopback_endpoint(key).await?;
         let store = iroh_blobs::store::mem::MemStore::new();
         let attempt = async {
             let conn = ep.connect(from, iroh_blobs::ALPN).await?;

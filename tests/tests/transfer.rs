@@ -322,13 +322,7 @@ async fn strangers_and_other_contacts_cannot_fetch_an_offered_hash() -> Result<(
         ("Carol, another contact", carol_key),
         ("a stranger", iroh::SecretKey::generate()),
     ] {
-        let ep = iroh::Endpoint::builder(iroh::endpoint::presets::Minimal)
-            .secret_key(key)
-            .relay_mode(iroh::RelayMode::Disabled)
-            .clear_ip_transports()
-            .bind_addr("127.0.0.1:0")?
-            .bind()
-            .await?;
+        let ep = loopback_endpoint(key).await?;
         let store = iroh_blobs::store::mem::MemStore::new();
         let attempt = async {
             let conn = ep.connect(alice_addr.clone(), iroh_blobs::ALPN).await?;

@@ -31,7 +31,7 @@ use crate::inbox::{BoxFuture, Handled, Incoming, PayloadHandler, PayloadKind};
 use crate::model::{
     now_ms, Contact, ContactId, Conversation, ConversationId, ConversationKind, Direction, Event,
     GroupMember, GroupView, MemberKind, Message, MessageId, MessageReceipt, MessageState, Presence,
-    Transfer, TransferId, TransferState,
+    Transfer, TransferId,
 };
 use crate::net::Links;
 use crate::outbox::Outbox;
@@ -128,29 +128,19 @@ fn group_offer(store: &Store, offer: GroupOffer) -> Result<Transfer, Error> {
         return Err(Error::Quota(crate::Quota::PendingOffers(pending)));
     }
     let kind = naming::classify_remote(&offer.name);
-    let now = now_ms();
     Ok(Transfer {
-        id: offer.id,
-        contact: offer.author,
-        direction: Direction::Incoming,
-        name: naming::safe_name(&offer.name),
         size: offer.size,
         hash: data_encoding::HEXLOWER.encode(&offer.root),
-        folder: offer.folder,
         files: offer.files,
-        media_type: if offer.folder {
-            "inode/directory".into()
-        } else {
-            kind.media_type
-        },
-        dangerous: kind.dangerous,
-        state: TransferState::Offered,
-        bytes_done: 0,
-        resumed_from: 0,
-        path: None,
-        error: None,
-        created_at: now,
-        updated_at: now,
+        ..Transfer::offered(
+            offer.id,
+            offer.author,
+            Direction::Incoming,
+            naming::safe_name(&offer.name),
+            offer.folder,
+            kind.media_type,
+            kind.dangerous,
+        )
     })
 }
 

@@ -552,6 +552,45 @@ pub struct Transfer {
     pub updated_at: u64,
 }
 
+impl Transfer {
+    /// A transfer just offered, in either direction, of a file of this media type (a folder's
+    /// is `inode/directory`); the caller fills in size, hash, files and path.
+    pub fn offered(
+        id: TransferId,
+        contact: ContactId,
+        direction: Direction,
+        name: String,
+        folder: bool,
+        media_type: String,
+        dangerous: bool,
+    ) -> Transfer {
+        let now = now_ms();
+        Transfer {
+            id,
+            contact,
+            direction,
+            name,
+            size: 0,
+            hash: String::new(),
+            folder,
+            files: 0,
+            media_type: if folder {
+                "inode/directory".into()
+            } else {
+                media_type
+            },
+            dangerous,
+            state: TransferState::Offered,
+            bytes_done: 0,
+            resumed_from: 0,
+            path: None,
+            error: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 /// This home's public profile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "specta", derive(specta::Type))]

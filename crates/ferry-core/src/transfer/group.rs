@@ -140,12 +140,27 @@ pub(super) async fn fetch_group(
     let what = content(t)?;
     let providers = providers(ctx, gf)?;
     if providers.is_empty() {
-        let why = "waiting for a member who may have it to come online".to_string();
-        set_state(ctx, t, TransferState::Paused, Some(why.clone())).await?;
+        let why = "waiting for a member who has it to come online".to_string();
+        if t.state != TransferState::Paused || t.error.as_deref() != Some(why.as_str()) {
+            set_state(ctx, t, TransferState::Paused, Some(why.clone())).await?;
+        }
         return Err(Error::Network(why));
     }
     for c in &providers {
         ctx.lookup.add_endpoint_info(endpoint_addr(c.id, &c.addr));
+    }
+    // A file none of them holds any missing part of: wait (once said, not again at each try).
+    if !t.folder {
+        let hash = hash_of(t)?;
+        let want = missing_ranges(ctx, hash).await?;
+        let holders = holdings(ctx, hash, &providers, &t.contact).await;
+        if !holders.iter().any(|h| !(&want & &h.ranges).is_empty()) {
+            let why = "waiting for a member who has it to come online".to_string();
+            if t.state != TransferState::Paused || t.error.as_deref() != Some(why.as_str()) {
+                set_state(ctx, t, TransferState::Paused, Some(why.clone())).await?;
+            }
+            return Err(Error::Network(why));
+        }
     }
     let have = local_bytes(ctx, what).await;
     let downloads = downloads_dir(ctx)?;
@@ -166,7 +181,8 @@ pub(super) async fn fetch_group(
         let request = DownloadRequest::new(what, order, SplitStrategy::Split);
         run(ctx, t, vec![(None, request)], have, cap).await
     } else {
-        fetch_parts(ctx, t, &providers).await
+        let author = t.contact;
+        fetch_parts(ctx, t, &providers, &author).await
     };
     let complete = ctx
         .blobs
@@ -188,6 +204,9 @@ pub(super) async fn fetch_group(
 
 /// How many times the members are asked again what they hold, in one fetch of a file.
 const ROUNDS: usize = 8;
+/// A file's missing bytes are shared out among the members in pieces of this many chunks
+/// (1 KiB each): 1 MiB.
+const PIECE_CHUNKS: u64 = 1024;
 
 /// Fetches a file's missing parts from the members who hold them, all at once (see
 /// [`fetch_group`]). Returns when it is complete, or when no member has more of what is missing.
@@ -195,8 +214,9 @@ async fn fetch_parts(
     ctx: &Arc<Transfers>,
     t: &Transfer,
     providers: &[Contact],
+    author: &ContactId,
 ) -> Result<(), Error> {
-    use iroh_blobs::protocol::{ChunkRanges, GetRequest, ObserveRequest};
+    use iroh_blobs::protocol::GetRequest;
     let hash = hash_of(t)?;
     let what = HashAndFormat::raw(hash);
     let remote = ctx.blobs.store.remote();
@@ -206,50 +226,19 @@ async fn fetch_parts(
             return Ok(());
         }
         let held = local.local_bytes();
-        let missing = local.missing();
-        let Some(mut want) = missing.ranges.iter().next().cloned() else {
-            return Ok(());
-        };
-        // Who holds what of it, asked of each member in turn (each answers at once).
-        let mut holdings: Vec<(ContactId, Option<ChunkRanges>)> = Vec::new();
-        for c in providers {
-            let bitfield = async {
-                let conn = ctx
-                    .links
-                    .endpoint()
-                    .connect(endpoint_addr(c.id, &c.addr), iroh_blobs::ALPN)
-                    .await
-                    .ok()?;
-                let first = remote
-                    .observe(conn.clone(), ObserveRequest::new(hash))
-                    .next()
-                    .await;
-                conn.close(0u32.into(), b"done");
-                first?.ok()
-            };
-            let ranges = tokio::time::timeout(DIAL_TIMEOUT, bitfield)
-                .await
-                .ok()
-                .flatten()
-                .map(|b| b.ranges);
-            holdings.push((c.id, ranges));
-        }
-        // Each missing part goes to the first member who holds it.
-        let mut requests = Vec::new();
-        for (id, ranges) in holdings {
-            let Some(ranges) = ranges else { continue };
-            let part = &want & &ranges;
-            if part.is_empty() {
-                continue;
-            }
-            want = &want - &part;
-            let request = DownloadRequest::new(
-                GetRequest::blob_ranges(hash, part),
-                Members(vec![id]),
-                SplitStrategy::None,
-            );
-            requests.push((Some(id), request));
-        }
+        let want = missing_ranges(ctx, hash).await?;
+        let holders = holdings(ctx, hash, providers, author).await;
+        let requests: Vec<_> = share_out(&want, &holders, t.size.div_ceil(1024))
+            .into_iter()
+            .map(|(id, part)| {
+                let request = DownloadRequest::new(
+                    GetRequest::blob_ranges(hash, part),
+                    Members(vec![id]),
+                    SplitStrategy::None,
+                );
+                (Some(id), request)
+            })
+            .collect();
         if requests.is_empty() {
             return Ok(());
         }
@@ -262,6 +251,120 @@ async fn fetch_parts(
         }
     }
     Ok(())
+}
+
+/// The chunks of a blob the store lacks.
+async fn missing_ranges(
+    ctx: &Transfers,
+    hash: Hash,
+) -> Result<iroh_blobs::protocol::ChunkRanges, Error> {
+    let local = ctx
+        .blobs
+        .store
+        .remote()
+        .local(HashAndFormat::raw(hash))
+        .await
+        .map_err(blob_err)?;
+    Ok(local
+        .missing()
+        .ranges
+        .iter()
+        .next()
+        .cloned()
+        .unwrap_or_default())
+}
+
+/// What each provider holds of a blob (asked with `observe`, each in turn; one that does not
+/// answer within [`DIAL_TIMEOUT`] holds nothing), and whether it is the author.
+async fn holdings(
+    ctx: &Transfers,
+    hash: Hash,
+    providers: &[Contact],
+    author: &ContactId,
+) -> Vec<Holder> {
+    use iroh_blobs::protocol::ObserveRequest;
+    let remote = ctx.blobs.store.remote();
+    let mut out = Vec::new();
+    for c in providers {
+        let bitfield = async {
+            let conn = ctx
+                .links
+                .endpoint()
+                .connect(endpoint_addr(c.id, &c.addr), iroh_blobs::ALPN)
+                .await
+                .ok()?;
+            let first = remote
+                .observe(conn.clone(), ObserveRequest::new(hash))
+                .next()
+                .await;
+            conn.close(0u32.into(), b"done");
+            first?.ok()
+        };
+        if let Ok(Some(b)) = tokio::time::timeout(DIAL_TIMEOUT, bitfield).await {
+            out.push(Holder {
+                id: c.id,
+                author: c.id == *author,
+                ranges: b.ranges,
+            });
+        }
+    }
+    out
+}
+
+/// A provider and what it holds of a blob.
+#[derive(Debug, Clone)]
+struct Holder {
+    id: ContactId,
+    author: bool,
+    ranges: iroh_blobs::protocol::ChunkRanges,
+}
+
+/// Shares the `want`ed chunks of a blob of `chunks` chunks out among the holders, piece by
+/// piece ([`PIECE_CHUNKS`]): each piece to the members who hold it, the one given the fewest
+/// pieces first, the author only for what no other member holds. The last piece is open-ended,
+/// so a blob longer than offered is asked for whole (and refused at the offer's size). Returns
+/// each holder's ranges, in the holders' order, leaving out those given nothing.
+fn share_out(
+    want: &iroh_blobs::protocol::ChunkRanges,
+    holders: &[Holder],
+    chunks: u64,
+) -> Vec<(ContactId, iroh_blobs::protocol::ChunkRanges)> {
+    use iroh_blobs::protocol::{ChunkRanges, ChunkRangesExt};
+    let mut given: Vec<(ChunkRanges, u64)> = vec![(ChunkRanges::empty(), 0); holders.len()];
+    let mut start = 0;
+    loop {
+        let end = start + PIECE_CHUNKS;
+        let piece_range = if end >= chunks {
+            ChunkRanges::chunks(start..)
+        } else {
+            ChunkRanges::chunks(start..end)
+        };
+        let mut piece = want & &piece_range;
+        let mut order: Vec<usize> = (0..holders.len()).collect();
+        order.sort_by_key(|&i| (holders[i].author, given[i].1, i));
+        for i in order {
+            if piece.is_empty() {
+                break;
+            }
+            let part = &piece & &holders[i].ranges;
+            if part.is_empty() {
+                continue;
+            }
+            piece = &piece - &part;
+            given[i].0 |= part;
+            given[i].1 += 1;
+        }
+        if end >= chunks {
+            break;
+        }
+        start = end;
+    }
+    holders
+        .iter()
+        .zip(given)
+        .filter(|(_, (ranges, _))| !ranges.is_empty())
+        .map(|(h, (ranges, _))| (h.id, ranges))
+        .collect()
 }
 
 /// Runs downloader requests at once, following their progress (from `held` bytes) and
@@ -367,4 +470,64 @@ pub(super) fn downloader(store: &FsStore, endpoint: &iroh::Endpoint) -> Download
     Downloader::builder(store, endpoint)
         .pool_options(pool)
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iroh_blobs::protocol::{ChunkRanges, ChunkRangesExt};
+
+    fn id(n: u8) -> ContactId {
+        iroh::SecretKey::from_bytes(&[n; 32]).public()
+    }
+
+    fn holder(n: u8, author: bool, ranges: ChunkRanges) -> Holder {
+        Holder {
+            id: id(n),
+            author,
+            ranges,
+        }
+    }
+
+    fn given(out: &[(ContactId, ChunkRanges)], n: u8) -> ChunkRanges {
+        out.iter()
+            .find(|(c, _)| *c == id(n))
+            .map(|(_, r)| r.clone())
+            .unwrap_or_else(ChunkRanges::empty)
+    }
+
+    #[test]
+    fn pieces_go_to_members_in_turn_and_to_the_author_only_for_the_rest() {
+        // 4 MiB: two members hold it all, the author too.
+        let all = ChunkRanges::all();
+        let holders = [
+            holder(1, true, all.clone()),
+            holder(2, false, all.clone()),
+            holder(3, false, all.clone()),
+        ];
+        let out = share_out(&all, &holders, 4096);
+        assert!(given(&out, 1).is_empty(), "the author is spared");
+        let (two, three) = (given(&out, 2), given(&out, 3));
+        assert!(!two.is_empty() && !three.is_empty(), "both members send");
+        assert!((&two & &three).is_empty(), "no chunk is asked twice");
+        assert_eq!(&two | &three, all, "every chunk is asked");
+    }
+
+    #[test]
+    fn a_member_holding_part_sends_that_part_and_the_author_the_rest() {
+        // 3,000 chunks wanted; a member holds the first 1,100.
+        let want = ChunkRanges::all();
+        let part = ChunkRanges::chunks(0..1100);
+        let holders = [
+            holder(1, true, ChunkRanges::all()),
+            holder(2, false, part.clone()),
+            holder(3, false, ChunkRanges::empty()),
+        ];
+        let out = share_out(&want, &holders, 3000);
+        assert_eq!(given(&out, 2), part);
+        assert_eq!(given(&out, 1), ChunkRanges::chunks(1100..));
+        assert_eq!(out.len(), 2, "a member holding nothing is not asked");
+        // Nothing held by anyone: nothing asked.
+        assert!(share_out(&want, &[holder(3, false, ChunkRanges::empty())], 3000).is_empty());
+    }
 }

@@ -271,30 +271,15 @@ fn offered(
     folder: bool,
     kind: naming::FileKind,
 ) -> Transfer {
-    let now = now_ms();
-    Transfer {
+    Transfer::offered(
         id,
         contact,
         direction,
         name,
-        size: 0,
-        hash: String::new(),
         folder,
-        files: 0,
-        media_type: if folder {
-            "inode/directory".into()
-        } else {
-            kind.media_type
-        },
-        dangerous: kind.dangerous,
-        state: TransferState::Offered,
-        bytes_done: 0,
-        resumed_from: 0,
-        path: None,
-        error: None,
-        created_at: now,
-        updated_at: now,
-    }
+        kind.media_type,
+        kind.dangerous,
+    )
 }
 
 fn hash_of(t: &Transfer) -> Result<Hash, Error> {
