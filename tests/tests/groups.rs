@@ -771,3 +771,94 @@ async fn only_members_may_fetch_a_group_file() -> Result<()> {
     );
     Ok(())
 }
+
+/// A measurement, not a check: how long a member waits for a group file when only the author
+/// (upload limited to 2 MB/s) can send it, and when another member already holds it.
+/// `cargo test -p ferry-tests --test groups measure -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run it by name with --ignored"]
+async fn measure_a_group_file_from_the_author_alone_and_from_a_member() -> Result<()> {
+    const SIZE: usize = 8_000_000;
+    const RUNS: usize = 3;
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let root = dir.path();
+    let slow = ferry_core::Config {
+        throttle_bps: Some(2_000_000),
+        ..test_config()
+    };
+    let ann = open(&new_home(root, "Ann")?, slow).await?;
+    let ben = open(&new_home(root, "Ben")?, test_config()).await?;
+    let cat = open(&new_home(root, "Cat")?, test_config()).await?;
+    pair(&ann, &ben).await?;
+    pair(&ann, &cat).await?;
+    pair(&ben, &cat).await?;
+    let gid = ann
+        .create_group("Trip", &["Ben".into(), "Cat".into()])
+        .await?
+        .id
+        .to_string();
+    for node in [&ben, &cat] {
+        until("the member knows all three", || async {
+            Ok(node
+                .group(&gid)
+                .map(|g| g.members.len() == 3)
+                .unwrap_or(false))
+        })
+        .await?;
+    }
+    ben.set_downloads_dir(&root.join("ben-downloads")).await?;
+    cat.set_downloads_dir(&root.join("cat-downloads")).await?;
+    let offered = |e: &Event| match e {
+        Event::TransferOffered { transfer } => Some(transfer.id),
+        _ => None,
+    };
+    let completed = |id: ferry_core::TransferId| {
+        move |e: &Event| match e {
+            Event::TransferCompleted { id: done, .. } if *done == id => Some(()),
+            _ => None,
+        }
+    };
+    let (mut alone, mut member) = (Vec::new(), Vec::new());
+    for run in 0..RUNS {
+        let path = root.join(format!("video-{run}.bin"));
+        let bytes: Vec<u8> = (0..SIZE as u32)
+            .map(|i| (i * 13 + run as u32) as u8)
+            .collect();
+        std::fs::write(&path, &bytes)?;
+        let (mut ben_rx, mut cat_rx) = (ben.subscribe(), cat.subscribe());
+        ann.send_file(&gid, &path).await?;
+        let (ben_t, cat_t) = (
+            wait_for(&mut ben_rx, offered).await?,
+            wait_for(&mut cat_rx, offered).await?,
+        );
+        // Ben: nobody but Ann holds it.
+        let start = std::time::Instant::now();
+        ben.accept_transfer(&ben_t.to_string()).await?;
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            wait_for(&mut ben_rx, completed(ben_t)),
+        )
+        .await??;
+        alone.push(start.elapsed().as_secs_f64());
+        // Cat: Ben holds all of it.
+        let start = std::time::Instant::now();
+        cat.accept_transfer(&cat_t.to_string()).await?;
+        wait_for(&mut cat_rx, completed(cat_t)).await?;
+        member.push(start.elapsed().as_secs_f64());
+    }
+    let show = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        format!(
+            "{:.2} s ({:.2}–{:.2})",
+            v[v.len() / 2],
+            v[0],
+            v[v.len() - 1]
+        )
+    };
+    println!("| {SIZE} bytes, author's upload 2 MB/s, {RUNS} runs | median (min–max) |");
+    println!("| --- | ---: |");
+    println!("| from the author alone | {} |", show(&mut alone));
+    println!("| another member holds it | {} |", show(&mut member));
+    Ok(())
+}
