@@ -586,16 +586,15 @@ async fn receipts_say_how_many_members_hold_and_have_read_a_message() -> Result<
     Ok(())
 }
 
-/// A file offered in a group reaches every member; two fetch it, and the second gets part of
-/// it from the first while the author, slow, is still sending it to the first.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_group_file_is_fetched_by_two_members_the_second_partly_from_the_first() -> Result<()> {
+/// Ann, Ben and Cat, all paired, in Ann's group "Trip" (its id returned); Ann's blob provider
+/// sends at most `bps` bytes a second; Ben and Cat save into `<root>/<name>-downloads`.
+async fn trip_with_a_slow_author(
+    root: &Path,
+    bps: u64,
+) -> Result<(Arc<Node>, Arc<Node>, Arc<Node>, String)> {
     init_tracing();
-    let dir = tempfile::tempdir()?;
-    let root = dir.path();
-    // Ann, the author, sends at most 1 MB/s (to each member fetching).
     let slow = ferry_core::Config {
-        throttle_bps: Some(1_000_000),
+        throttle_bps: Some(bps),
         ..test_config()
     };
     let ann = open(&new_home(root, "Ann")?, slow).await?;
@@ -620,6 +619,17 @@ async fn a_group_file_is_fetched_by_two_members_the_second_partly_from_the_first
     }
     ben.set_downloads_dir(&root.join("ben-downloads")).await?;
     cat.set_downloads_dir(&root.join("cat-downloads")).await?;
+    Ok((ann, ben, cat, gid))
+}
+
+/// A file offered in a group reaches every member; two fetch it, and the second gets part of
+/// it from the first while the author, slow, is still sending it to the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_file_is_fetched_by_two_members_the_second_partly_from_the_first() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = dir.path();
+    // Ann, the author, sends at most 1 MB/s (to each member fetching).
+    let (ann, ben, cat, gid) = trip_with_a_slow_author(root, 1_000_000).await?;
     let bytes: Vec<u8> = (0..3_000_000u32)
         .map(|i| (i * 7 + i / 4093) as u8)
         .collect();
@@ -780,35 +790,9 @@ async fn only_members_may_fetch_a_group_file() -> Result<()> {
 async fn measure_a_group_file_from_the_author_alone_and_from_a_member() -> Result<()> {
     const SIZE: usize = 8_000_000;
     const RUNS: usize = 3;
-    init_tracing();
     let dir = tempfile::tempdir()?;
+    let (ann, ben, cat, gid) = trip_with_a_slow_author(dir.path(), 2_000_000).await?;
     let root = dir.path();
-    let slow = ferry_core::Config {
-        throttle_bps: Some(2_000_000),
-        ..test_config()
-    };
-    let ann = open(&new_home(root, "Ann")?, slow).await?;
-    let ben = open(&new_home(root, "Ben")?, test_config()).await?;
-    let cat = open(&new_home(root, "Cat")?, test_config()).await?;
-    pair(&ann, &ben).await?;
-    pair(&ann, &cat).await?;
-    pair(&ben, &cat).await?;
-    let gid = ann
-        .create_group("Trip", &["Ben".into(), "Cat".into()])
-        .await?
-        .id
-        .to_string();
-    for node in [&ben, &cat] {
-        until("the member knows all three", || async {
-            Ok(node
-                .group(&gid)
-                .map(|g| g.members.len() == 3)
-                .unwrap_or(false))
-        })
-        .await?;
-    }
-    ben.set_downloads_dir(&root.join("ben-downloads")).await?;
-    cat.set_downloads_dir(&root.join("cat-downloads")).await?;
     let offered = |e: &Event| match e {
         Event::TransferOffered { transfer } => Some(transfer.id),
         _ => None,
