@@ -8,8 +8,9 @@
 //! onto a name it reserved exclusively in the download folder (a copy only across file
 //! systems), and drops its tag so the store's GC forgets the entry.
 //!
-//! Access control: the provider serves a hash only to the contact it was offered to, for get,
-//! get-many and observe; push is disabled. Connection ids from connect events map requests
+//! Access control: the provider serves a hash only to the contact it was offered to (get,
+//! get-many and observe), or, for a file offered in a group, to a contact who is a member of
+//! that group now (get and observe; `group.rs`); push is disabled. Connection ids from connect events map requests
 //! to endpoint ids.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
