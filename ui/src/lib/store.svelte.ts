@@ -84,6 +84,12 @@ export class Store {
     return this.contacts.find((c) => c.id === id);
   }
 
+  /** A file this home shares in a group: offered for as long as it shares it, so not a
+   *  transfer in progress (its "contact" is this home itself). */
+  isShare(t: Transfer): boolean {
+    return t.direction === "outgoing" && this.status.state === "ready" && t.contact === this.status.id;
+  }
+
   /** The group a file was shared in, if its message is loaded. */
   groupOfTransfer(id: string): Group | undefined {
     return this.groups.find((g) => (this.messages[g.id] ?? []).some((m) => m.transfer === id));

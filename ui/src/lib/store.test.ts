@@ -222,6 +222,14 @@ describe("Store", () => {
     expect(s.notice?.text).toBe("Could not send secret: Permission denied");
   });
 
+  it("tells a file this home shares in a group from a transfer in progress", async () => {
+    const s = new Store(fakeApi());
+    await s.start();
+    expect(s.isShare(transfer({ direction: "outgoing", contact: "me", state: "offered" }))).toBe(true);
+    expect(s.isShare(transfer({ direction: "outgoing", contact: "b0b", state: "offered" }))).toBe(false);
+    expect(s.isShare(transfer({ direction: "incoming", contact: "me", state: "offered" }))).toBe(false);
+  });
+
   it("keeps a group's messages in the group, not in the conversation with their author", async () => {
     const s = new Store(fakeApi({ groups: vi.fn(async () => [group()]) }));
     await s.start();
