@@ -39,6 +39,20 @@ fn eventually_json(home: &Path, args: &[&str], pred: impl Fn(&Value) -> bool) ->
 }
 
 /// Calls a Tauri command from the page, exactly as the UI does.
+/// Sends one file to a contact or group through the command a drop calls; returns the
+/// transfer's id.
+fn send_path(s: &Session<'_>, to: &str, path: &Path) -> Result<String> {
+    let report = invoke(s, "send_paths", json!({ "contact": to, "paths": [path] }))?;
+    ensure!(
+        report["failed"].as_array().is_some_and(|f| f.is_empty()),
+        "{report}"
+    );
+    Ok(report["sent"][0]["id"]
+        .as_str()
+        .context("transfer id")?
+        .to_owned())
+}
+
 fn invoke(s: &Session<'_>, cmd: &str, args: Value) -> Result<Value> {
     let v = s.execute_async(
         "const [cmd, args, done] = arguments;
@@ -393,19 +407,7 @@ fn journey(s: &Session<'_>, shots: &Shots, p: &Places<'_>) -> Result<()> {
     // A file to Bob, through the command the drop handler calls.
     let out_path = root.join("holiday.bin.txt");
     let out_data = write_file(&out_path, 3 * 1024 * 1024 + 17, 7)?;
-    let report = invoke(
-        s,
-        "send_paths",
-        json!({ "contact": bob_id, "paths": [out_path] }),
-    )?;
-    ensure!(
-        report["failed"].as_array().is_some_and(|f| f.is_empty()),
-        "{report}"
-    );
-    let out_id = report["sent"][0]["id"]
-        .as_str()
-        .context("transfer id")?
-        .to_owned();
+    let out_id = send_path(s, &bob_id, &out_path)?;
     wait_attr(
         s,
         &format!("[data-transfer='{out_id}']"),
@@ -1067,19 +1069,7 @@ fn groups_are_made_written_in_and_managed_in_the_desktop_app() -> Result<()> {
             .to_owned();
         let plan = root.join("plan.txt");
         let plan_data = write_file(&plan, 150 * 1024, 9)?;
-        let report = invoke(
-            &s,
-            "send_paths",
-            json!({ "contact": trip, "paths": [plan] }),
-        )?;
-        ensure!(
-            report["failed"].as_array().is_some_and(|f| f.is_empty()),
-            "{report}"
-        );
-        let plan_id = report["sent"][0]["id"]
-            .as_str()
-            .context("transfer id")?
-            .to_owned();
+        let plan_id = send_path(&s, &trip, &plan)?;
         see(
             &s,
             &format!("[data-transfer='{plan_id}'] [data-testid=file-state]"),

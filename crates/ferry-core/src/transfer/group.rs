@@ -140,28 +140,23 @@ pub(super) async fn fetch_group(
     let what = content(t)?;
     let providers = providers(ctx, gf)?;
     if providers.is_empty() {
-        let why = "waiting for a member who has it to come online".to_string();
-        if t.state != TransferState::Paused || t.error.as_deref() != Some(why.as_str()) {
-            set_state(ctx, t, TransferState::Paused, Some(why.clone())).await?;
-        }
-        return Err(Error::Network(why));
+        return wait_for_members(ctx, t).await;
     }
     for c in &providers {
         ctx.lookup.add_endpoint_info(endpoint_addr(c.id, &c.addr));
     }
-    // A file none of them holds any missing part of: wait (once said, not again at each try).
-    if !t.folder {
+    // A file none of them holds any missing part of: wait. What they hold is the first round.
+    let holders = if t.folder {
+        Vec::new()
+    } else {
         let hash = hash_of(t)?;
         let want = missing_ranges(ctx, hash).await?;
         let holders = holdings(ctx, hash, &providers, &t.contact).await;
         if !holders.iter().any(|h| !(&want & &h.ranges).is_empty()) {
-            let why = "waiting for a member who has it to come online".to_string();
-            if t.state != TransferState::Paused || t.error.as_deref() != Some(why.as_str()) {
-                set_state(ctx, t, TransferState::Paused, Some(why.clone())).await?;
-            }
-            return Err(Error::Network(why));
+            return wait_for_members(ctx, t).await;
         }
-    }
+        holders
+    };
     let have = local_bytes(ctx, what).await;
     let downloads = downloads_dir(ctx)?;
     if let Err(e) = check_space(ctx, t, have, &downloads) {
@@ -182,7 +177,7 @@ pub(super) async fn fetch_group(
         run(ctx, t, vec![(None, request)], have, cap).await
     } else {
         let author = t.contact;
-        fetch_parts(ctx, t, &providers, &author).await
+        fetch_parts(ctx, t, &providers, &author, holders).await
     };
     let complete = ctx
         .blobs
@@ -215,19 +210,24 @@ async fn fetch_parts(
     t: &Transfer,
     providers: &[Contact],
     author: &ContactId,
+    first: Vec<Holder>,
 ) -> Result<(), Error> {
     use iroh_blobs::protocol::GetRequest;
     let hash = hash_of(t)?;
     let what = HashAndFormat::raw(hash);
     let remote = ctx.blobs.store.remote();
+    let mut asked = Some(first);
     for _ in 0..ROUNDS {
         let local = remote.local(what).await.map_err(blob_err)?;
         if local.is_complete() {
             return Ok(());
         }
         let held = local.local_bytes();
-        let want = missing_ranges(ctx, hash).await?;
-        let holders = holdings(ctx, hash, providers, author).await;
+        let want = missing_of(&local);
+        let holders = match asked.take() {
+            Some(holders) => holders,
+            None => holdings(ctx, hash, providers, author).await,
+        };
         let requests: Vec<_> = share_out(&want, &holders, t.size.div_ceil(1024))
             .into_iter()
             .map(|(id, part)| {
@@ -265,13 +265,28 @@ async fn missing_ranges(
         .local(HashAndFormat::raw(hash))
         .await
         .map_err(blob_err)?;
-    Ok(local
+    Ok(missing_of(&local))
+}
+
+/// The chunks of a blob that `local` (what the store holds of it) lacks.
+fn missing_of(local: &iroh_blobs::api::remote::LocalInfo) -> iroh_blobs::protocol::ChunkRanges {
+    local
         .missing()
         .ranges
         .iter()
         .next()
         .cloned()
-        .unwrap_or_default())
+        .unwrap_or_default()
+}
+
+/// Pauses a group download until a member who holds it is online (said once, not again at
+/// each try), and says so as the error.
+async fn wait_for_members(ctx: &Arc<Transfers>, t: &mut Transfer) -> Result<(), Error> {
+    let why = "waiting for a member who has it to come online".to_string();
+    if t.state != TransferState::Paused || t.error.as_deref() != Some(why.as_str()) {
+        set_state(ctx, t, TransferState::Paused, Some(why.clone())).await?;
+    }
+    Err(Error::Network(why))
 }
 
 /// What each provider holds of a blob (asked with `observe`, each in turn; one that does not
